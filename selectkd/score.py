@@ -1,0 +1,525 @@
+"""The score stage: run each teacher (and the student) over a split once, into the cache.
+
+Teacher entries hold ``uid, logits[, cls]`` per row. The student entry holds pooled
+embeddings (parts), a faiss index over them, the fitted probe head and, in
+``scores.arrow``, the student's probabilities, entropy, margin, least confidence and
+KL(teacher || student) against every teacher given. A second identical call finds every
+key complete and runs no model at all.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+import pyarrow as pa
+
+from . import __version__
+from .data import DataSpec, Rows, load_rows
+from .errors import CacheError, ModelError, SelectKDError
+from .models import ModelRef, load_classifier, load_encoder, load_tokenizer, resolve, tokenizer_key
+from .store import Entry, EntryWriter, Store, part_name
+from .uncertainty import entropy, kl_divergence, least_confidence, margin, softmax
+
+PART_ROWS = 4096
+STUDENT_HEADS = ("probe", "as-is")
+
+
+@dataclass
+class EntryReport:
+    """What happened to one cache key in a score call."""
+
+    role: str
+    model: str
+    kind: str
+    key: str
+    rows: int
+    reused: bool
+    seconds: float
+    tokens: int = 0
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass
+class ScoreResult:
+    rows: Rows
+    teachers: list[EntryReport]
+    student: EntryReport | None
+    store: Store
+
+    @property
+    def reports(self) -> list[EntryReport]:
+        return [*self.teachers, *([self.student] if self.student else [])]
+
+
+# -- tokens and batches ---------------------------------------------------------------------
+
+def tokenize(tokenizer, texts: Sequence[str], pairs: Sequence[str] | None, max_length: int) -> list[list[int]]:
+    """Token ids per row, truncated to ``max_length``, no padding (that happens per batch)."""
+    enc = tokenizer(list(texts), list(pairs) if pairs is not None else None, truncation=True,
+                    max_length=max_length, padding=False, return_attention_mask=False,
+                    return_token_type_ids=False)
+    return enc["input_ids"]
+
+
+def length_batches(lengths: np.ndarray, batch_size: int) -> list[np.ndarray]:
+    """Row indices grouped by length (longest first), so each batch pads only to its own max."""
+    order = np.argsort(-lengths, kind="stable")
+    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def collate(ids: list[list[int]], pad_id: int, type_ids: list[list[int]] | None = None) -> dict:
+    """Pad a batch to its longest row: input_ids + attention_mask (+ token_type_ids)."""
+    import torch
+
+    width = max(len(x) for x in ids)
+    input_ids = torch.full((len(ids), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(ids), width), dtype=torch.long)
+    for i, row in enumerate(ids):
+        input_ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
+        mask[i, : len(row)] = 1
+    batch = {"input_ids": input_ids, "attention_mask": mask}
+    if type_ids is not None:
+        tt = torch.zeros((len(ids), width), dtype=torch.long)
+        for i, row in enumerate(type_ids):
+            tt[i, : len(row)] = torch.tensor(row, dtype=torch.long)
+        batch["token_type_ids"] = tt
+    return batch
+
+
+def _type_ids(tokenizer, texts, pairs, max_length) -> list[list[int]] | None:
+    if pairs is None or "token_type_ids" not in tokenizer.model_input_names:
+        return None
+    return tokenizer(list(texts), list(pairs), truncation=True, max_length=max_length,
+                     padding=False, return_attention_mask=False)["token_type_ids"]
+
+
+def pick_device(device: str | None = None) -> str:
+    """cuda when a GPU is usable, else cpu; avoids importing torch on machines with no GPU."""
+    if device:
+        return device
+    if not any(Path("/dev").glob("nvidia*")) and not os.environ.get("CUDA_VISIBLE_DEVICES"):
+        return "cpu"
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _autocast(device: str):
+    import torch
+
+    if device.startswith("cuda"):
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def numeric_mode(device: str) -> str:
+    return "bf16-autocast" if device.startswith("cuda") else "float32"
+
+
+# -- progress ---------------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def progress_bar(description: str, total: int, enabled: bool) -> Iterator:
+    """A rich progress bar in rows, with rows/s; a no-op when disabled."""
+    if not enabled:
+        yield lambda n: None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.text import Text
+
+    class RowsPerSecond(ProgressColumn):
+        def render(self, task) -> Text:
+            return Text(f"{task.speed:,.0f} rows/s" if task.speed else "- rows/s")
+
+    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), RowsPerSecond(),
+               TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn()]
+    with Progress(*columns, transient=False) as bar:
+        task = bar.add_task(description, total=total)
+        yield lambda n: bar.advance(task, n)
+
+
+# -- the forward loop -------------------------------------------------------------------------
+
+def forward_parts(
+    rows: Rows, tokenizer, max_length: int, writer: EntryWriter,
+    run_batch, batch_size: int, description: str, progress: bool,
+) -> tuple[int, int]:
+    """Tokenise and run ``run_batch`` over every part not yet on disk; return (rows, tokens) done."""
+    ds = rows.dataset
+    n = len(ds)
+    part_rows = int(writer.manifest["part_rows"])  # a resumed entry keeps its part size
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    pending = [i for i in range(0, (n + part_rows - 1) // part_rows) if not writer.done(part_name(i))]
+    todo = sum(min(part_rows, n - i * part_rows) for i in pending)
+    done_rows = done_tokens = 0
+    with progress_bar(description, todo, progress) as advance:
+        for part in pending:
+            lo, hi = part * part_rows, min(n, (part + 1) * part_rows)
+            chunk = ds[lo:hi]
+            pairs = chunk.get("text_pair")
+            ids = tokenize(tokenizer, chunk["text"], pairs, max_length)
+            types = _type_ids(tokenizer, chunk["text"], pairs, max_length)
+            lengths = np.array([len(x) for x in ids])
+            outputs: dict[str, np.ndarray] = {}
+            for batch_rows in length_batches(lengths, batch_size):
+                batch = collate([ids[i] for i in batch_rows], pad_id,
+                                [types[i] for i in batch_rows] if types is not None else None)
+                for name, values in run_batch(batch).items():
+                    if name not in outputs:
+                        outputs[name] = np.zeros((hi - lo, *values.shape[1:]), dtype=values.dtype)
+                    outputs[name][batch_rows] = values
+                advance(len(batch_rows))
+            table = {"uid": pa.array(np.asarray(chunk["uid"], dtype=np.int64))}
+            for name, values in outputs.items():
+                table[name] = fixed_list(values)
+            writer.write_table(part_name(part), pa.table(table))
+            done_rows += hi - lo
+            done_tokens += int(lengths.sum())
+    return done_rows, done_tokens
+
+
+def fixed_list(values: np.ndarray) -> pa.Array:
+    """(N, D...) numpy -> Arrow FixedSizeList of the flattened row (zero-copy on read)."""
+    flat = np.ascontiguousarray(values).reshape(len(values), -1)
+    return pa.FixedSizeListArray.from_arrays(pa.array(flat.reshape(-1)), flat.shape[1])
+
+
+def column_matrix(table: pa.Table, name: str) -> np.ndarray:
+    """A FixedSizeList column as an (N, D) numpy array (one chunk: zero-copy)."""
+    col = table.column(name)
+    width = col.type.list_size
+    chunks = [c.values.to_numpy(zero_copy_only=False).reshape(-1, width) for c in col.chunks]
+    return chunks[0] if len(chunks) == 1 else np.concatenate(chunks)
+
+
+# -- teachers ---------------------------------------------------------------------------------
+
+def teacher_inputs(ref: ModelRef, tok_fp: str, rows: Rows, max_length: int, cls_states: bool,
+                   allow_untrained_head: bool, device: str) -> dict:
+    return {"role": "teacher", "model": ref.fingerprint, "tokenizer": tok_fp, **rows.key_inputs(),
+            "num_labels": rows.num_labels, "max_length": max_length, "cls_states": cls_states,
+            "untrained_head_seed": 0 if allow_untrained_head else None, "numerics": numeric_mode(device)}
+
+
+def _score_teacher(entry: Entry, inputs: dict, ref: ModelRef, tokenizer, rows: Rows, *, max_length: int,
+                   batch_size: int, cls_states: bool, allow_untrained_head: bool, device: str,
+                   progress: bool, part_rows: int) -> tuple[int, int]:
+    import torch
+
+    model, trained = load_classifier(ref, rows.num_labels, allow_untrained_head, role="teacher")
+    model.to(device)
+    n_layers = model.config.num_hidden_layers
+
+    @torch.inference_mode()
+    def run_batch(batch: dict) -> dict:
+        batch = {k: v.to(device) for k, v in batch.items()}
+        with _autocast(device):
+            out = model(**batch, output_hidden_states=cls_states)
+        result = {"logits": out.logits.float().cpu().numpy()}
+        if cls_states:
+            cls = torch.stack([h[:, 0, :] for h in out.hidden_states], dim=1)
+            result["cls"] = cls.to(torch.float16).cpu().numpy()
+        return result
+
+    meta = {"role": "teacher", "model_name": ref.name, "model_source": ref.source, "num_rows": len(rows),
+            "num_labels": rows.num_labels, "label_names": rows.label_names, "head_trained": trained,
+            "part_rows": part_rows, "selectkd_version": __version__, "data_source": rows.source,
+            "columns": {"logits": [rows.num_labels]}}
+    if cls_states:
+        meta["columns"]["cls"] = [n_layers + 1, model.config.hidden_size]
+    writer = EntryWriter(entry, inputs, meta)
+    t0 = time.perf_counter()
+    n, tokens = forward_parts(rows, tokenizer, max_length, writer, run_batch, batch_size,
+                              f"teacher {ref.name}", progress)
+    writer.finish(seconds=round(time.perf_counter() - t0, 3), tokens_scored=tokens)
+    return n, tokens
+
+
+def teacher_logits(entry: Entry) -> tuple[np.ndarray, np.ndarray]:
+    """(uids, logits) of a complete teacher entry, memory-mapped."""
+    table = entry.read_parts()
+    logits = column_matrix(table, "logits")
+    if not np.isfinite(logits).all():
+        raise CacheError(f"teacher cache {entry.key} holds NaN or Inf logits; remove it with `selectkd cache rm {entry.key}` and re-score")
+    return table.column("uid").to_numpy(), logits
+
+
+# -- the student ------------------------------------------------------------------------------
+
+def fit_probe(features: np.ndarray, targets: np.ndarray, labels: np.ndarray | None = None,
+              l2: float = 1e-3, seed: int = 0) -> tuple[np.ndarray, np.ndarray, dict]:
+    """A linear head on frozen features, fitted to soft targets (teacher probabilities).
+
+    Full-batch L-BFGS on soft cross-entropy + L2. First fitted on 80% to report held-out
+    agreement with the teacher, then refitted on every row. Returns (W (C, D), b (C,), fit).
+    """
+    import torch
+
+    x_all = torch.from_numpy(np.array(features, dtype=np.float32))
+    t_all = torch.from_numpy(np.array(targets, dtype=np.float32))
+    mean, std = x_all.mean(0), x_all.std(0).clamp_min(1e-6)
+
+    def train(x: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        torch.manual_seed(seed)
+        w = torch.zeros(x.shape[1], t.shape[1], requires_grad=True)
+        b = torch.zeros(t.shape[1], requires_grad=True)
+        xs = (x - mean) / std
+        opt = torch.optim.LBFGS([w, b], lr=1, max_iter=200, history_size=20, line_search_fn="strong_wolfe")
+
+        def closure():
+            opt.zero_grad()
+            loss = -(t * torch.log_softmax(xs @ w + b, dim=1)).sum(1).mean() + l2 * (w * w).sum()
+            loss.backward()
+            return loss
+
+        opt.step(closure)
+        w_eff = (w / std[:, None]).detach()
+        return w_eff, (b - (mean / std) @ w).detach()
+
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(x_all))
+    cut = int(0.8 * len(order)) if len(order) >= 10 else len(order)
+    fit_rows, held = order[:cut], order[cut:]
+    w, b = train(x_all[fit_rows], t_all[fit_rows])
+    report = {"l2": l2, "rows": int(len(x_all)), "optimizer": "L-BFGS, 200 iterations, soft cross-entropy"}
+    if len(held):
+        pred = (x_all[held] @ w + b).argmax(1).numpy()
+        report["heldout_rows"] = int(len(held))
+        report["heldout_agreement_with_teacher"] = round(float((pred == targets[held].argmax(1)).mean()), 4)
+        if labels is not None:
+            report["heldout_gold_accuracy"] = round(float((pred == labels[held]).mean()), 4)
+    w, b = train(x_all, t_all)
+    logits = (x_all @ w + b).numpy()
+    report["train_agreement_with_teacher"] = round(float((logits.argmax(1) == targets.argmax(1)).mean()), 4)
+    return w.T.numpy(), b.numpy(), report
+
+
+def build_index(uids: np.ndarray, embeddings: np.ndarray):
+    """A faiss inner-product index over L2-normalised embeddings, ids = uids.
+
+    Exact (flat) up to 200k rows; above that IVF trained on a 100k sample.
+    """
+    import faiss
+
+    x = np.ascontiguousarray(embeddings, dtype=np.float32)
+    dim = x.shape[1]
+    if len(x) <= 200_000:
+        index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+    else:
+        nlist = int(4 * np.sqrt(len(x)))
+        quantizer = faiss.IndexFlatIP(dim)
+        ivf = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
+        sample = np.random.default_rng(0).choice(len(x), size=min(len(x), 100_000), replace=False)
+        ivf.train(x[np.sort(sample)])
+        index = faiss.IndexIDMap2(ivf)
+    index.add_with_ids(x, np.ascontiguousarray(uids, dtype=np.int64))
+    return index
+
+
+def student_inputs(ref: ModelRef, tok_fp: str, rows: Rows, max_length: int, head: str,
+                   teacher_keys: list[str], device: str) -> dict:
+    return {"role": "student", "model": ref.fingerprint, "tokenizer": tok_fp, **rows.key_inputs(),
+            "num_labels": rows.num_labels, "max_length": max_length, "head": head,
+            "teachers": teacher_keys, "pooling": "mean", "numerics": numeric_mode(device)}
+
+
+def _score_student(entry: Entry, inputs: dict, ref: ModelRef, tokenizer, rows: Rows, teacher_entries: list[Entry],
+                   *, head: str, max_length: int, batch_size: int, device: str, progress: bool,
+                   part_rows: int) -> tuple[int, int, dict]:
+    import faiss
+    import torch
+
+    if head == "as-is":
+        model, _ = load_classifier(ref, rows.num_labels, allow_untrained_head=False, role="student")
+    else:
+        model = load_encoder(ref)
+    model.to(device)
+
+    @torch.inference_mode()
+    def run_batch(batch: dict) -> dict:
+        batch = {k: v.to(device) for k, v in batch.items()}
+        with _autocast(device):
+            out = model(**batch, output_hidden_states=head == "as-is")
+        hidden = out.hidden_states[-1] if head == "as-is" else out.last_hidden_state
+        mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+        pooled = (hidden * mask).sum(1) / mask.sum(1).clamp_min(1)
+        pooled = torch.nn.functional.normalize(pooled.float(), dim=-1)
+        result = {"embedding": pooled.cpu().numpy()}
+        if head == "as-is":
+            result["head_logits"] = out.logits.float().cpu().numpy()
+        return result
+
+    meta = {"role": "student", "model_name": ref.name, "model_source": ref.source, "num_rows": len(rows),
+            "num_labels": rows.num_labels, "label_names": rows.label_names, "head": head, "part_rows": part_rows,
+            "teachers": [e.key for e in teacher_entries], "selectkd_version": __version__,
+            "data_source": rows.source}
+    writer = EntryWriter(entry, inputs, meta)
+    t0 = time.perf_counter()
+    n, tokens = forward_parts(rows, tokenizer, max_length, writer, run_batch, batch_size,
+                              f"student {ref.name}", progress)
+    forward_s = time.perf_counter() - t0
+
+    table = pa.concat_tables([entry.read_file(p) for p in sorted(x for x in writer.manifest["files"] if x.startswith("part-"))])
+    uids = table.column("uid").to_numpy()
+    emb = column_matrix(table, "embedding")
+    teacher_probs = []
+    for t in teacher_entries:
+        t_uids, t_logits = teacher_logits(t)
+        if not np.array_equal(t_uids, uids):
+            raise CacheError(f"teacher cache {t.key} covers other rows than the student; score both on the same data and split")
+        teacher_probs.append(softmax(t_logits))
+    labels = rows.labels
+    extra: dict = {}
+    if head == "probe":
+        if not teacher_probs:
+            raise SelectKDError("--student-head probe fits the head to teacher soft labels; give --teacher, or use --student-head as-is")
+        target = np.mean(teacher_probs, axis=0)
+        w, b, fit = fit_probe(emb, target, labels)
+        logits = emb @ w.T + b
+        writer.write_table("probe.arrow", pa.table({"class": pa.array(np.arange(len(b)), pa.int64()),
+                                                    "weight": fixed_list(w.astype(np.float32)),
+                                                    "bias": pa.array(b.astype(np.float32))}))
+        extra["probe"] = fit
+    else:
+        logits = column_matrix(table, "head_logits")
+    probs = softmax(logits)
+    cols = {
+        "uid": pa.array(uids),
+        "label": pa.array(labels),
+        "logits": fixed_list(logits.astype(np.float32)),
+        "entropy": pa.array(entropy(probs).astype(np.float32)),
+        "margin": pa.array(margin(probs).astype(np.float32)),
+        "least_confidence": pa.array(least_confidence(probs).astype(np.float32)),
+    }
+    if teacher_probs:
+        cols["kl"] = fixed_list(np.stack([kl_divergence(p, probs) for p in teacher_probs], axis=1).astype(np.float32))
+    writer.write_table("scores.arrow", pa.table(cols))
+    index = build_index(uids, emb)
+    writer.write_file("index.faiss", lambda tmp: faiss.write_index(index, str(tmp)))
+    extra["student_accuracy_gold"] = round(float((probs.argmax(1) == labels).mean()), 4)
+    writer.finish(seconds=round(time.perf_counter() - t0, 3), forward_seconds=round(forward_s, 3),
+                  tokens_scored=tokens, embedding_dim=int(emb.shape[1]), **extra)
+    return n, tokens, extra
+
+
+# -- the entry point ---------------------------------------------------------------------------
+
+def score(
+    data: str,
+    split: str = "train",
+    teachers: Sequence[str] = (),
+    student: str | None = None,
+    *,
+    text_field: str = "text",
+    text_pair_field: str | None = None,
+    label_field: str = "label",
+    limit: int | None = None,
+    max_length: int = 128,
+    batch_size: int = 64,
+    cls_states: bool = False,
+    student_head: str = "probe",
+    allow_untrained_head: bool = False,
+    cache_dir: str | Path | None = None,
+    device: str | None = None,
+    progress: bool = True,
+    part_rows: int | None = None,
+) -> ScoreResult:
+    """Fill the cache for (data, split) with every teacher's logits and the student's scores.
+
+    Returns which keys were written or reused. Bad input raises ``SelectKDError`` before
+    anything is written under a key.
+    """
+    if not teachers and not student:
+        raise SelectKDError("nothing to score; give --teacher and/or --student")
+    if student_head not in STUDENT_HEADS:
+        raise SelectKDError(f"unknown --student-head {student_head!r}; valid: {', '.join(STUDENT_HEADS)}")
+    part_rows = part_rows or int(os.environ.get("SELECTKD_PART_ROWS", PART_ROWS))
+    if max_length < 8 or batch_size < 1 or part_rows < 1:
+        raise SelectKDError("--max-length must be >= 8 and --batch-size >= 1")
+    if student and student_head == "probe" and not teachers:
+        raise SelectKDError("--student-head probe fits the head to teacher soft labels; give --teacher, or use --student-head as-is")
+    if len(set(teachers)) != len(teachers):
+        raise SelectKDError("the same --teacher is given twice; give each teacher once")
+    store = Store(cache_dir)
+    root = store.root
+    device = pick_device(device)
+    spec = DataSpec(data, split, text_field, text_pair_field, label_field, limit)
+    rows = load_rows(spec, root)
+
+    teacher_refs = [resolve(t, root) for t in teachers]
+    student_ref = resolve(student, root) if student else None
+    for ref in [*teacher_refs, *([student_ref] if student_ref else [])]:
+        _check_label_count(ref, rows)
+
+    reports: list[EntryReport] = []
+    teacher_entries: list[Entry] = []
+    for ref in teacher_refs:
+        tok_fp = tokenizer_key(ref)
+        inputs = teacher_inputs(ref, tok_fp, rows, max_length, cls_states, allow_untrained_head, device)
+        entry = store.entry("teacher", _key(inputs))
+        t0 = time.perf_counter()
+        reused = entry.is_complete()
+        tokens = 0
+        if not reused:
+            with entry.lock():
+                reused = entry.is_complete()  # another process may have finished it while we waited
+                if not reused:
+                    tokenizer, _ = load_tokenizer(ref)
+                    _, tokens = _score_teacher(entry, inputs, ref, tokenizer, rows, max_length=max_length,
+                                               batch_size=batch_size, cls_states=cls_states,
+                                               allow_untrained_head=allow_untrained_head, device=device,
+                                               progress=progress, part_rows=part_rows)
+        teacher_entries.append(entry)
+        reports.append(EntryReport("teacher", ref.name, "teacher", entry.key, len(rows), reused,
+                                   time.perf_counter() - t0, tokens))
+
+    student_report = None
+    if student_ref is not None:
+        tok_fp = tokenizer_key(student_ref)
+        inputs = student_inputs(student_ref, tok_fp, rows, max_length, student_head,
+                                [e.key for e in teacher_entries], device)
+        entry = store.entry("student", _key(inputs))
+        t0 = time.perf_counter()
+        reused = entry.is_complete()
+        tokens, extra = 0, {}
+        if not reused:
+            with entry.lock():
+                reused = entry.is_complete()
+                if not reused:
+                    tokenizer, _ = load_tokenizer(student_ref)
+                    _, tokens, extra = _score_student(entry, inputs, student_ref, tokenizer, rows, teacher_entries,
+                                                      head=student_head, max_length=max_length,
+                                                      batch_size=batch_size, device=device, progress=progress,
+                                                      part_rows=part_rows)
+        student_report = EntryReport("student", student_ref.name, "student", entry.key, len(rows), reused,
+                                     time.perf_counter() - t0, tokens, extra)
+    return ScoreResult(rows, reports, student_report, store)
+
+
+def _key(inputs: dict) -> str:
+    from .store import hash_inputs
+
+    return hash_inputs(inputs)
+
+
+def _check_label_count(ref: ModelRef, rows: Rows) -> None:
+    """Labels beyond what a trained head can output are an error before any work starts."""
+    if not ref.local:
+        return
+    import json
+
+    config = json.loads((Path(ref.source) / "config.json").read_text())
+    id2label = config.get("id2label")
+    n = len(id2label) if id2label else config.get("num_labels")
+    arch = " ".join(config.get("architectures") or [])
+    if n and "ForSequenceClassification" in arch and int(rows.labels.max()) >= int(n):
+        raise ModelError(
+            f"{ref.name} predicts {n} labels but the data has label {int(rows.labels.max())}; "
+            f"use a model trained on this task (`selectkd finetune`)"
+        )

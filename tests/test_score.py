@@ -1,0 +1,139 @@
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import selectkd
+import importlib
+
+score_mod = importlib.import_module("selectkd.score")
+from selectkd.errors import SelectKDError
+from selectkd.score import column_matrix, length_batches
+from selectkd.store import Store
+
+from .conftest import build_bert, run_cli, write_csv
+
+
+def test_length_batches_group_similar_lengths():
+    lengths = np.array([5, 50, 6, 49, 7, 48])
+    batches = length_batches(lengths, 2)
+    assert [sorted(lengths[b].tolist()) for b in batches] == [[49, 50], [7, 48], [5, 6]]
+
+
+def test_score_writes_teacher_and_student_and_reuses(tiny, tmp_path, monkeypatch):
+    res = selectkd.score(str(tiny["csv"]), teachers=[str(tiny["teacher"])], student=str(tiny["student"]),
+                         cache_dir=tmp_path, progress=False, part_rows=128, cls_states=True)
+    t, s = res.teachers[0], res.student
+    assert not t.reused and not s.reused
+    store = Store(tmp_path)
+    tentry = store.entry("teacher", t.key)
+    table = tentry.read_parts()
+    assert table.num_rows == 300 and len(tentry.part_names()) == 3
+    logits = column_matrix(table, "logits")
+    assert logits.shape == (300, 2) and np.isfinite(logits).all()
+    assert column_matrix(table, "cls").shape == (300, 3 * 32)  # embeddings + 2 layers, hidden 32
+    assert table.column("cls").type.value_type == "halffloat"
+    # the cached logits are what the model gives for the row, independent of batching
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny["teacher"])
+    model = AutoModelForSequenceClassification.from_pretrained(tiny["teacher"]).eval()
+    import torch
+
+    with torch.inference_mode():
+        direct = model(**tok(tiny["rows"][7]["text"], return_tensors="pt")).logits[0].numpy()
+    assert np.allclose(logits[7], direct, atol=1e-4)
+
+    sentry = store.entry("student", s.key)
+    scores = sentry.read_file("scores.arrow")
+    assert scores.column("uid").to_pylist() == list(range(300))
+    ent = scores.column("entropy").to_numpy()
+    assert ((ent >= 0) & (ent <= np.log(2) + 1e-6)).all()
+    assert column_matrix(scores, "kl").shape == (300, 1)
+    manifest = sentry.manifest()
+    assert manifest["complete"] and manifest["probe"]["heldout_rows"] == 60
+    import faiss
+
+    index = faiss.read_index(str(sentry.path / "index.faiss"))
+    assert index.ntotal == 300
+    emb = column_matrix(sentry.read_parts(), "embedding")
+    _, ids = index.search(emb[:5].copy(), 1)
+    assert ids[:, 0].tolist() == [0, 1, 2, 3, 4]
+
+    # a second identical call runs no model at all
+    def boom(*a, **k):
+        raise AssertionError("a model was loaded on a warm run")
+
+    monkeypatch.setattr(score_mod, "load_classifier", boom)
+    monkeypatch.setattr(score_mod, "load_encoder", boom)
+    again = selectkd.score(str(tiny["csv"]), teachers=[str(tiny["teacher"])], student=str(tiny["student"]),
+                           cache_dir=tmp_path, progress=False, part_rows=128, cls_states=True)
+    assert again.teachers[0].reused and again.student.reused
+    assert again.teachers[0].key == t.key and again.student.key == s.key
+
+
+def _teacher_key(tiny, cache, **kw):
+    args = dict(teachers=[str(kw.pop("teacher", tiny["teacher"]))], cache_dir=cache, progress=False)
+    return selectkd.score(kw.pop("data", str(tiny["csv"])), **args, **kw).teachers[0].key
+
+
+def test_key_sensitivity(tiny, tmp_path):
+    base = _teacher_key(tiny, tmp_path, max_length=32)
+    assert _teacher_key(tiny, tmp_path, max_length=32) == base
+    assert _teacher_key(tiny, tmp_path, max_length=16) != base
+    # new weights, same everything else
+    other_weights = tmp_path / "t2"
+    shutil.copytree(tiny["teacher"], other_weights)
+    build_bert(other_weights, tiny["tokenizer"], num_labels=2, seed=99)
+    assert _teacher_key(tiny, tmp_path, teacher=other_weights, max_length=32) != base
+    # same weights, another tokenizer (lower-casing turned off)
+    other_tok = tmp_path / "t3"
+    shutil.copytree(tiny["teacher"], other_tok)
+    cfg = json.loads((other_tok / "tokenizer.json").read_text())
+    cfg["normalizer"]["lowercase"] = False
+    (other_tok / "tokenizer.json").write_text(json.dumps(cfg))
+    assert _teacher_key(tiny, tmp_path, teacher=other_tok, max_length=32) != base
+    # other data
+    data2 = write_csv(tmp_path / "other.csv", tiny["rows"][:100])
+    assert _teacher_key(tiny, tmp_path, data=str(data2), max_length=32) != base
+
+
+def test_sigkill_mid_run_then_rerun_gives_the_same_cache(tiny, tmp_path):
+    rows = tiny["rows"] * 10  # 3,000 rows: long enough to be killed in the middle
+    data = write_csv(tmp_path / "big.csv", rows)
+    args = ["score", "--data", str(data), "--teacher", str(tiny["teacher"]), "--batch-size", "8", "--no-progress"]
+    env = {**os.environ, "SELECTKD_CACHE": str(tmp_path / "killed"), "SELECTKD_PART_ROWS": "256"}
+    proc = subprocess.Popen([sys.executable, "-m", "selectkd", *args], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    killed_store = Store(tmp_path / "killed")
+    deadline = time.time() + 120
+    while time.time() < deadline:  # kill once some parts but not all are written
+        entries = killed_store.entries()
+        if entries and entries[0].exists() and len(entries[0].manifest()["files"]) >= 2:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    entry = killed_store.entries()[0]
+    assert not entry.is_complete(), "the run finished before it was killed; make the data larger"
+    assert run_cli(*args, cache=tmp_path / "killed", env={"SELECTKD_PART_ROWS": "256"}).returncode == 0
+    assert run_cli(*args, cache=tmp_path / "clean", env={"SELECTKD_PART_ROWS": "256"}).returncode == 0
+    clean = Store(tmp_path / "clean").entries()[0]
+    assert clean.key == entry.key and entry.is_complete()
+    assert run_cli("cache", "verify", cache=tmp_path / "killed").returncode == 0
+    a, b = entry.read_parts(), clean.read_parts()
+    assert a.column("uid").equals(b.column("uid"))
+    assert np.array_equal(column_matrix(a, "logits"), column_matrix(b, "logits"))
+    assert not list(entry.path.glob(".*tmp*"))
+
+
+def test_probe_needs_a_teacher(tiny, tmp_path):
+    with pytest.raises(SelectKDError, match="--student-head as-is"):
+        selectkd.score(str(tiny["csv"]), student=str(tiny["student"]), cache_dir=tmp_path, progress=False)
