@@ -34,8 +34,8 @@ cache_app = typer.Typer(help="Look after the cache store: list, inspect, verify,
 app.add_typer(assets_app, name="assets")
 app.add_typer(cache_app, name="cache")
 
-out = Console()
-err = Console(stderr=True)
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
 
 
 # -- --config FILE.toml -------------------------------------------------------------------------
@@ -265,7 +265,9 @@ def main(argv: list[str] | None = None) -> None:
     argv = [a for a in argv if a != "--debug"]
     command = typer.main.get_command(app)
     try:
-        command.main(args=argv, prog_name="selectkd", standalone_mode=False)
+        rc = command.main(args=argv, prog_name="selectkd", standalone_mode=False)
+        if isinstance(rc, int) and rc:  # click returns typer.Exit(n)'s code instead of exiting
+            sys.exit(rc)
     except SelectKDError as exc:
         if debug:
             raise

@@ -94,17 +94,16 @@ def _open_source(spec: DataSpec, root: Path):
         if not path.exists():
             raise DataError(f"data file {path} does not exist; check the path")
         if not path.is_file() or not _readable(path):
-            raise DataError(f"data file {path} cannot be read; check its permissions")
+            raise DataError(f"cannot read data file {path}; check that it is a file and its permissions")
         builder = FILE_BUILDERS[path.suffix.lower()]
         kwargs = {"delimiter": "\t"} if path.suffix.lower() == ".tsv" else {}
         try:
             ds = datasets.load_dataset(builder, data_files=str(path), split="train", **kwargs)
-        except UnicodeDecodeError:
-            raise DataError(f"{path} is not UTF-8 text; convert it (e.g. `iconv -f latin1 -t utf-8`) and retry") from None
-        except Exception as exc:  # noqa: BLE001
-            msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            if "utf-8" in msg.lower() or "decode" in msg.lower():
+        except Exception as exc:  # noqa: BLE001 - the loader wraps the real cause
+            if _caused_by(exc, UnicodeDecodeError):
                 raise DataError(f"{path} is not UTF-8 text; convert it (e.g. `iconv -f latin1 -t utf-8`) and retry") from None
+            cause = _root_cause(exc)
+            msg = (str(cause).splitlines() or [type(cause).__name__])[0]
             raise DataError(f"cannot read {path} as {builder}: {msg[:200]}") from None
         return ds, path_fingerprint(path, root), {"file": str(path.resolve())}
 
@@ -120,6 +119,20 @@ def _open_source(spec: DataSpec, root: Path):
             f"({', '.join(assets.DATASETS)}), a data file or a `save_to_disk` folder"
         ) from None
     return ds, ds._fingerprint, {"hub": spec.data, "split": spec.split}
+
+
+def _caused_by(exc: BaseException, kind: type) -> bool:
+    while exc is not None:
+        if isinstance(exc, kind):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def _root_cause(exc: BaseException) -> BaseException:
+    while exc.__cause__ or exc.__context__:
+        exc = exc.__cause__ or exc.__context__
+    return exc
 
 
 def _readable(path: Path) -> bool:
@@ -159,7 +172,8 @@ def _label_ids(ds, spec: DataSpec) -> tuple[np.ndarray, int, list[str] | None]:
     ):
         ids = np.asarray(values, dtype=np.int64)
     else:
-        bad = next(i for i, v in enumerate(values) if not isinstance(v, (int, np.integer)))
+        bad = next(i for i, v in enumerate(values)
+                   if not isinstance(v, (int, float, np.integer, np.floating)) or not np.isfinite(v) or not float(v).is_integer())
         raise DataError(
             f"label {values[bad]!r} in row {bad} is not an integer or a string; "
             f"field {spec.label_field!r} must hold class ids 0..C-1 or class names"
@@ -175,6 +189,7 @@ def load_rows(spec: DataSpec, root: Path, num_labels: int | None = None) -> Rows
     import datasets
 
     datasets.disable_progress_bars()
+    datasets.logging.set_verbosity(datasets.logging.CRITICAL)  # we report load failures ourselves, in one line
     ds, source_fp, source = _open_source(spec, Path(root))
     columns = list(ds.column_names)
     for role, name in (("text", spec.text_field), ("label", spec.label_field), ("text pair", spec.text_pair_field)):

@@ -466,7 +466,9 @@ def score(
         t0 = time.perf_counter()
         reused = entry.is_complete()
         tokens = 0
-        if not reused:
+        if reused:
+            entry.check()  # a damaged part is refused, never silently reused
+        else:
             with entry.lock():
                 reused = entry.is_complete()  # another process may have finished it while we waited
                 if not reused:
@@ -488,7 +490,9 @@ def score(
         t0 = time.perf_counter()
         reused = entry.is_complete()
         tokens, extra = 0, {}
-        if not reused:
+        if reused:
+            entry.check()
+        else:
             with entry.lock():
                 reused = entry.is_complete()
                 if not reused:

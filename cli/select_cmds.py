@@ -1,0 +1,121 @@
+"""`selectkd select` and `selectkd export`: parse arguments, call the library, print a summary.
+
+``register(app)`` adds both commands to the main Typer app (cli/main.py).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.table import Table
+
+from selectkd.cli.main import CacheDirOption, ConfigOption, out
+from selectkd.errors import SelectKDError
+
+
+def select_command(
+    data: Optional[str] = typer.Option(None, "--data", help="The data scored with `selectkd score`: built-in name, save_to_disk folder, data file or hub name."),
+    split: str = typer.Option("train", "--split", help="Split to select from."),
+    teacher: List[str] = typer.Option(None, "--teacher", help="Teacher model (repeat for several), as given to `selectkd score`."),
+    student: Optional[str] = typer.Option(None, "--student", help="Student model whose cached uncertainty and embeddings rank the rows."),
+    strategy: str = typer.Option("coverage", "--strategy", help="How to rank rows (see --list). Default coverage with --criterion entropy: provisional, until a measurement picks the default."),
+    criterion: str = typer.Option("entropy", "--criterion", help="For coverage: the strategy that ranks rows inside each cluster."),
+    budget: str = typer.Option("0.1", "--budget", help="How many rows: a fraction in (0, 1] such as 0.1, or a row count such as 300."),
+    per_class: bool = typer.Option(False, "--per-class", help="Keep the pool's class proportions in the subset."),
+    clusters: int = typer.Option(30, "--clusters", help="For coverage: number of k-means clusters over the student embeddings."),
+    dedup: Optional[float] = typer.Option(None, "--dedup", help="Drop near-duplicates first: rows within this distance of an earlier row (unit embeddings; 0.1 ~ cosine 0.995)."),
+    sample: bool = typer.Option(False, "--sample", help="Sample without replacement, p ∝ exp(standardised score / temperature), instead of taking the top rows."),
+    temperature: float = typer.Option(1.0, "--temperature", help="With --sample: lower is closer to top-k, higher closer to random."),
+    drop_disagreement: bool = typer.Option(False, "--drop-disagreement", help="Drop rows whose gold label the teachers confidently contradict (likely label noise)."),
+    disagreement_threshold: float = typer.Option(0.9, "--disagreement-threshold", help="With --drop-disagreement: the teachers' mean probability that counts as confident."),
+    seed: int = typer.Option(0, "--seed", help="Seed for random, sampling and k-means."),
+    name: Optional[str] = typer.Option(None, "--name", help="Save as <cache>/selections/NAME (default: from strategy, rows and seed)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a selection of the same name."),
+    no_compute: bool = typer.Option(False, "--no-compute", help="Fail instead of scoring when the cache lacks an entry."),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Write a PNG histogram of the score over the pool with the subset highlighted."),
+    list_strategies: bool = typer.Option(False, "--list", help="List the strategies, one per line, and exit."),
+    text_field: str = typer.Option("text", "--text-field", help="Column holding the text (as for score)."),
+    text_pair_field: Optional[str] = typer.Option(None, "--text-pair-field", help="Column holding the second sentence of a pair."),
+    label_field: str = typer.Option("label", "--label-field", help="Column holding the label."),
+    limit: Optional[int] = typer.Option(None, "--limit", help="As given to score: only the first N rows."),
+    max_length: int = typer.Option(128, "--max-length", help="As given to score (part of the cache key)."),
+    student_head: str = typer.Option("probe", "--student-head", help="As given to score: probe or as-is."),
+    cls_states: bool = typer.Option(False, "--cls-states", help="As given to score (part of the teacher cache key)."),
+    device: Optional[str] = typer.Option(None, "--device", help="As given to score (cpu/cuda changes the numerics, so the key)."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar if scoring is needed."),
+    cache_dir: Optional[Path] = CacheDirOption,
+    config: Optional[Path] = ConfigOption,
+) -> None:
+    """Rank the scored pool by a strategy and save the top BUDGET rows as a named selection.
+
+    Missing cache entries are scored first (as `selectkd score` would), complete ones are
+    reused. The selection records the exact cache keys, every parameter and the seed.
+    """
+    from selectkd.select import STRATEGIES, parse_budget, plot_histogram, select, summary
+
+    if list_strategies:
+        width = max(len(n) for n in STRATEGIES)
+        for s in STRATEGIES.values():
+            out.print(f"{s.name:<{width}}  {s.description}", highlight=False, soft_wrap=True)
+        return
+    if not data:
+        raise SelectKDError("give --data (and --teacher/--student as given to `selectkd score`)")
+    t0 = time.perf_counter()
+    selection = select(
+        data, split, teacher or [], student, strategy=strategy, budget=parse_budget(budget), criterion=criterion,
+        clusters=clusters, per_class=per_class, sample=sample, temperature=temperature,
+        drop_disagreement=drop_disagreement, disagreement_threshold=disagreement_threshold, dedup=dedup, seed=seed,
+        name=name, cache_dir=cache_dir, overwrite=overwrite, no_compute=no_compute, text_field=text_field,
+        text_pair_field=text_pair_field, label_field=label_field, limit=limit, max_length=max_length,
+        cls_states=cls_states, student_head=student_head, device=device, progress=progress,
+    )
+    info = summary(selection)
+    out.print(summary_table(info))
+    if plot is not None:
+        out.print(f"histogram: {plot_histogram(selection, plot)}")
+    cache = selection.provenance["cache"]
+    keys = ", ".join([f"student/{cache['student'][:12]}", *(f"teacher/{k[:12]}" for k in cache["teachers"])])
+    out.print(f"saved selection {selection.name!r} ({len(selection):,} rows) from {keys} "
+              f"in {time.perf_counter() - t0:.1f} s", highlight=False)
+
+
+def summary_table(info: dict) -> Table:
+    """Pool vs subset side by side: rows, class balance, score spread, clusters covered."""
+    table = Table("", "pool", "subset", title=f"{info['strategy']} ({info['criterion']})")
+    table.add_row("rows", f"{info['pool_rows']:,}", f"{info['subset_rows']:,}")
+    for reason, n in info["dropped"].items():
+        table.add_row(f"dropped: {reason.replace('_', ' ')}", f"{n:,}", "")
+    for c in info["classes"]:
+        table.add_row(f"class {c['label']}", f"{c['pool']:,} ({c['pool_share']:.1%})",
+                      f"{c['subset']:,} ({c['subset_share']:.1%})")
+    for stat in ("min", "median", "max"):
+        pool, sub = info["score"]["pool"][stat], info["score"]["subset"][stat]
+        table.add_row(f"score {stat}", f"{pool:.4g}", f"{sub:.4g}" if sub is not None else "-")
+    if info["clusters"]:
+        table.add_row("clusters covered", f"{info['clusters']['total']}", f"{info['clusters']['covered']}")
+    return table
+
+
+def export_command(
+    selection: str = typer.Option(..., "--selection", help="Name of a saved selection (see <cache>/selections/)."),
+    fmt: Optional[str] = typer.Option(None, "--format", help="arrow, parquet, jsonl, csv or hf (save_to_disk folder); default from --out's suffix."),
+    out_path: Path = typer.Option(..., "--out", help="File to write (a folder for hf); <out>.provenance.json goes beside it."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out."),
+    cache_dir: Optional[Path] = CacheDirOption,
+    config: Optional[Path] = ConfigOption,
+) -> None:
+    """Write a selection's rows with their original columns, uid, scores and every teacher's logits."""
+    from selectkd.export import export
+
+    t0 = time.perf_counter()
+    path = export(selection, fmt, out_path, cache_dir=cache_dir, overwrite=overwrite)
+    out.print(f"exported selection {selection!r} to {path} in {time.perf_counter() - t0:.1f} s", highlight=False)
+
+
+def register(app: typer.Typer) -> None:
+    """Add `select` and `export` to ``app``."""
+    app.command("select")(select_command)
+    app.command("export")(export_command)

@@ -1,0 +1,750 @@
+"""The select stage: rank the cached pool by a strategy and save a named subset with its provenance.
+
+A strategy is a function over plain numpy arrays (a ``Pool``) registered by name with
+``@strategy``; it returns a ``Ranking``: one score per row, which way is "select first",
+and optionally groups to fill the budget across (coverage's k-means clusters).
+``choose`` turns a Ranking into a subset: filters (near-duplicates, confident teacher
+disagreement with the gold label), a budget shared across strata by largest remainder
+(clusters and/or classes), then top-k or sampling inside each stratum. ``select`` does
+the I/O around it: finds the cache entries through ``score``, reads the arrays by uid,
+and saves ``<root>/selections/NAME/`` (``selection.arrow`` + ``provenance.json``) atomically.
+PAPER.md explains why plain global top-k by uncertainty collapses and why coverage,
+class balance and sampling exist.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import pyarrow as pa
+
+from . import __version__
+from .errors import CacheError, SelectKDError
+from .store import Entry, Store, atomic_write_json, read_arrow, write_arrow
+from .uncertainty import entropy, softmax
+
+DEFAULT_STRATEGY = "coverage"
+DEFAULT_CRITERION = "entropy"
+DEFAULT_CLUSTERS = 30
+SELECTIONS = "selections"
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+class SelectionError(SelectKDError):
+    """A selection cannot be made or found as asked (strategy, budget, name, caches)."""
+
+
+# -- the arrays a strategy sees -------------------------------------------------------------------
+
+@dataclass
+class Pool:
+    """Every row of a scored split as aligned arrays: row i is ``uids[i]`` everywhere.
+
+    ``kl`` is (N, T) over teachers; ``teacher_logits`` (T, N, C); ``embeddings`` (N, D),
+    L2-normalised. The optional ones are None when the cache has no teacher / was not asked.
+    """
+
+    uids: np.ndarray
+    labels: np.ndarray
+    entropy: np.ndarray
+    margin: np.ndarray
+    least_confidence: np.ndarray
+    kl: np.ndarray | None = None
+    teacher_logits: np.ndarray | None = None
+    embeddings: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.uids)
+
+
+@dataclass
+class Ranking:
+    """A strategy's verdict: ``score`` per row, ranked highest first unless ``higher_first`` is False.
+
+    ``groups`` (int per row) asks ``choose`` to share the budget across groups in
+    proportion to their size.
+    """
+
+    score: np.ndarray
+    higher_first: bool = True
+    groups: np.ndarray | None = None
+    criterion: str | None = None
+
+    @property
+    def priority(self) -> np.ndarray:
+        """Higher = chosen first, whichever way the score reads."""
+        s = np.asarray(self.score, dtype=np.float64)
+        return s if self.higher_first else -s
+
+
+StrategyFn = Callable[..., Ranking]
+
+
+@dataclass(frozen=True)
+class Strategy:
+    name: str
+    description: str
+    fn: StrategyFn
+    needs_teachers: bool = False
+    needs_embeddings: bool = False
+
+
+STRATEGIES: dict[str, Strategy] = {}
+
+
+def strategy(name: str, description: str, *, needs_teachers: bool = False,
+             needs_embeddings: bool = False) -> Callable[[StrategyFn], StrategyFn]:
+    """Register ``fn(pool, *, rng, criterion, clusters, seed) -> Ranking`` under ``name``."""
+
+    def register(fn: StrategyFn) -> StrategyFn:
+        STRATEGIES[name] = Strategy(name, description, fn, needs_teachers, needs_embeddings)
+        return fn
+
+    return register
+
+
+def get_strategy(name: str) -> Strategy:
+    if name not in STRATEGIES:
+        raise SelectionError(f"unknown strategy {name!r}; valid: {', '.join(STRATEGIES)} (`selectkd select --list`)")
+    return STRATEGIES[name]
+
+
+def _teacher_probs(pool: Pool, what: str) -> np.ndarray:
+    """Mean of the teachers' probabilities, (N, C)."""
+    if pool.teacher_logits is None or len(pool.teacher_logits) == 0:
+        raise SelectionError(f"{what} needs teacher logits; give --teacher (scored with `selectkd score`)")
+    return np.mean([softmax(t) for t in pool.teacher_logits], axis=0)
+
+
+@strategy("entropy", "student entropy, highest first")
+def by_entropy(pool: Pool, **_: object) -> Ranking:
+    return Ranking(np.asarray(pool.entropy, dtype=np.float64), True)
+
+
+@strategy("margin", "student top-1 minus top-2 probability, smallest first")
+def by_margin(pool: Pool, **_: object) -> Ranking:
+    return Ranking(np.asarray(pool.margin, dtype=np.float64), False)
+
+
+@strategy("least_confidence", "student 1 - max probability, highest first")
+def by_least_confidence(pool: Pool, **_: object) -> Ranking:
+    return Ranking(np.asarray(pool.least_confidence, dtype=np.float64), True)
+
+
+@strategy("kl", "KL(teacher || student) averaged over teachers, largest first", needs_teachers=True)
+def by_kl(pool: Pool, **_: object) -> Ranking:
+    if pool.kl is None or pool.kl.shape[1] == 0:
+        raise SelectionError("strategy kl needs a student scored against teachers; give --teacher")
+    return Ranking(np.asarray(pool.kl, dtype=np.float64).mean(axis=1), True)
+
+
+@strategy("teacher_entropy", "entropy of the teachers' mean probabilities, highest first", needs_teachers=True)
+def by_teacher_entropy(pool: Pool, **_: object) -> Ranking:
+    return Ranking(entropy(_teacher_probs(pool, "strategy teacher_entropy")), True)
+
+
+@strategy("random", "a seeded random permutation (the baseline to beat)")
+def by_random(pool: Pool, *, rng: np.random.Generator, **_: object) -> Ranking:
+    return Ranking(rng.random(len(pool)), True)
+
+
+@strategy("coverage", "the criterion ranked inside faiss k-means clusters of the student embeddings; "
+          "the budget is shared across clusters by size (default)", needs_embeddings=True)
+def by_coverage(pool: Pool, *, rng: np.random.Generator, criterion: str = DEFAULT_CRITERION,
+                clusters: int = DEFAULT_CLUSTERS, seed: int = 0, **_: object) -> Ranking:
+    if criterion == "coverage" or criterion not in STRATEGIES:
+        valid = ", ".join(n for n in STRATEGIES if n != "coverage")
+        raise SelectionError(f"unknown criterion {criterion!r} for coverage; valid: {valid}")
+    inner = STRATEGIES[criterion].fn(pool, rng=rng, seed=seed)
+    return Ranking(inner.score, inner.higher_first, kmeans_clusters(pool.embeddings, clusters, seed), criterion)
+
+
+def kmeans_clusters(embeddings: np.ndarray | None, k: int, seed: int = 0) -> np.ndarray:
+    """Cluster id per row: spherical faiss k-means (the embeddings are unit vectors)."""
+    import faiss
+
+    if embeddings is None:
+        raise SelectionError("coverage needs the student's embeddings; give --student")
+    n = len(embeddings)
+    if k < 1 or k > n:
+        raise SelectionError(f"--clusters {k} is not in 1..{n} (the pool has {n} rows); lower --clusters")
+    x = np.ascontiguousarray(embeddings, dtype=np.float32)
+    # min_points_per_centroid=1: small pools are fine and faiss need not warn about them
+    km = faiss.Kmeans(x.shape[1], k, niter=20, seed=seed, spherical=True, min_points_per_centroid=1)
+    km.train(x)
+    _, assign = km.index.search(x, 1)
+    return assign[:, 0].astype(np.int64)
+
+
+# -- budget, strata and the choice -------------------------------------------------------------------
+
+def parse_budget(text: str | float | int) -> float | int:
+    """'0.1' -> fraction 0.1, '300' -> 300 rows (the CLI passes text)."""
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        return text
+    s = str(text).strip()
+    try:
+        return int(s)
+    except ValueError:
+        pass
+    try:
+        return float(s)
+    except ValueError:
+        raise SelectionError(f"--budget {text!r} is neither a fraction like 0.1 nor a row count like 300") from None
+
+
+def check_budget(budget: float | int) -> None:
+    """Refuse a budget that no pool could satisfy, before any scoring work."""
+    if isinstance(budget, bool) or not isinstance(budget, (int, float, np.integer, np.floating)):
+        raise SelectionError(f"budget {budget!r} must be a fraction in (0, 1] or a row count")
+    if budget <= 0:
+        raise SelectionError(f"budget {budget} must be > 0; give a fraction in (0, 1] or a row count")
+    if isinstance(budget, (float, np.floating)) and budget > 1:
+        hint = int(budget) if float(budget).is_integer() else 300
+        raise SelectionError(f"budget {budget} is more than 1 as a fraction; give a fraction in (0, 1] "
+                             f"or a whole row count like {hint}")
+
+
+def budget_rows(budget: float | int, pool_rows: int) -> int:
+    """The number of rows a budget means: a float in (0, 1] is a fraction, an int a count."""
+    check_budget(budget)
+    if isinstance(budget, (int, np.integer)):
+        if budget > pool_rows:
+            raise SelectionError(f"budget {budget} rows is more than the pool's {pool_rows}; lower --budget")
+        return int(budget)
+    return max(1, int(round(budget * pool_rows)))
+
+
+def largest_remainder(sizes: np.ndarray, k: int) -> np.ndarray:
+    """Integer quotas proportional to ``sizes`` that sum to exactly ``k`` (Hamilton's method).
+
+    Ties in the remainder go to the larger group, then the earlier one, so it is deterministic.
+    """
+    sizes = np.asarray(sizes, dtype=np.int64)
+    total = int(sizes.sum())
+    if total == 0 or k == 0:
+        return np.zeros_like(sizes)
+    exact = sizes * k / total
+    quotas = np.floor(exact).astype(np.int64)
+    short = k - int(quotas.sum())
+    order = np.lexsort((np.arange(len(sizes)), -sizes, -(exact - quotas)))
+    quotas[order[:short]] += 1
+    return quotas
+
+
+def _strata(*columns: np.ndarray | None) -> np.ndarray | None:
+    """One id per distinct combination of the given group columns (None when none given)."""
+    cols = [np.asarray(c) for c in columns if c is not None]
+    if not cols:
+        return None
+    _, ids = np.unique(np.stack(cols, axis=1), axis=0, return_inverse=True)
+    return ids.reshape(-1)
+
+
+def near_duplicates(embeddings: np.ndarray, radius: float) -> np.ndarray:
+    """Mask of rows to drop: within ``radius`` (Euclidean, unit vectors) of an earlier kept row.
+
+    Greedy in row order, so the first row of each near-duplicate group stays (deterministic).
+    Faiss range search on inner products: |a - b| <= r  <=>  a.b >= 1 - r^2 / 2.
+    """
+    import faiss
+
+    if radius < 0:
+        raise SelectionError(f"--dedup radius {radius} must be >= 0 (distance between unit embeddings, 0..2)")
+    x = np.ascontiguousarray(embeddings, dtype=np.float32)
+    index = faiss.IndexFlatIP(x.shape[1])
+    index.add(x)
+    drop = np.zeros(len(x), dtype=bool)
+    chunk = 65536
+    for lo in range(0, len(x), chunk):
+        lims, _, found = index.range_search(x[lo:lo + chunk], 1.0 - radius * radius / 2.0 - 1e-6)
+        for i in range(lo, min(lo + chunk, len(x))):
+            if not drop[i]:
+                near = found[lims[i - lo]:lims[i - lo + 1]]
+                drop[near[near > i]] = True
+    return drop
+
+
+def disagreements(pool: Pool, threshold: float) -> np.ndarray:
+    """Mask of rows whose gold label the teachers' mean prediction confidently contradicts.
+
+    Such rows are most often label noise: top uncertainty would pick them first.
+    """
+    if not 0 < threshold <= 1:
+        raise SelectionError(f"disagreement threshold {threshold} must be in (0, 1]")
+    probs = _teacher_probs(pool, "--drop-disagreement")
+    return (probs.max(axis=1) >= threshold) & (probs.argmax(axis=1) != pool.labels)
+
+
+@dataclass
+class Choice:
+    """What ``choose`` picked: ``indices`` into the pool, best first, and why."""
+
+    indices: np.ndarray
+    ranking: Ranking
+    eligible: np.ndarray
+    budget_rows: int
+    dropped: dict[str, int]
+    strata: np.ndarray | None
+
+
+def choose(
+    pool: Pool,
+    strategy: str = DEFAULT_STRATEGY,
+    budget: float | int = 0.1,
+    *,
+    criterion: str = DEFAULT_CRITERION,
+    clusters: int = DEFAULT_CLUSTERS,
+    per_class: bool = False,
+    sample: bool = False,
+    temperature: float = 1.0,
+    drop_disagreement: bool = False,
+    disagreement_threshold: float = 0.9,
+    dedup: float | None = None,
+    seed: int = 0,
+) -> Choice:
+    """Pick the subset from plain arrays; no I/O, so every rule is testable on a hand-made pool.
+
+    Filters run first, then the budget is shared across strata (coverage clusters and/or
+    classes) by largest remainder, then inside each stratum the top rows by priority are
+    kept, or, with ``sample``, rows are drawn without replacement with
+    p ∝ exp(z / temperature), z the priority standardised over the pool (Gumbel top-k).
+    """
+    spec = get_strategy(strategy)
+    k = budget_rows(budget, len(pool))
+    if sample and temperature <= 0:
+        raise SelectionError(f"--temperature {temperature} must be > 0")
+    rng = np.random.default_rng(seed)
+
+    eligible = np.ones(len(pool), dtype=bool)
+    dropped: dict[str, int] = {}
+    if dedup is not None:
+        if pool.embeddings is None:
+            raise SelectionError("--dedup needs the student's embeddings; give --student")
+        dup = near_duplicates(pool.embeddings, dedup)
+        dropped["near_duplicates"] = int(dup.sum())
+        eligible &= ~dup
+    if drop_disagreement:
+        bad = disagreements(pool, disagreement_threshold) & eligible
+        dropped["teacher_disagrees_with_label"] = int(bad.sum())
+        eligible &= ~bad
+    if eligible.sum() < k:
+        raise SelectionError(f"only {int(eligible.sum())} rows are left after dropping {sum(dropped.values())}, "
+                             f"fewer than the budget of {k}; lower --budget or loosen --dedup/--drop-disagreement")
+
+    ranking = spec.fn(pool, rng=rng, criterion=criterion, clusters=clusters, seed=seed)
+    priority = ranking.priority
+    if sample:
+        live = priority[eligible]
+        z = (priority - live.mean()) / (live.std() or 1.0)
+        priority = z / temperature + rng.gumbel(size=len(pool))
+
+    strata = _strata(ranking.groups, pool.labels if per_class else None)
+    # best first; ties broken by pool position so the result does not depend on the sort
+    order = np.lexsort((np.arange(len(pool)), -priority))
+    order = order[eligible[order]]
+    if strata is None:
+        picked = order[:k]
+    else:
+        quotas = largest_remainder(np.bincount(strata[eligible], minlength=int(strata.max()) + 1), k)
+        groups = strata[order]
+        picked = order[_rank_within(groups) < quotas[groups]]
+    return Choice(picked, ranking, eligible, k, dropped, strata)
+
+
+def _rank_within(groups: np.ndarray) -> np.ndarray:
+    """For each position, how many earlier positions share its group (0 for the first)."""
+    by_group = np.argsort(groups, kind="stable")
+    sorted_groups = groups[by_group]
+    starts = np.searchsorted(sorted_groups, sorted_groups, side="left")
+    within = np.empty(len(groups), dtype=np.int64)
+    within[by_group] = np.arange(len(groups)) - starts
+    return within
+
+
+# -- reading the cache into a Pool ------------------------------------------------------------------
+
+def positions_of(uids: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+    """Index into ``uids`` of each of ``wanted`` (an exact join by uid, never by position)."""
+    uids = np.asarray(uids, dtype=np.int64)
+    wanted = np.asarray(wanted, dtype=np.int64)
+    order = np.argsort(uids, kind="stable")
+    at = np.searchsorted(uids, wanted, sorter=order)
+    at = np.minimum(at, len(uids) - 1)
+    pos = order[at]
+    missing = uids[pos] != wanted
+    if missing.any():
+        raise CacheError(f"uid {int(wanted[missing][0])} is not in the cache ({int(missing.sum())} missing); "
+                         f"re-score the data with `selectkd score`")
+    return pos
+
+
+def load_pool(student: Entry, teachers: Sequence[Entry], embeddings: bool = False, verify: bool = True) -> Pool:
+    """The student's scores (+ teacher logits, embeddings) as aligned arrays, joined by uid.
+
+    ``verify=False`` skips the checksums when the caller (``score``) has just checked them.
+    """
+    manifest = student.manifest()
+    data = manifest["inputs"].get("data"), manifest["inputs"].get("split")
+    for t in teachers:
+        tin = t.manifest()["inputs"]
+        if (tin.get("data"), tin.get("split")) != data:
+            raise SelectionError(
+                f"teacher cache {t.key[:12]} was scored on other data or split ({tin.get('split')}) than student "
+                f"cache {student.key[:12]} ({data[1]}); score both with the same --data and --split"
+            )
+    scores = student.read_file("scores.arrow", verify=verify)
+    uids = scores.column("uid").to_numpy()
+    from .score import column_matrix
+
+    pool = Pool(
+        uids=uids.astype(np.int64),
+        labels=scores.column("label").to_numpy().astype(np.int64),
+        entropy=scores.column("entropy").to_numpy(),
+        margin=scores.column("margin").to_numpy(),
+        least_confidence=scores.column("least_confidence").to_numpy(),
+    )
+    if "kl" in scores.column_names:
+        kl = column_matrix(scores, "kl")
+        student_teachers = manifest.get("teachers", [])
+        keep = [student_teachers.index(t.key) for t in teachers if t.key in student_teachers]
+        pool.kl = kl[:, keep] if keep else None
+    if teachers:
+        logits = []
+        for t in teachers:
+            table = t.read_parts(verify=verify)
+            logits.append(column_matrix(table, "logits")[positions_of(table.column("uid").to_numpy(), uids)])
+        pool.teacher_logits = np.stack(logits)
+    if embeddings:
+        table = student.read_parts(verify=verify)
+        emb = column_matrix(table, "embedding")
+        pool.embeddings = emb[positions_of(table.column("uid").to_numpy(), uids)]
+    return pool
+
+
+# -- the Selection record -----------------------------------------------------------------------
+
+@dataclass
+class PoolStats:
+    """Per-row facts about the whole pool a selection came from, for its summary and plot."""
+
+    uids: np.ndarray
+    labels: np.ndarray
+    scores: np.ndarray
+    eligible: np.ndarray
+    clusters: np.ndarray | None = None
+    label_names: list[str] | None = None
+    criterion: str = ""
+
+
+@dataclass
+class Selection:
+    """A named subset: uids best first, their scores and ranks, and how it was made."""
+
+    name: str
+    uids: np.ndarray
+    scores: np.ndarray
+    ranks: np.ndarray
+    provenance: dict
+    pool: PoolStats | None = field(default=None, repr=False, compare=False)
+
+    def __len__(self) -> int:
+        return len(self.uids)
+
+    def table(self) -> pa.Table:
+        return pa.table({"uid": pa.array(self.uids, pa.int64()), "score": pa.array(self.scores, pa.float64()),
+                         "rank": pa.array(self.ranks, pa.int64())})
+
+
+def check_name(name: str) -> str:
+    """A selection name is one folder name: no separators, no '..', nothing hidden or absolute."""
+    if not name or os.path.isabs(name) or "/" in name or "\\" in name or ".." in name or not NAME_PATTERN.match(name):
+        raise SelectionError(f"selection name {name!r} is not a plain folder name; use letters, digits, '.', '_', '-' "
+                             f"(no path separators or '..')")
+    return name
+
+
+def selection_path(root: str | os.PathLike, name: str) -> Path:
+    return Path(root) / SELECTIONS / check_name(name)
+
+
+def list_selections(root: str | os.PathLike) -> list[str]:
+    folder = Path(root) / SELECTIONS
+    if not folder.is_dir():
+        return []
+    return sorted(p.name for p in folder.iterdir() if p.is_dir() and (p / "provenance.json").exists())
+
+
+def save_selection(root: str | os.PathLike, selection: Selection, overwrite: bool = False) -> Path:
+    """Write into a temp folder, then rename it into place: a reader sees all of it or none."""
+    final = selection_path(root, selection.name)
+    if final.exists() and not overwrite:
+        raise SelectionError(f"selection {selection.name!r} exists in {final.parent}; choose another --name or pass --overwrite")
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.with_name(f".{selection.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    write_arrow(tmp / "selection.arrow", selection.table())
+    atomic_write_json(tmp / "provenance.json", selection.provenance)
+    _replace_dir(tmp, final)
+    return final
+
+
+def _replace_dir(tmp: Path, final: Path) -> None:
+    """Rename ``tmp`` onto ``final``; an old ``final`` is renamed away first, then deleted."""
+    old = None
+    if final.exists():
+        old = final.with_name(f".{final.name}.old-{os.getpid()}")
+        os.replace(final, old)
+    os.replace(tmp, final)
+    if old is not None:
+        shutil.rmtree(old) if old.is_dir() else old.unlink()
+
+
+def load_selection(root: str | os.PathLike | None, name: str) -> Selection:
+    import json
+
+    root = Store(root).root
+    folder = selection_path(root, name)
+    if not (folder / "provenance.json").exists():
+        have = ", ".join(list_selections(root)) or "none"
+        raise SelectionError(f"no selection {name!r} in {root / SELECTIONS} (have: {have}); make it with `selectkd select --name {name}`")
+    table = read_arrow(folder / "selection.arrow")
+    provenance = json.loads((folder / "provenance.json").read_text())
+    return Selection(name, table.column("uid").to_numpy(), table.column("score").to_numpy(),
+                     table.column("rank").to_numpy(), provenance)
+
+
+# -- finding the cache entries --------------------------------------------------------------------
+
+def planned_entries(store: Store, data: str, split: str, teachers: Sequence[str], student: str, *,
+                    text_field: str, text_pair_field: str | None, label_field: str, limit: int | None,
+                    max_length: int, cls_states: bool, student_head: str, allow_untrained_head: bool,
+                    device: str | None):
+    """The (rows, teacher entries, student entry) ``score`` would use, computed without running a model.
+
+    Mirrors the key computation in ``score.score`` (test_select pins that they agree).
+    """
+    from .data import DataSpec, load_rows
+    from .models import resolve, tokenizer_key
+    from .score import pick_device, student_inputs, teacher_inputs
+    from .store import hash_inputs
+
+    device = pick_device(device)
+    rows = load_rows(DataSpec(data, split, text_field, text_pair_field, label_field, limit), store.root)
+    teacher_entries = []
+    for name in teachers:
+        ref = resolve(name, store.root)
+        inputs = teacher_inputs(ref, tokenizer_key(ref), rows, max_length, cls_states, allow_untrained_head, device)
+        teacher_entries.append(store.entry("teacher", hash_inputs(inputs)))
+    ref = resolve(student, store.root)
+    inputs = student_inputs(ref, tokenizer_key(ref), rows, max_length, student_head,
+                            [e.key for e in teacher_entries], device)
+    return rows, teacher_entries, store.entry("student", hash_inputs(inputs))
+
+
+def _default_name(strategy: str, criterion: str, k: int, seed: int) -> str:
+    what = f"coverage-{criterion}" if strategy == "coverage" else strategy
+    return f"{what}-{k}-seed{seed}"
+
+
+# -- the entry point ------------------------------------------------------------------------------
+
+def select(
+    data: str,
+    split: str = "train",
+    teachers: Sequence[str] = (),
+    student: str | None = None,
+    *,
+    strategy: str = DEFAULT_STRATEGY,
+    budget: float | int = 0.1,
+    criterion: str = DEFAULT_CRITERION,
+    clusters: int = DEFAULT_CLUSTERS,
+    per_class: bool = False,
+    sample: bool = False,
+    temperature: float = 1.0,
+    drop_disagreement: bool = False,
+    disagreement_threshold: float = 0.9,
+    dedup: float | None = None,
+    seed: int = 0,
+    name: str | None = None,
+    cache_dir: str | Path | None = None,
+    overwrite: bool = False,
+    no_compute: bool = False,
+    text_field: str = "text",
+    text_pair_field: str | None = None,
+    label_field: str = "label",
+    limit: int | None = None,
+    max_length: int = 128,
+    batch_size: int = 64,
+    cls_states: bool = False,
+    student_head: str = "probe",
+    allow_untrained_head: bool = False,
+    device: str | None = None,
+    progress: bool = True,
+) -> Selection:
+    """Select a subset of (data, split) and save it as ``<store>/selections/NAME``.
+
+    The cache entries are the ones ``score`` makes from the same arguments: complete ones
+    are reused at once, missing ones computed (or, with ``no_compute``, reported as an
+    error). The default strategy, coverage over entropy, is provisional until measured.
+    """
+    if not student:
+        raise SelectionError("select ranks rows by the student's cached scores; give --student")
+    spec = get_strategy(strategy)
+    if spec.needs_teachers and not teachers:
+        raise SelectionError(f"strategy {strategy} needs teacher logits; give --teacher")
+    if strategy == "coverage":
+        get_strategy(criterion)
+        if criterion == "coverage":
+            raise SelectionError("coverage cannot be its own --criterion; choose entropy, margin, ...")
+        if STRATEGIES[criterion].needs_teachers and not teachers:
+            raise SelectionError(f"criterion {criterion} needs teacher logits; give --teacher")
+    if drop_disagreement and not teachers:
+        raise SelectionError("--drop-disagreement compares the teachers' prediction with the label; give --teacher")
+    check_budget(budget)
+    if name is not None:
+        check_name(name)
+
+    store = Store(cache_dir)
+    common = dict(text_field=text_field, text_pair_field=text_pair_field, label_field=label_field, limit=limit,
+                  max_length=max_length, cls_states=cls_states, student_head=student_head,
+                  allow_untrained_head=allow_untrained_head, device=device)
+    if no_compute:
+        rows, teacher_entries, student_entry = planned_entries(store, data, split, teachers, student, **common)
+        for role, entry in [*(("teacher", e) for e in teacher_entries), ("student", student_entry)]:
+            if not entry.is_complete():
+                raise SelectionError(
+                    f"no complete {role} cache {entry.key[:12]} for these arguments; run `selectkd score` with the "
+                    f"same --data/--split/--teacher/--student options first (or drop --no-compute)"
+                )
+    else:
+        from .score import score
+
+        result = score(data, split, teachers, student, batch_size=batch_size, cache_dir=store.root,
+                       progress=progress, **common)
+        rows = result.rows
+        teacher_entries = [store.entry("teacher", r.key) for r in result.teachers]
+        student_entry = store.entry("student", result.student.key)
+
+    need_embeddings = spec.needs_embeddings or dedup is not None
+    pool = load_pool(student_entry, teacher_entries, embeddings=need_embeddings, verify=no_compute)
+    choice = choose(pool, strategy, budget, criterion=criterion, clusters=clusters, per_class=per_class,
+                    sample=sample, temperature=temperature, drop_disagreement=drop_disagreement,
+                    disagreement_threshold=disagreement_threshold, dedup=dedup, seed=seed)
+    name = name or _default_name(strategy, criterion, choice.budget_rows, seed)
+    if selection_path(store.root, name).exists() and not overwrite:
+        raise SelectionError(f"selection {name!r} exists in {store.root / SELECTIONS}; choose another --name or pass --overwrite")
+
+    picked = choice.indices
+    smanifest = student_entry.manifest()
+    provenance = {
+        "name": name,
+        "strategy": strategy,
+        "description": spec.description,
+        "parameters": {
+            "budget": budget, "budget_rows": choice.budget_rows, "criterion": criterion if strategy == "coverage" else None,
+            "clusters": clusters if strategy == "coverage" else None, "per_class": per_class, "sample": sample,
+            "temperature": temperature if sample else None, "drop_disagreement": drop_disagreement,
+            "disagreement_threshold": disagreement_threshold if drop_disagreement else None, "dedup": dedup,
+        },
+        "seed": seed,
+        "score_higher_first": choice.ranking.higher_first,
+        "cache": {"student": student_entry.key, "teachers": [e.key for e in teacher_entries]},
+        "models": {"student": student, "teachers": list(teachers)},
+        "data": {
+            "data": data, "split": split, "text_field": text_field, "text_pair_field": text_pair_field,
+            "label_field": label_field, "limit": limit, "fingerprint": rows.fingerprint,
+            "source": rows.source, "num_labels": rows.num_labels, "label_names": rows.label_names,
+        },
+        "score_options": {"max_length": max_length, "cls_states": cls_states, "student_head": student_head,
+                          "allow_untrained_head": allow_untrained_head,
+                          "numerics": smanifest.get("inputs", {}).get("numerics")},
+        "pool_rows": len(pool),
+        "eligible_rows": int(choice.eligible.sum()),
+        "dropped": choice.dropped,
+        "rows": int(len(picked)),
+        "selectkd_version": __version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    selection = Selection(name, pool.uids[picked], np.asarray(choice.ranking.score, dtype=np.float64)[picked],
+                          np.arange(len(picked), dtype=np.int64), provenance,
+                          PoolStats(pool.uids, pool.labels, np.asarray(choice.ranking.score, dtype=np.float64),
+                                    choice.eligible, choice.ranking.groups, rows.label_names,
+                                    choice.ranking.criterion or strategy))
+    save_selection(store.root, selection, overwrite=overwrite)
+    return selection
+
+
+# -- reporting ----------------------------------------------------------------------------------
+
+def _stats(values: np.ndarray) -> dict:
+    if len(values) == 0:
+        return {"min": None, "median": None, "max": None}
+    return {"min": float(np.min(values)), "median": float(np.median(values)), "max": float(np.max(values))}
+
+
+def summary(selection: Selection, pool: PoolStats | None = None) -> dict:
+    """What a summary table shows: sizes, class balance of pool vs subset, score spread, clusters covered."""
+    pool = pool or selection.pool
+    if pool is None:
+        raise SelectionError("summary needs the pool the selection came from (the result of `select`)")
+    at = positions_of(pool.uids, selection.uids)
+    n_classes = int(max(pool.labels.max(initial=0) + 1, len(pool.label_names or [])))
+    pool_counts = np.bincount(pool.labels, minlength=n_classes)
+    sub_counts = np.bincount(pool.labels[at], minlength=n_classes)
+    names = pool.label_names or [str(i) for i in range(n_classes)]
+    classes = [{"label": names[c], "pool": int(pool_counts[c]), "pool_share": float(pool_counts[c] / len(pool.uids)),
+                "subset": int(sub_counts[c]), "subset_share": float(sub_counts[c] / max(1, len(at)))}
+               for c in range(n_classes)]
+    result = {
+        "name": selection.name,
+        "strategy": selection.provenance.get("strategy"),
+        "criterion": pool.criterion,
+        "pool_rows": int(len(pool.uids)),
+        "eligible_rows": int(pool.eligible.sum()),
+        "subset_rows": int(len(at)),
+        "dropped": dict(selection.provenance.get("dropped", {})),
+        "classes": classes,
+        "score": {"pool": _stats(pool.scores), "subset": _stats(pool.scores[at])},
+        "clusters": None,
+    }
+    if pool.clusters is not None:
+        result["clusters"] = {"total": int(len(np.unique(pool.clusters))),
+                              "covered": int(len(np.unique(pool.clusters[at])))}
+    return result
+
+
+def plot_histogram(selection: Selection, path: str | os.PathLike, pool: PoolStats | None = None, bins: int = 50) -> Path:
+    """A PNG of the criterion over the pool with the subset highlighted: shows what a strategy favours."""
+    pool = pool or selection.pool
+    if pool is None:
+        raise SelectionError("plot_histogram needs the pool the selection came from (the result of `select`)")
+    try:
+        from matplotlib.figure import Figure  # no pyplot: no global backend, Agg renders the PNG
+    except ImportError:
+        raise SelectKDError("--plot needs matplotlib; install it with `pip install 'selectkd[plot]'`") from None
+    path = Path(path)
+    at = positions_of(pool.uids, selection.uids)
+    edges = np.histogram_bin_edges(pool.scores, bins=bins)
+    fig = Figure(figsize=(7, 4), dpi=100)
+    ax = fig.add_subplot()
+    ax.hist(pool.scores, bins=edges, color="0.75", label=f"pool ({len(pool.uids):,})")
+    ax.hist(pool.scores[at], bins=edges, color="tab:red", alpha=0.8, label=f"subset ({len(at):,})")
+    ax.set_xlabel(pool.criterion or "score")
+    ax.set_ylabel("rows")
+    ax.set_title(f"selection {selection.name}")
+    ax.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.png")
+    fig.savefig(tmp, format="png")
+    os.replace(tmp, path)
+    return path

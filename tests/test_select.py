@@ -1,0 +1,384 @@
+"""Selection: every strategy on hand-made arrays with a known answer, the budget and strata
+rules, every user error, and an end-to-end select on the tiny models."""
+
+import importlib
+import json
+
+import numpy as np
+import pytest
+import pyarrow as pa
+
+import selectkd
+from selectkd.errors import SelectKDError
+from selectkd.score import fixed_list
+from selectkd.select import (
+    STRATEGIES, Pool, Selection, choose, largest_remainder, load_pool, load_selection, parse_budget,
+    plot_histogram, save_selection, select, summary,
+)
+from selectkd.store import EntryWriter, Store, part_name
+from selectkd.uncertainty import entropy, least_confidence, margin
+
+
+def pool_from_probs(probs, labels=None, **extra) -> Pool:
+    p = np.asarray(probs, dtype=np.float64)
+    n = len(p)
+    return Pool(uids=np.arange(100, 100 + n, dtype=np.int64),
+                labels=np.zeros(n, dtype=np.int64) if labels is None else np.asarray(labels),
+                entropy=entropy(p), margin=margin(p), least_confidence=least_confidence(p), **extra)
+
+
+def picked_uids(pool, strategy, budget, **kw) -> list[int]:
+    return pool.uids[choose(pool, strategy, budget, **kw).indices].tolist()
+
+
+# -- strategies on crafted arrays ------------------------------------------------------------------
+
+# Three rows where the three uncertainty criteria each pick a different one:
+#   A: a coin flip between two classes      -> smallest margin (0)
+#   B: top class only 0.42                  -> lowest confidence (1 - 0.42 = 0.58)
+#   C: mass spread over the other three     -> highest entropy
+CRAFTED = [[0.50, 0.50, 0.00, 0.00],
+           [0.42, 0.38, 0.20, 0.00],
+           [0.47, 0.1767, 0.1767, 0.1766]]
+
+
+def test_entropy_margin_and_least_confidence_disagree_on_crafted_rows():
+    pool = pool_from_probs(CRAFTED)
+    assert picked_uids(pool, "entropy", 1) == [102]
+    assert picked_uids(pool, "margin", 1) == [100]
+    assert picked_uids(pool, "least_confidence", 1) == [101]
+    # full orders, best first
+    assert picked_uids(pool, "entropy", 3) == [102, 101, 100]
+    assert picked_uids(pool, "margin", 3) == [100, 101, 102]
+    assert picked_uids(pool, "least_confidence", 3) == [101, 102, 100]
+
+
+def test_margin_scores_are_kept_as_margins_and_ranked_smallest_first():
+    pool = pool_from_probs(CRAFTED)
+    choice = choose(pool, "margin", 3)
+    assert not choice.ranking.higher_first
+    assert np.allclose(choice.ranking.score[choice.indices], [0.0, 0.04, 0.2933])
+
+
+def test_kl_averages_over_teachers():
+    # row 2 is the top of neither teacher but has the largest mean KL
+    kl = np.array([[1.0, 0.0], [0.2, 0.9], [0.6, 0.6], [0.1, 0.1]])
+    pool = pool_from_probs([[0.5, 0.5]] * 4, kl=kl)
+    assert picked_uids(pool, "kl", 4) == [102, 101, 100, 103]
+
+
+def test_teacher_entropy_uses_the_mean_of_teacher_probabilities():
+    # row 0: each teacher is sure, but of opposite classes -> the mean is 50/50, highest entropy
+    t1 = np.array([[9.0, -9.0], [1.0, 0.0], [3.0, 0.0]])
+    t2 = np.array([[-9.0, 9.0], [1.0, 0.0], [3.0, 0.0]])
+    pool = pool_from_probs([[0.9, 0.1]] * 3, teacher_logits=np.stack([t1, t2]))
+    assert picked_uids(pool, "teacher_entropy", 3) == [100, 101, 102]
+    with pytest.raises(SelectKDError, match="--teacher"):
+        choose(pool_from_probs([[0.9, 0.1]] * 3), "teacher_entropy", 1)
+
+
+def test_random_is_reproducible_by_seed_and_differs_across_seeds():
+    pool = pool_from_probs(np.full((500, 2), 0.5))
+    a = picked_uids(pool, "random", 50, seed=1)
+    assert a == picked_uids(pool, "random", 50, seed=1)
+    assert a != picked_uids(pool, "random", 50, seed=2)
+    assert len(set(a)) == 50
+
+
+def clustered_pool(sizes=(50, 30, 20), dim=8, seed=0) -> tuple[Pool, np.ndarray]:
+    """Well-separated blobs; entropy is highest in the first blob, so plain top-k never leaves it."""
+    rng = np.random.default_rng(seed)
+    centres = np.eye(dim)[: len(sizes)]
+    blob = np.repeat(np.arange(len(sizes)), sizes)
+    emb = centres[blob] + 0.05 * rng.normal(size=(len(blob), dim))
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    p1 = np.where(blob == 0, 0.5, 0.9) - 0.01 * rng.random(len(blob))
+    pool = pool_from_probs(np.stack([p1, 1 - p1], axis=1), embeddings=emb)
+    return pool, blob
+
+
+def test_coverage_picks_from_every_cluster_in_proportion():
+    pool, blob = clustered_pool()
+    top = choose(pool, "entropy", 10).indices
+    assert set(blob[top]) == {0}
+    choice = choose(pool, "coverage", 10, clusters=3, criterion="entropy")
+    assert np.bincount(blob[choice.indices], minlength=3).tolist() == [5, 3, 2]
+    # inside each cluster the most uncertain rows come first
+    first = choice.indices[blob[choice.indices] == 0]
+    assert set(first) == set(np.argsort(-pool.entropy[blob == 0], kind="stable")[:5])
+    assert len(np.unique(choice.ranking.groups[choice.indices])) == 3
+
+
+def test_coverage_with_other_criteria_and_errors():
+    pool, blob = clustered_pool()
+    for criterion in ("margin", "least_confidence", "random"):
+        choice = choose(pool, "coverage", 10, clusters=3, criterion=criterion)
+        assert np.bincount(blob[choice.indices], minlength=3).tolist() == [5, 3, 2]
+    with pytest.raises(SelectKDError, match=r"--clusters 101 .*lower --clusters"):
+        choose(pool, "coverage", 10, clusters=101)
+    with pytest.raises(SelectKDError, match="unknown criterion 'nope'.*entropy"):
+        choose(pool, "coverage", 10, clusters=3, criterion="nope")
+
+
+def test_per_class_keeps_the_pool_proportions():
+    # 70 rows of class 0, 30 of class 1; class 1 is far more uncertain
+    labels = np.array([0] * 70 + [1] * 30)
+    p1 = np.where(labels == 1, 0.5, 0.95)
+    pool = pool_from_probs(np.stack([p1, 1 - p1], axis=1), labels=labels)
+    assert np.bincount(labels[choose(pool, "entropy", 10).indices], minlength=2).tolist() == [0, 10]
+    balanced = choose(pool, "entropy", 10, per_class=True).indices
+    assert np.bincount(labels[balanced], minlength=2).tolist() == [7, 3]
+    odd = choose(pool, "entropy", 11, per_class=True).indices  # 7.7 / 3.3 -> largest remainder
+    assert np.bincount(labels[odd], minlength=2).tolist() == [8, 3]
+
+
+def test_largest_remainder_is_exact_and_proportional():
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        sizes = rng.integers(0, 50, size=rng.integers(1, 12))
+        if sizes.sum() == 0:
+            continue
+        k = int(rng.integers(0, sizes.sum() + 1))
+        q = largest_remainder(sizes, k)
+        assert q.sum() == k and (q <= sizes).all()
+        assert (np.abs(q - sizes * k / sizes.sum()) < 1).all()
+    assert largest_remainder(np.array([5, 3, 2]), 4).tolist() == [2, 1, 1]
+
+
+def test_budget_as_count_and_fraction():
+    pool = pool_from_probs(np.full((200, 2), 0.5))
+    assert len(choose(pool, "entropy", 0.1).indices) == 20
+    assert len(choose(pool, "entropy", 7).indices) == 7
+    assert len(choose(pool, "entropy", 1.0).indices) == 200
+    assert len(choose(pool, "entropy", 1).indices) == 1  # an int is a count
+    assert parse_budget("0.25") == 0.25 and parse_budget("300") == 300 and isinstance(parse_budget("300"), int)
+
+
+@pytest.mark.parametrize("budget, message", [
+    (0, "must be > 0"), (-0.1, "must be > 0"), (1.5, "more than 1 as a fraction"), (201, "more than the pool's 200"),
+])
+def test_budget_errors(budget, message):
+    pool = pool_from_probs(np.full((200, 2), 0.5))
+    with pytest.raises(SelectKDError, match=message):
+        choose(pool, "entropy", budget)
+
+
+def test_unknown_strategy_lists_the_valid_ones():
+    with pytest.raises(SelectKDError) as info:
+        choose(pool_from_probs(CRAFTED), "nope", 1)
+    assert all(name in str(info.value) for name in STRATEGIES)
+    assert "\n" not in str(info.value)
+
+
+def test_sampling_is_seeded_and_tends_to_top_k_at_low_temperature():
+    rng = np.random.default_rng(0)
+    p1 = rng.uniform(0.5, 1.0, size=400)
+    pool = pool_from_probs(np.stack([p1, 1 - p1], axis=1))
+    top = set(picked_uids(pool, "entropy", 40))
+    a = picked_uids(pool, "entropy", 40, sample=True, seed=3)
+    assert a == picked_uids(pool, "entropy", 40, sample=True, seed=3)
+    assert a != picked_uids(pool, "entropy", 40, sample=True, seed=4)
+    assert set(a) != top and len(set(a)) == 40
+    # the sampled subset still leans to uncertain rows
+    assert pool.entropy[np.array(a) - 100].mean() > pool.entropy.mean()
+    assert set(picked_uids(pool, "entropy", 40, sample=True, temperature=1e-4, seed=3)) == top
+    with pytest.raises(SelectKDError, match="--temperature"):
+        choose(pool, "entropy", 4, sample=True, temperature=0)
+
+
+def test_drop_disagreement_removes_confidently_contradicted_labels():
+    # row 0: teachers 99% sure of class 1, gold label 0 -> dropped although it is the most uncertain
+    teacher = np.array([[[-5.0, 5.0], [5.0, -5.0], [0.1, 0.0], [0.0, 3.0]]])
+    labels = np.array([0, 0, 1, 0])
+    pool = pool_from_probs([[0.5, 0.5], [0.6, 0.4], [0.7, 0.3], [0.8, 0.2]], labels=labels, teacher_logits=teacher)
+    choice = choose(pool, "entropy", 2, drop_disagreement=True, disagreement_threshold=0.99)
+    assert pool.uids[choice.indices].tolist() == [101, 102]
+    assert choice.dropped == {"teacher_disagrees_with_label": 1}
+    # the threshold is a parameter: row 3 (95% for class 1, gold 0) goes at the default 0.9,
+    # row 2 (52% for class 0, gold 1) only at 0.5
+    assert choose(pool, "entropy", 1, drop_disagreement=True).dropped["teacher_disagrees_with_label"] == 2
+    assert choose(pool, "entropy", 1, drop_disagreement=True, disagreement_threshold=0.5).dropped[
+        "teacher_disagrees_with_label"] == 3
+
+
+def test_dedup_keeps_the_first_of_each_near_duplicate_group():
+    rng = np.random.default_rng(0)
+    emb = rng.normal(size=(6, 16))
+    emb[5] = emb[0]                                   # exact duplicate of row 0
+    emb[4] = emb[3] + 0.001 * rng.normal(size=16)     # near duplicate of row 3
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    # the duplicates are the most uncertain, so top-k would take them first
+    p1 = np.array([0.9, 0.8, 0.85, 0.7, 0.5, 0.5])
+    pool = pool_from_probs(np.stack([p1, 1 - p1], axis=1), embeddings=emb)
+    choice = choose(pool, "entropy", 4, dedup=0.05)
+    assert choice.dropped == {"near_duplicates": 2}
+    assert sorted(pool.uids[choice.indices].tolist()) == [100, 101, 102, 103]
+    with pytest.raises(SelectKDError, match="fewer than the budget"):
+        choose(pool, "entropy", 5, dedup=0.05)
+
+
+# -- the saved record --------------------------------------------------------------------------------
+
+def make_selection(name="s1") -> Selection:
+    return Selection(name, np.array([5, 3, 9]), np.array([0.9, 0.5, 0.1]), np.arange(3), {"strategy": "entropy"})
+
+
+def test_save_and_load_selection_round_trip(tmp_path):
+    path = save_selection(tmp_path, make_selection())
+    assert path == tmp_path / "selections" / "s1"
+    assert sorted(p.name for p in path.iterdir()) == ["provenance.json", "selection.arrow"]
+    back = load_selection(tmp_path, "s1")
+    assert back.uids.tolist() == [5, 3, 9] and back.ranks.tolist() == [0, 1, 2]
+    assert back.provenance == {"strategy": "entropy"}
+    assert not [p for p in (tmp_path / "selections").iterdir() if p.name.startswith(".")]
+    with pytest.raises(SelectKDError, match="exists.*--overwrite"):
+        save_selection(tmp_path, make_selection())
+    save_selection(tmp_path, Selection("s1", np.array([1]), np.array([1.0]), np.arange(1), {}), overwrite=True)
+    assert load_selection(tmp_path, "s1").uids.tolist() == [1]
+    with pytest.raises(SelectKDError, match="no selection 'nope'.*have: s1"):
+        load_selection(tmp_path, "nope")
+
+
+@pytest.mark.parametrize("name", ["a/b", "..", "../x", "/abs", "a\\b", ".hidden", ""])
+def test_selection_names_with_paths_are_refused(tmp_path, name):
+    with pytest.raises(SelectKDError, match="plain folder name"):
+        save_selection(tmp_path, make_selection(name))
+    assert not (tmp_path / "selections").exists() or not list((tmp_path / "selections").iterdir())
+
+
+def fake_entry(store: Store, kind: str, key: str, inputs: dict, table: pa.Table, extra: dict | None = None,
+               teachers: list[str] | None = None):
+    entry = store.entry(kind, key)
+    writer = EntryWriter(entry, inputs, {"teachers": teachers or [], "part_rows": len(table)})
+    writer.write_table(part_name(0), table)
+    for name, t in (extra or {}).items():
+        writer.write_table(name, t)
+    writer.finish()
+    return entry
+
+
+def test_teacher_and_student_from_other_data_are_refused(tmp_path):
+    store = Store(tmp_path)
+    uids = pa.array(np.arange(4, dtype=np.int64))
+    teacher = fake_entry(store, "teacher", "t" * 24, {"data": "aaa", "split": "train"},
+                         pa.table({"uid": uids, "logits": fixed_list(np.zeros((4, 2), np.float32))}))
+    other = fake_entry(store, "teacher", "o" * 24, {"data": "bbb", "split": "train"},
+                       pa.table({"uid": uids, "logits": fixed_list(np.zeros((4, 2), np.float32))}))
+    dev = fake_entry(store, "teacher", "d" * 24, {"data": "aaa", "split": "dev"},
+                     pa.table({"uid": uids, "logits": fixed_list(np.zeros((4, 2), np.float32))}))
+    zeros = pa.array(np.zeros(4, np.float32))
+    scores = pa.table({"uid": uids, "label": pa.array(np.zeros(4, np.int64)), "entropy": zeros, "margin": zeros,
+                       "least_confidence": zeros})
+    student = fake_entry(store, "student", "s" * 24, {"data": "aaa", "split": "train"},
+                         pa.table({"uid": uids, "embedding": fixed_list(np.eye(4, dtype=np.float32))}),
+                         {"scores.arrow": scores}, teachers=[teacher.key])
+    assert load_pool(student, [teacher], embeddings=True).teacher_logits.shape == (1, 4, 2)
+    for bad in (other, dev):
+        with pytest.raises(SelectKDError, match="other data or split.*same --data and --split"):
+            load_pool(student, [bad])
+
+
+# -- end to end on the tiny models --------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def scored(tiny, tmp_path_factory):
+    cache = tmp_path_factory.mktemp("select-cache")
+    result = selectkd.score(str(tiny["csv"]), teachers=[str(tiny["teacher"])], student=str(tiny["student"]),
+                            cache_dir=cache, progress=False)
+    return {"cache": cache, "teacher_key": result.teachers[0].key, "student_key": result.student.key, **tiny}
+
+
+def run_select(scored, **kw):
+    args = dict(teachers=[str(scored["teacher"])], student=str(scored["student"]), cache_dir=scored["cache"],
+                progress=False)
+    return select(str(scored["csv"]), **{**args, **kw})
+
+
+def test_select_end_to_end_records_the_cache_keys(scored):
+    sel = run_select(scored, budget=30, clusters=5, name="e2e", seed=1)
+    assert len(sel) == 30 and len(set(sel.uids.tolist())) == 30
+    prov = json.loads((scored["cache"] / "selections" / "e2e" / "provenance.json").read_text())
+    assert prov["cache"] == {"student": scored["student_key"], "teachers": [scored["teacher_key"]]}
+    assert prov["strategy"] == "coverage" and prov["parameters"]["criterion"] == "entropy"
+    assert prov["parameters"]["clusters"] == 5 and prov["seed"] == 1
+    assert prov["data"]["split"] == "train" and len(prov["data"]["fingerprint"]) == 24
+    assert prov["selectkd_version"] == selectkd.__version__ and prov["created"]
+    back = load_selection(scored["cache"], "e2e")
+    assert back.uids.tolist() == sel.uids.tolist() and np.allclose(back.scores, sel.scores)
+
+    info = summary(sel)
+    assert info["pool_rows"] == 300 and info["subset_rows"] == 30
+    assert info["clusters"] == {"total": 5, "covered": 5}
+    assert sum(c["subset"] for c in info["classes"]) == 30
+    assert [c["label"] for c in info["classes"]] == ["negative", "positive"]
+    assert info["score"]["subset"]["max"] <= info["score"]["pool"]["max"]
+
+    with pytest.raises(SelectKDError, match="exists"):
+        run_select(scored, budget=30, clusters=5, name="e2e")
+    assert len(run_select(scored, budget=0.5, strategy="kl", name="e2e", overwrite=True)) == 150
+
+
+def test_select_no_compute_finds_the_same_keys_or_says_to_score(scored, tmp_path, monkeypatch):
+    score_mod = importlib.import_module("selectkd.score")
+
+    def boom(*a, **k):
+        raise AssertionError("no model may run with no_compute")
+
+    monkeypatch.setattr(score_mod, "load_classifier", boom)
+    monkeypatch.setattr(score_mod, "load_encoder", boom)
+    sel = run_select(scored, strategy="teacher_entropy", budget=10, no_compute=True, name="nc", per_class=True)
+    assert sel.provenance["cache"]["student"] == scored["student_key"]
+    empty = tmp_path / "empty"
+    with pytest.raises(SelectKDError, match="selectkd score"):
+        run_select(scored, budget=10, no_compute=True, cache_dir=empty)
+    assert not (empty / "selections").exists()
+
+
+def test_select_refuses_bad_arguments_before_any_work(scored, tmp_path):
+    cache = tmp_path / "untouched"
+    for kw, message in [
+        ({"strategy": "nope"}, "unknown strategy"),
+        ({"budget": 0}, "must be > 0"),
+        ({"budget": 2.5}, "more than 1 as a fraction"),
+        ({"name": "../escape"}, "plain folder name"),
+        ({"strategy": "kl", "teachers": []}, "needs teacher logits"),
+        ({"drop_disagreement": True, "teachers": []}, "--drop-disagreement"),
+        ({"student": None}, "--student"),
+    ]:
+        with pytest.raises(SelectKDError, match=message):
+            run_select(scored, cache_dir=cache, **kw)
+    assert not cache.exists()
+    with pytest.raises(SelectKDError, match="more than the pool's 300"):
+        run_select(scored, budget=301)
+    with pytest.raises(SelectKDError, match="--clusters 400"):
+        run_select(scored, clusters=400)
+
+
+def test_plot_histogram_writes_a_png(scored, tmp_path):
+    pytest.importorskip("matplotlib")
+    sel = run_select(scored, budget=0.2, strategy="margin", name="plotted", sample=True)
+    path = plot_histogram(sel, tmp_path / "h.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_cli_select_list_and_summary(scored, tmp_path):
+    import typer
+    from typer.testing import CliRunner
+
+    from selectkd.cli.select_cmds import register
+
+    app = typer.Typer()
+    register(app)
+    runner = CliRunner()
+    listed = runner.invoke(app, ["select", "--list"])
+    assert listed.exit_code == 0
+    assert [line.split()[0] for line in listed.stdout.strip().splitlines()] == list(STRATEGIES)
+    config = tmp_path / "sel.toml"
+    config.write_text(f'data = "{scored["csv"]}"\nteacher = ["{scored["teacher"]}"]\nbudget = "40"\nclusters = 4\n')
+    res = runner.invoke(app, ["select", "--config", str(config), "--student", str(scored["student"]),
+                              "--name", "cli", "--cache-dir", str(scored["cache"]), "--no-compute",
+                              "--plot", str(tmp_path / "p.png")])
+    assert res.exit_code == 0, res.output
+    assert "clusters covered" in res.stdout and "saved selection 'cli' (40 rows)" in res.stdout
+    assert (tmp_path / "p.png").exists()
+    assert load_selection(scored["cache"], "cli").provenance["parameters"]["clusters"] == 4
