@@ -159,11 +159,16 @@ def by_random(pool: Pool, *, rng: np.random.Generator, **_: object) -> Ranking:
           "the budget is shared across clusters by size (default)", needs_embeddings=True)
 def by_coverage(pool: Pool, *, rng: np.random.Generator, criterion: str = DEFAULT_CRITERION,
                 clusters: int = DEFAULT_CLUSTERS, seed: int = 0, **_: object) -> Ranking:
+    inner = check_criterion(criterion).fn(pool, rng=rng, seed=seed)
+    return Ranking(inner.score, inner.higher_first, kmeans_clusters(pool.embeddings, clusters, seed), criterion)
+
+
+def check_criterion(criterion: str) -> Strategy:
+    """The strategy that ranks rows inside coverage's clusters (any but coverage itself)."""
     if criterion == "coverage" or criterion not in STRATEGIES:
         valid = ", ".join(n for n in STRATEGIES if n != "coverage")
         raise SelectionError(f"unknown criterion {criterion!r} for coverage; valid: {valid}")
-    inner = STRATEGIES[criterion].fn(pool, rng=rng, seed=seed)
-    return Ranking(inner.score, inner.higher_first, kmeans_clusters(pool.embeddings, clusters, seed), criterion)
+    return STRATEGIES[criterion]
 
 
 def kmeans_clusters(embeddings: np.ndarray | None, k: int, seed: int = 0) -> np.ndarray:
@@ -446,7 +451,11 @@ class PoolStats:
 
 @dataclass
 class Selection:
-    """A named subset: uids best first, their scores and ranks, and how it was made."""
+    """A named subset: uids best first, their scores and ranks, and how it was made.
+
+    ``rank`` 0 is the row chosen first (with sampling: drawn first); ``score`` is the
+    strategy's criterion value, in its own direction (a margin stays a margin).
+    """
 
     name: str
     uids: np.ndarray
@@ -602,10 +611,7 @@ def select(
     if spec.needs_teachers and not teachers:
         raise SelectionError(f"strategy {strategy} needs teacher logits; give --teacher")
     if strategy == "coverage":
-        get_strategy(criterion)
-        if criterion == "coverage":
-            raise SelectionError("coverage cannot be its own --criterion; choose entropy, margin, ...")
-        if STRATEGIES[criterion].needs_teachers and not teachers:
+        if check_criterion(criterion).needs_teachers and not teachers:
             raise SelectionError(f"criterion {criterion} needs teacher logits; give --teacher")
     if drop_disagreement and not teachers:
         raise SelectionError("--drop-disagreement compares the teachers' prediction with the label; give --teacher")

@@ -1,0 +1,226 @@
+"""Train a teacher's classification head for a task and save a normal HF folder.
+
+Two modes:
+- ``head_only``: the encoder stays frozen; one forward pass captures what the head sees,
+  then the head alone is fitted with full-batch L-BFGS. Minutes on a CPU, and the usual
+  way to get a usable teacher from a sentence encoder such as all-mpnet-base-v2.
+- full fine-tuning: every weight, AdamW with linear warm-up and decay, cross-entropy.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .data import DataSpec, Rows, load_rows
+from .errors import SelectKDError
+from .models import load_classifier, load_tokenizer, resolve
+from .score import collate, length_batches, pick_device, progress_bar, tokenize
+
+
+@dataclass
+class FinetuneResult:
+    out: Path
+    mode: str
+    train_rows: int
+    seconds: float
+    metrics: dict = field(default_factory=dict)
+
+
+def _batches(rows: Rows, tokenizer, max_length: int, batch_size: int, shuffle_seed: int | None = None):
+    """Length-grouped batches of (rows indices, model inputs); optionally shuffled batch order."""
+    ds = rows.dataset
+    pairs = ds["text_pair"] if "text_pair" in ds.column_names else None
+    ids = tokenize(tokenizer, list(ds["text"]), list(pairs) if pairs is not None else None, max_length)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    groups = length_batches(np.array([len(x) for x in ids]), batch_size)
+    if shuffle_seed is not None:
+        order = np.random.default_rng(shuffle_seed).permutation(len(groups))
+        groups = [groups[i] for i in order]
+    for g in groups:
+        yield g, collate([ids[i] for i in g], pad)
+
+
+def evaluate(model, rows: Rows, tokenizer, max_length: int, batch_size: int, device: str) -> dict:
+    """Accuracy and macro-F1 of ``model`` on ``rows``."""
+    import torch
+
+    preds = np.zeros(len(rows), dtype=np.int64)
+    model.eval()
+    with torch.inference_mode():
+        for g, batch in _batches(rows, tokenizer, max_length, batch_size):
+            preds[g] = model(**{k: v.to(device) for k, v in batch.items()}).logits.argmax(-1).cpu().numpy()
+    return classification_metrics(preds, rows.labels, rows.num_labels)
+
+
+def classification_metrics(preds: np.ndarray, labels: np.ndarray, num_labels: int) -> dict:
+    f1s = []
+    for c in range(num_labels):
+        tp = np.sum((preds == c) & (labels == c))
+        fp = np.sum((preds == c) & (labels != c))
+        fn = np.sum((preds != c) & (labels == c))
+        if tp + fp + fn:
+            f1s.append(2 * tp / (2 * tp + fp + fn))
+    return {"accuracy": round(float((preds == labels).mean()), 4), "macro_f1": round(float(np.mean(f1s)), 4)}
+
+
+def _fit_head_only(model, rows: Rows, tokenizer, max_length: int, batch_size: int, device: str,
+                   progress: bool, l2: float = 1e-3, max_iter: int = 300) -> dict:
+    """Capture the head's input once (frozen encoder), then fit the head with L-BFGS."""
+    import torch
+
+    head = getattr(model, "classifier", None)
+    if head is None:
+        raise SelectKDError(f"{type(model).__name__} has no `classifier` module; use full fine-tuning (drop --head-only)")
+    captured: dict[int, torch.Tensor] = {}
+
+    def grab(_module, inputs):
+        x = inputs[0]
+        grab.last = (x[:, :1, :] if x.dim() == 3 else x).detach().float().cpu()  # heads read the first token
+
+    hook = head.register_forward_pre_hook(grab)
+    model.eval()
+    with torch.inference_mode(), progress_bar("head-only: encoding", len(rows), progress) as advance:
+        for g, batch in _batches(rows, tokenizer, max_length, batch_size):
+            model(**{k: v.to(device) for k, v in batch.items()})
+            for j, i in enumerate(g):
+                captured[int(i)] = grab.last[j]
+            advance(len(g))
+    hook.remove()
+    x = torch.stack([captured[i] for i in range(len(rows))]).to(device)
+    y = torch.from_numpy(rows.labels).to(device)
+    head.train(False)
+    params = [p for p in head.parameters()]
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for p in params:
+        p.requires_grad_(True)
+    opt = torch.optim.LBFGS(params, lr=1, max_iter=max_iter, history_size=20, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(head(x), y) + l2 * sum((p * p).sum() for p in params if p.dim() > 1)
+        loss.backward()
+        return loss
+
+    loss = float(opt.step(closure).detach())
+    with torch.no_grad():
+        train_acc = float((head(x).argmax(-1) == y).float().mean())
+    return {"head_loss": round(loss, 4), "train_accuracy": round(train_acc, 4), "l2": l2, "lbfgs_iterations": max_iter}
+
+
+def _fit_full(model, rows: Rows, tokenizer, *, max_length: int, batch_size: int, epochs: int, lr: float,
+              warmup: float, seed: int, device: str, progress: bool) -> dict:
+    import torch
+
+    torch.manual_seed(seed)
+    steps_per_epoch = math.ceil(len(rows) / batch_size)
+    total = steps_per_epoch * epochs
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
+    warm = max(1, int(warmup * total))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min((s + 1) / warm, max(0.0, (total - s) / max(1, total - warm))))
+    losses = []
+    for epoch in range(epochs):
+        model.train()
+        with progress_bar(f"fine-tune epoch {epoch + 1}/{epochs}", len(rows), progress) as advance:
+            for g, batch in _batches(rows, tokenizer, max_length, batch_size, shuffle_seed=seed + epoch):
+                batch = {k: v.to(device) for k, v in batch.items()}
+                labels = torch.from_numpy(rows.labels[g]).to(device)
+                loss = torch.nn.functional.cross_entropy(model(**batch).logits, labels)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                opt.step()
+                sched.step()
+                losses.append(float(loss))
+                advance(len(g))
+    model.eval()
+    return {"final_train_loss": round(float(np.mean(losses[-steps_per_epoch:])), 4), "steps": total}
+
+
+def finetune(
+    data: str,
+    model: str,
+    out: str | Path,
+    *,
+    split: str = "train",
+    eval_data: str | None = None,
+    eval_split: str = "dev",
+    text_field: str = "text",
+    text_pair_field: str | None = None,
+    label_field: str = "label",
+    limit: int | None = None,
+    head_only: bool = False,
+    epochs: int = 3,
+    lr: float = 5e-5,
+    batch_size: int = 32,
+    max_length: int = 128,
+    warmup: float = 0.1,
+    seed: int = 0,
+    overwrite: bool = False,
+    cache_dir: str | Path | None = None,
+    device: str | None = None,
+    progress: bool = True,
+) -> FinetuneResult:
+    """Train ``model`` as a classifier on ``data`` and save it to ``out`` (``score`` accepts it)."""
+    import torch
+
+    from .store import Store, atomic_write_json
+
+    out = Path(out)
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise SelectKDError(f"{out} already holds files; choose another --out or pass --overwrite")
+    root = Store(cache_dir).root
+    rows = load_rows(DataSpec(data, split, text_field, text_pair_field, label_field, limit), root)
+    eval_rows = None
+    if eval_data or _has_split(data, eval_split, root):
+        eval_rows = load_rows(DataSpec(eval_data or data, eval_split, text_field, text_pair_field, label_field),
+                              root, num_labels=rows.num_labels)
+    ref = resolve(model, root)
+    tokenizer, _ = load_tokenizer(ref)
+    device = pick_device(device)
+    torch.manual_seed(seed)
+    net, trained = load_classifier(ref, rows.num_labels, allow_untrained_head=True, role="model")
+    if rows.label_names:
+        net.config.id2label = dict(enumerate(rows.label_names))
+        net.config.label2id = {n: i for i, n in enumerate(rows.label_names)}
+    net.to(device)
+    t0 = time.perf_counter()
+    if head_only:
+        metrics = _fit_head_only(net, rows, tokenizer, max_length, batch_size, device, progress)
+    else:
+        metrics = _fit_full(net, rows, tokenizer, max_length=max_length, batch_size=batch_size, epochs=epochs,
+                            lr=lr, warmup=warmup, seed=seed, device=device, progress=progress)
+    seconds = time.perf_counter() - t0
+    if eval_rows is not None:
+        metrics["eval"] = evaluate(net, eval_rows, tokenizer, max_length, batch_size, device)
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    net.to("cpu").save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    atomic_write_json(tmp / "selectkd_finetune.json", {
+        "data": data, "split": split, "limit": limit, "model": model, "mode": "head-only" if head_only else "full",
+        "epochs": None if head_only else epochs, "lr": None if head_only else lr, "batch_size": batch_size,
+        "max_length": max_length, "seed": seed, "train_rows": len(rows), "seconds": round(seconds, 2),
+        "label_names": rows.label_names, "metrics": metrics,
+    })
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(tmp, out)
+    return FinetuneResult(out, "head-only" if head_only else "full", len(rows), seconds, metrics)
+
+
+def _has_split(data: str, split: str, root: Path) -> bool:
+    from . import assets
+
+    if data in assets.DATASETS:
+        return (assets.data_dir(root, data) / split).exists()
+    path = Path(data)
+    return path.is_dir() and (path / split).is_dir()
+
