@@ -190,6 +190,7 @@ def finetune(
     text_pair_field: Optional[str] = typer.Option(None, "--text-pair-field", help="Column holding the second sentence of a pair."),
     label_field: str = typer.Option("label", "--label-field", help="Column holding the label."),
     limit: Optional[int] = typer.Option(None, "--limit", help="Train on the first N rows only."),
+    eval_limit: Optional[int] = typer.Option(None, "--eval-limit", help="Evaluate on the first N rows of the eval data only."),
     head_only: bool = typer.Option(False, "--head-only", help="Freeze the encoder and fit only the classification head (L-BFGS on one forward pass: minutes on CPU)."),
     epochs: int = typer.Option(3, "--epochs", help="Epochs of full fine-tuning."),
     lr: float = typer.Option(5e-5, "--lr", help="Peak learning rate (AdamW, linear warm-up 10% then decay)."),
@@ -210,7 +211,8 @@ def finetune(
     from selectkd.finetune import finetune as run_finetune
 
     res = run_finetune(data, model, out_dir, split=split, eval_data=eval_data, text_field=text_field,
-                       text_pair_field=text_pair_field, label_field=label_field, limit=limit, head_only=head_only,
+                       text_pair_field=text_pair_field, label_field=label_field, limit=limit, eval_limit=eval_limit,
+                       head_only=head_only,
                        epochs=epochs, lr=lr, batch_size=batch_size, max_length=max_length, seed=seed,
                        overwrite=overwrite, cache_dir=cache_dir, device=device, progress=progress)
     ev = res.metrics.get("eval")
@@ -290,6 +292,11 @@ def cache_rm(keys: List[str] = typer.Argument(..., help="Keys or unique prefixes
         entry = store.find(key)
         store.remove(entry)
         out.print(f"removed {entry.kind}/{entry.key}")
+
+
+from selectkd.cli.select_cmds import register as register_select  # noqa: E402  (needs the options above)
+
+register_select(app)
 
 
 # -- entry point -------------------------------------------------------------------------------------

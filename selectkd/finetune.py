@@ -151,11 +151,12 @@ def finetune(
     *,
     split: str = "train",
     eval_data: str | None = None,
-    eval_split: str = "dev",
+    eval_split: str | None = "dev",
     text_field: str = "text",
     text_pair_field: str | None = None,
     label_field: str = "label",
     limit: int | None = None,
+    eval_limit: int | None = None,
     head_only: bool = False,
     epochs: int = 3,
     lr: float = 5e-5,
@@ -179,8 +180,8 @@ def finetune(
     root = Store(cache_dir).root
     rows = load_rows(DataSpec(data, split, text_field, text_pair_field, label_field, limit), root)
     eval_rows = None
-    if eval_data or _has_split(data, eval_split, root):
-        eval_rows = load_rows(DataSpec(eval_data or data, eval_split, text_field, text_pair_field, label_field),
+    if eval_split and (eval_data or _has_split(data, eval_split, root)):
+        eval_rows = load_rows(DataSpec(eval_data or data, eval_split, text_field, text_pair_field, label_field, eval_limit),
                               root, num_labels=rows.num_labels)
     ref = resolve(model, root)
     tokenizer, _ = load_tokenizer(ref)

@@ -344,6 +344,7 @@ def test_select_refuses_bad_arguments_before_any_work(scored, tmp_path):
         ({"strategy": "kl", "teachers": []}, "needs teacher logits"),
         ({"drop_disagreement": True, "teachers": []}, "--drop-disagreement"),
         ({"student": None}, "--student"),
+        ({"criterion": "coverage"}, "unknown criterion"),
     ]:
         with pytest.raises(SelectKDError, match=message):
             run_select(scored, cache_dir=cache, **kw)
