@@ -10,15 +10,15 @@ from __future__ import annotations
 import os
 import sys
 import time
-import tomllib
 from pathlib import Path
 from typing import List, Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from selectkd import __version__
+from selectkd.cli.select_cmds import register as register_select
+from selectkd.cli.options import CacheDirOption, ConfigOption, err, out
 from selectkd.errors import SelectKDError
 
 app = typer.Typer(
@@ -33,36 +33,6 @@ assets_app = typer.Typer(help="Real models and datasets that install offline (fr
 cache_app = typer.Typer(help="Look after the cache store: list, inspect, verify, remove entries.", no_args_is_help=True)
 app.add_typer(assets_app, name="assets")
 app.add_typer(cache_app, name="cache")
-
-out = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
-
-
-# -- --config FILE.toml -------------------------------------------------------------------------
-
-def _load_config(ctx: typer.Context, param: typer.CallbackParam, value: Optional[Path]) -> Optional[Path]:
-    """Eager: turn the TOML file into click's default_map, so explicit flags still win."""
-    if value is None:
-        return value
-    try:
-        data = tomllib.loads(Path(value).read_text())
-    except FileNotFoundError:
-        raise SelectKDError(f"config file {value} does not exist") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise SelectKDError(f"config file {value} is not valid TOML ({exc}); fix it") from None
-    valid = {p.opts[0].lstrip("-"): p.name for p in ctx.command.params
-             if p.param_type_name == "option" and p.opts[0].startswith("--") and p.name not in ("config", "help")}
-    unknown = [k for k in data if k.replace("_", "-") not in valid]
-    if unknown:
-        raise SelectKDError(f"unknown key(s) {', '.join(unknown)} in {value}; valid keys: {', '.join(sorted(valid))}")
-    ctx.default_map = {**(ctx.default_map or {}), **{valid[k.replace("_", "-")]: v for k, v in data.items()}}
-    return value
-
-
-ConfigOption = typer.Option(None, "--config", help="TOML file whose keys are this command's long option names; flags win.",
-                            is_eager=True, callback=_load_config, exists=False, dir_okay=False)
-CacheDirOption = typer.Option(None, "--cache-dir", envvar="SELECTKD_CACHE",
-                              help="Store root (default ./cache; env SELECTKD_CACHE).")
 
 
 # -- global --------------------------------------------------------------------------------------
@@ -293,8 +263,6 @@ def cache_rm(keys: List[str] = typer.Argument(..., help="Keys or unique prefixes
         store.remove(entry)
         out.print(f"removed {entry.kind}/{entry.key}")
 
-
-from selectkd.cli.select_cmds import register as register_select  # noqa: E402  (needs the options above)
 
 register_select(app)
 

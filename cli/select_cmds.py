@@ -12,7 +12,7 @@ from typing import List, Optional
 import typer
 from rich.table import Table
 
-from selectkd.cli.main import CacheDirOption, ConfigOption, out
+from selectkd.cli.options import CacheDirOption, ConfigOption, out
 from selectkd.errors import SelectKDError
 
 

@@ -1,14 +1,10 @@
 """The real `selectkd` command on tiny real files, as a user runs it."""
 
 import json
-import os
-
-import numpy as np
-import pytest
 
 from selectkd.store import Store, part_name
 
-from .conftest import make_rows, run_cli, write_csv
+from .conftest import run_cli, write_csv
 
 
 def score_args(tiny, data=None, *extra):
@@ -127,14 +123,13 @@ def test_string_labels_map_in_sorted_order(tiny, tmp_path):
 def test_text_pairs_are_scored(tiny, tmp_path):
     rows = [{"premise": r["text"], "hypothesis": r["text"][::-1], "label": r["label"]} for r in tiny["rows"][:40]]
     f = write_csv(tmp_path / "pairs.csv", rows)
-    proc = run_cli("score", "--data", str(f), "--text-field", "premise", "--text-pair-field", "hypothesis",
+    run_cli("score", "--data", str(f), "--text-field", "premise", "--text-pair-field", "hypothesis",
                    "--teacher", str(tiny["teacher"]), "--no-progress", cache=tmp_path / "c", check=True)
     entry = Store(tmp_path / "c").entries()[0]
     assert entry.manifest()["inputs"]["text_pair_field"] == "hypothesis" and entry.is_complete()
 
 
 def test_help_explains_every_command():
-    from selectkd.cli.main import app  # noqa: F401 - import check
     for args in (["--help"], ["score", "--help"], ["cache", "--help"], ["assets", "install", "--help"]):
         proc = run_cli(*args, cache="/nonexistent")
         assert proc.returncode == 0 and "Usage" in proc.stdout

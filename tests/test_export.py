@@ -86,7 +86,8 @@ def test_export_round_trips(selected, tmp_path, fmt):
     prov = json.loads(prov_path.read_text())
     sel = selected["selection"]
     assert prov["cache"] == sel.provenance["cache"] and prov["strategy"] == "random"
-    assert list(prov["export"]["teacher_logits"].values()) == sel.provenance["cache"]["teachers"]
+    keys = sel.provenance["cache"]["teachers"]
+    assert prov["export"]["teacher_logits"] == dict(zip(logits_columns(keys), keys))
     assert prov["export"]["format"] == fmt and prov["export"]["rows"] == 25
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 

@@ -1,0 +1,42 @@
+"""Options and consoles every command shares: --config FILE.toml, --cache-dir, output."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+from selectkd.errors import SelectKDError
+
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+
+
+# -- --config FILE.toml -------------------------------------------------------------------------
+
+def _load_config(ctx: typer.Context, param: typer.CallbackParam, value: Optional[Path]) -> Optional[Path]:
+    """Eager: turn the TOML file into click's default_map, so explicit flags still win."""
+    if value is None:
+        return value
+    try:
+        data = tomllib.loads(Path(value).read_text())
+    except FileNotFoundError:
+        raise SelectKDError(f"config file {value} does not exist") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise SelectKDError(f"config file {value} is not valid TOML ({exc}); fix it") from None
+    valid = {p.opts[0].lstrip("-"): p.name for p in ctx.command.params
+             if p.param_type_name == "option" and p.opts[0].startswith("--") and p.name not in ("config", "help")}
+    unknown = [k for k in data if k.replace("_", "-") not in valid]
+    if unknown:
+        raise SelectKDError(f"unknown key(s) {', '.join(unknown)} in {value}; valid keys: {', '.join(sorted(valid))}")
+    ctx.default_map = {**(ctx.default_map or {}), **{valid[k.replace("_", "-")]: v for k, v in data.items()}}
+    return value
+
+
+ConfigOption = typer.Option(None, "--config", help="TOML file whose keys are this command's long option names; flags win.",
+                            is_eager=True, callback=_load_config, exists=False, dir_okay=False)
+CacheDirOption = typer.Option(None, "--cache-dir", envvar="SELECTKD_CACHE",
+                              help="Store root (default ./cache; env SELECTKD_CACHE).")
