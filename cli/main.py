@@ -17,6 +17,7 @@ import typer
 from rich.table import Table
 
 from selectkd import __version__
+from selectkd.cli.distill_cmd import register as register_distill
 from selectkd.cli.select_cmds import register as register_select
 from selectkd.cli.options import CacheDirOption, ConfigOption, err, out
 from selectkd.errors import SelectKDError
@@ -265,6 +266,7 @@ def cache_rm(keys: List[str] = typer.Argument(..., help="Keys or unique prefixes
 
 
 register_select(app)
+register_distill(app)
 
 
 # -- entry point -------------------------------------------------------------------------------------

@@ -138,7 +138,7 @@ def _fit_full(model, rows: Rows, tokenizer, *, max_length: int, batch_size: int,
                 torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
                 opt.step()
                 sched.step()
-                losses.append(float(loss))
+                losses.append(float(loss.detach()))
                 advance(len(g))
     model.eval()
     return {"final_train_loss": round(float(np.mean(losses[-steps_per_epoch:])), 4), "steps": total}

@@ -229,6 +229,7 @@ def _score_teacher(entry: Entry, inputs: dict, ref: ModelRef, tokenizer, rows: R
 
     meta = {"role": "teacher", "model_name": ref.name, "model_source": ref.source, "num_rows": len(rows),
             "num_labels": rows.num_labels, "label_names": rows.label_names, "head_trained": trained,
+            "num_parameters": int(model.num_parameters()),
             "part_rows": part_rows, "selectkd_version": __version__, "data_source": rows.source,
             "columns": {"logits": [rows.num_labels]}}
     if cls_states:

@@ -21,12 +21,12 @@ NEG = ["bad", "awful", "terrible", "sad", "poor", "horrible", "nasty", "dreadful
 NEU = ["car", "road", "city", "table", "window", "train", "paper", "river"]
 
 
-def make_rows(n: int, seed: int = 0, classes: int = 2) -> list[dict]:
+def make_rows(n: int, seed: int = 0, classes: int = 2, max_words: int = 30) -> list[dict]:
     rng = random.Random(seed)
     rows = []
     for i in range(n):
         label = i % classes
-        words = [rng.choice(NEU) for _ in range(rng.randint(2, 30))]
+        words = [rng.choice(NEU) for _ in range(rng.randint(2, max_words))]
         cue = [NEG, POS, NEU][label]
         for _ in range(rng.randint(1, 3)):
             words.insert(rng.randrange(len(words) + 1), rng.choice(cue))

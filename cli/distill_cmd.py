@@ -1,0 +1,88 @@
+"""`selectkd distill`: parse the options into a DistillConfig and run it."""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.table import Table
+
+from selectkd.cli.options import CacheDirOption, ConfigOption, out
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def distill(
+        data: str = typer.Option(..., "--data", help="Training data: built-in name, save_to_disk folder, data file or hub name."),
+        teacher: List[str] = typer.Option(..., "--teacher", help="Teacher (repeat for several). Its logits come from the cache; missing ones are scored first."),
+        student: str = typer.Option(..., "--student", help="Student model to train (built-in name, HF folder or hub name)."),
+        out_dir: Path = typer.Option(..., "--out", help="RUN_DIR: config.json, metrics.jsonl, checkpoint/, student/ (a normal HF folder), summary.json."),
+        split: str = typer.Option("train", "--split", help="Training split."),
+        eval_data: Optional[str] = typer.Option(None, "--eval-data", help="Dev data (default: the dataset's dev split)."),
+        test_data: Optional[str] = typer.Option(None, "--test-data", help="Test data (default: the dataset's test split)."),
+        text_field: str = typer.Option("text", "--text-field", help="Column holding the text."),
+        text_pair_field: Optional[str] = typer.Option(None, "--text-pair-field", help="Column holding the second sentence."),
+        label_field: str = typer.Option("label", "--label-field", help="Column holding the label."),
+        limit: Optional[int] = typer.Option(None, "--limit", help="Use the first N training rows."),
+        eval_limit: Optional[int] = typer.Option(None, "--eval-limit", help="Use the first N dev rows."),
+        test_limit: Optional[int] = typer.Option(None, "--test-limit", help="Use the first N test rows."),
+        selection: Optional[str] = typer.Option(None, "--selection", help="Static: train on a saved selection (`selectkd select --name`)."),
+        budget: Optional[str] = typer.Option(None, "--budget", help="Dynamic: a fraction (0.1) or a row count; re-selected with the current student every --reselect-every epochs."),
+        strategy: str = typer.Option("entropy", "--strategy", help="Dynamic selection strategy (see `selectkd select --list`)."),
+        criterion: str = typer.Option("entropy", "--criterion", help="Coverage's ranking inside clusters; in-batch mode's criterion (entropy, margin, least_confidence, kl, random)."),
+        clusters: int = typer.Option(30, "--clusters", help="Coverage: k-means clusters."),
+        per_class: bool = typer.Option(False, "--per-class", help="Keep class proportions when selecting."),
+        sample: bool = typer.Option(False, "--sample", help="Sample in proportion to uncertainty instead of taking the top k."),
+        sample_temperature: float = typer.Option(1.0, "--sample-temperature", help="Temperature of --sample."),
+        reselect_every: int = typer.Option(1, "--reselect-every", help="Dynamic: re-select every K epochs."),
+        rescore_pool: float = typer.Option(1.0, "--rescore-pool", help="Dynamic: re-score only this random fraction of the pool (re-scoring all rows can cost more than training on 10%)."),
+        in_batch: Optional[float] = typer.Option(None, "--in-batch", help="The paper's mode: CE on every row, KD on this top fraction of each batch by the student's uncertainty."),
+        kd_loss: str = typer.Option("mse", "--kd-loss", help="mse: MSE between logits (the reference code's default); kl: T^2 * KL(teacher || student) at --temperature."),
+        temperature: float = typer.Option(1.0, "--temperature", help="Temperature of the KL loss."),
+        ce_alpha: float = typer.Option(1.0, "--ce-alpha", help="Weight of cross-entropy on gold labels."),
+        kd_alpha: float = typer.Option(1.0, "--kd-alpha", help="Weight of the KD term."),
+        adoption: Optional[str] = typer.Option(None, "--adoption", help="Two teachers: hard | soft | soft-instance. Uncertain rows learn from the smaller teacher, confident ones from the larger; weights detached."),
+        objective: str = typer.Option("none", "--objective", help="none | uncertainty | uncertainty-r: weigh KD by (1-u) and hidden alignment by u per row (-r reverses)."),
+        pt_alpha: float = typer.Option(0.0, "--pt-alpha", help="Weight of hidden-state alignment ([CLS] of every mapped layer, from the cache)."),
+        live_teacher: bool = typer.Option(False, "--live-teacher", help="Run the teacher live for token-level alignment (padding masked) instead of cached [CLS] states."),
+        epochs: int = typer.Option(3, "--epochs", help="Epochs."),
+        lr: float = typer.Option(2e-5, "--lr", help="Peak learning rate (AdamW, linear warm-up then decay)."),
+        batch_size: int = typer.Option(32, "--batch-size", help="Rows per step."),
+        max_length: int = typer.Option(128, "--max-length", help="Truncate to this many tokens (the cache key uses it too)."),
+        warmup: float = typer.Option(0.1, "--warmup", help="Fraction of steps for linear warm-up."),
+        seed: int = typer.Option(0, "--seed", help="Random seed: batches, dropout, selection."),
+        resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
+        overwrite: bool = typer.Option(False, "--overwrite", help="Replace the run in --out."),
+        device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, ... (default: cuda if available; bf16 autocast on cuda)."),
+        progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+        cache_dir: Optional[Path] = CacheDirOption,
+        config: Optional[Path] = ConfigOption,
+    ) -> None:
+        """Train a student from cached teacher logits: static, dynamic or in-batch selection, or full-data KD.
+
+        Every epoch: dev accuracy and macro-F1 into RUN_DIR/metrics.jsonl and a checkpoint
+        (`--resume` continues to the same result). At the end: test scores, the student as a
+        normal HF folder, and where the time went.
+        """
+        from selectkd.distill import DistillConfig, distill as run
+
+        values = dict(locals())
+        names = {f.name for f in fields(DistillConfig)}
+        cfg = DistillConfig(**{k: v for k, v in values.items() if k in names - {"cache_dir"}},
+                            teachers=list(teacher), out=str(out_dir),
+                            cache_dir=str(cache_dir) if cache_dir else None)
+        res = run(cfg, resume=resume, overwrite=overwrite, progress=progress)
+        s = res.summary
+        table = Table("", "value")
+        if s["best_dev"]:
+            table.add_row("best dev accuracy / macro-F1", f"{s['best_dev']['accuracy']:.4f} / {s['best_dev']['macro_f1']:.4f} (epoch {s['best_dev']['epoch']})")
+        if s["test"]:
+            table.add_row("test accuracy / macro-F1", f"{s['test']['accuracy']:.4f} / {s['test']['macro_f1']:.4f}")
+        secs = s["seconds"]
+        table.add_row("wall time", f"{s['wall_seconds']:.1f} s (train {secs['train']:.1f}, re-score {secs['rescore']:.1f}, eval {secs['eval']:.1f})")
+        table.add_row("student rows fwd+bwd / fwd only", f"{s['student_rows_forward_backward']:,} / {s['student_rows_forward_only']:,}")
+        table.add_row("teacher forwards", f"{s['teacher_forwards']:,}" + (" (all from the cache)" if not s["teacher_forwards"] else ""))
+        out.print(table)
+        out.print(f"student saved to {res.out / 'student'}")

@@ -1,0 +1,541 @@
+"""The distillation trainer: a student learns from cached teacher logits, in one readable loop.
+
+Read top to bottom: config -> data and teacher signals -> student -> the step -> the epoch
+loop (re-selection, training, evaluation, checkpoint) -> the summary. No HF Trainer.
+
+Selection modes: ``selection`` (a saved Selection, static), ``budget`` + ``strategy`` +
+``reselect_every`` (dynamic: re-score the pool with the current student and re-select),
+``in_batch`` (the paper's own: CE on every row, KD on the top fraction of each batch by the
+student's uncertainty), or none of them (full-data KD).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__
+from .data import DataSpec, Rows, load_rows
+from .errors import CacheError, SelectKDError
+from .finetune import classification_metrics
+from .losses import (ADOPTIONS, KD_LOSSES, OBJECTIVES, adopted_kd, adoption_weights, ce, hidden_alignment, kd,
+                     layer_map, objective_weights, top_fraction, uncertainty)
+from .models import load_classifier, load_tokenizer, resolve
+from .score import collate, column_matrix, length_batches, pick_device, progress_bar, score, tokenize
+from .store import Store, atomic_write_json
+
+IN_BATCH_CRITERIA = ("entropy", "margin", "least_confidence", "kl", "random")
+
+
+@dataclass
+class DistillConfig:
+    """Everything that decides a run; saved as RUN_DIR/config.json and compared on --resume."""
+
+    data: str
+    teachers: list[str]
+    student: str
+    out: str
+    split: str = "train"
+    eval_data: str | None = None
+    eval_split: str = "dev"
+    test_data: str | None = None
+    test_split: str = "test"
+    text_field: str = "text"
+    text_pair_field: str | None = None
+    label_field: str = "label"
+    limit: int | None = None
+    eval_limit: int | None = None
+    test_limit: int | None = None
+    # selection
+    selection: str | None = None
+    budget: str | None = None
+    strategy: str = "entropy"
+    criterion: str = "entropy"
+    clusters: int = 30
+    per_class: bool = False
+    sample: bool = False
+    sample_temperature: float = 1.0
+    reselect_every: int = 1
+    rescore_pool: float = 1.0
+    in_batch: float | None = None
+    # losses
+    kd_loss: str = "mse"
+    temperature: float = 1.0
+    ce_alpha: float = 1.0
+    kd_alpha: float = 1.0
+    adoption: str | None = None
+    objective: str = "none"
+    pt_alpha: float = 0.0
+    live_teacher: bool = False
+    # optimisation
+    epochs: int = 3
+    lr: float = 2e-5
+    batch_size: int = 32
+    max_length: int = 128
+    warmup: float = 0.1
+    seed: int = 0
+    cache_dir: str | None = None
+    device: str | None = None
+
+
+@dataclass
+class DistillResult:
+    out: Path
+    best_dev: dict
+    test: dict | None
+    summary: dict = field(default_factory=dict)
+
+
+# -- checks before any work ---------------------------------------------------------------------------
+
+def check_config(cfg: DistillConfig) -> None:
+    modes = [m for m, on in (("--selection", cfg.selection), ("--budget", cfg.budget), ("--in-batch", cfg.in_batch)) if on]
+    if len(modes) > 1:
+        raise SelectKDError(f"{' and '.join(modes)} are different selection modes; choose one")
+    if not cfg.teachers:
+        raise SelectKDError("distillation needs a teacher; give --teacher")
+    if cfg.kd_loss not in KD_LOSSES:
+        raise SelectKDError(f"unknown --kd-loss {cfg.kd_loss!r}; valid: {', '.join(KD_LOSSES)}")
+    if cfg.adoption is not None:
+        if cfg.adoption not in ADOPTIONS:
+            raise SelectKDError(f"unknown --adoption {cfg.adoption!r}; valid: {', '.join(ADOPTIONS)}")
+        if len(cfg.teachers) < 2:
+            raise SelectKDError("--adoption chooses between teachers; give two --teacher (a small and a large one)")
+        if cfg.objective != "none":
+            raise SelectKDError("--adoption and --objective are not combined (the paper never does); use one")
+    if cfg.objective not in OBJECTIVES:
+        raise SelectKDError(f"unknown --objective {cfg.objective!r}; valid: {', '.join(OBJECTIVES)}")
+    if cfg.objective != "none" and cfg.pt_alpha <= 0:
+        raise SelectKDError(f"--objective {cfg.objective} weighs hidden-state alignment; give --pt-alpha > 0")
+    if cfg.in_batch is not None and not 0 < cfg.in_batch <= 1:
+        raise SelectKDError(f"--in-batch {cfg.in_batch} must be a fraction in (0, 1]")
+    if cfg.in_batch is not None and cfg.criterion not in IN_BATCH_CRITERIA:
+        raise SelectKDError(f"in-batch --criterion must be one of {', '.join(IN_BATCH_CRITERIA)}")
+    if not 0 < cfg.rescore_pool <= 1:
+        raise SelectKDError(f"--rescore-pool {cfg.rescore_pool} must be a fraction in (0, 1]")
+    if cfg.epochs < 1 or cfg.batch_size < 1 or cfg.reselect_every < 1:
+        raise SelectKDError("--epochs, --batch-size and --reselect-every must be >= 1")
+
+
+def prepare_run_dir(out: Path, cfg: DistillConfig, resume: bool, overwrite: bool) -> None:
+    saved = out / "config.json"
+    if resume:
+        if not saved.exists():
+            raise SelectKDError(f"nothing to resume in {out}; run without --resume")
+        old = json.loads(saved.read_text())
+        diff = sorted(k for k, v in asdict(cfg).items() if old.get(k) != v and k not in ("device",))
+        if diff:
+            raise SelectKDError(f"{out} holds a run with other settings ({', '.join(diff)}); use another --out or --overwrite")
+        return
+    if out.exists() and any(out.iterdir()):
+        if not overwrite:
+            raise SelectKDError(f"{out} holds another run; pass --resume to continue it or --overwrite to replace it")
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(saved, asdict(cfg))
+
+
+def same_segmentation(tok_a, tok_b, texts: list[str]) -> bool:
+    """True when two tokenizers split the texts into the same word pieces (specials aside)."""
+    for text in texts:
+        a = [t for t in tok_a.tokenize(text)]
+        b = [t for t in tok_b.tokenize(text)]
+        if a != b:
+            return False
+    return True
+
+
+# -- teacher signals -------------------------------------------------------------------------------
+
+@dataclass
+class TeacherSignal:
+    """One teacher's outputs for the training rows, in row order: cached, or a live model."""
+
+    name: str
+    key: str | None
+    logits: np.ndarray | None  # (N, C), cached
+    cls: np.ndarray | None  # (N, L+1, H) float16, cached
+    num_layers: int
+    hidden_size: int
+    num_parameters: int
+    model: object | None = None  # live teacher (token-level alignment)
+    tokenizer: object | None = None
+
+
+def cached_signals(cfg: DistillConfig, rows: Rows, need_cls: bool, progress: bool) -> list[TeacherSignal]:
+    """Teacher logits (+ [CLS] states) from the cache, computing what is missing first."""
+    res = score(cfg.data, cfg.split, cfg.teachers, None, text_field=cfg.text_field,
+                 text_pair_field=cfg.text_pair_field, label_field=cfg.label_field, limit=cfg.limit,
+                 max_length=cfg.max_length, cls_states=need_cls, cache_dir=cfg.cache_dir, device=cfg.device,
+                 progress=progress)
+    store = res.store
+    signals = []
+    for name, report in zip(cfg.teachers, res.teachers):
+        entry = store.entry("teacher", report.key)
+        table = entry.read_parts()
+        uids = table.column("uid").to_numpy()
+        if not np.array_equal(uids, rows.uids):
+            raise CacheError(f"teacher cache {entry.key} covers other rows than the training data; re-score it")
+        logits = column_matrix(table, "logits")
+        if not np.isfinite(logits).all():
+            raise CacheError(f"teacher cache {entry.key} holds NaN or Inf logits; remove it with "
+                             f"`selectkd cache rm {entry.key}` and re-score the teacher")
+        manifest = entry.manifest()
+        cls = None
+        layers, hidden = 0, 0
+        if need_cls:
+            layers_plus_one, hidden = manifest["columns"]["cls"]
+            layers = layers_plus_one - 1
+            cls = column_matrix(table, "cls").reshape(len(rows), layers_plus_one, hidden)
+        signals.append(TeacherSignal(name, entry.key, logits, cls, layers, hidden,
+                                     int(manifest.get("num_parameters") or 0)))
+    return signals
+
+
+# -- the run ---------------------------------------------------------------------------------------
+
+def _rows(cfg: DistillConfig, data: str | None, split: str, limit: int | None, root: Path, num_labels: int) -> Rows | None:
+    from .finetune import _has_split
+
+    if data is None and not _has_split(cfg.data, split, root):
+        return None
+    return load_rows(DataSpec(data or cfg.data, split, cfg.text_field, cfg.text_pair_field, cfg.label_field, limit),
+                     root, num_labels=num_labels)
+
+
+def distill(cfg: DistillConfig, *, resume: bool = False, overwrite: bool = False, progress: bool = True) -> DistillResult:
+    """Train ``cfg.student`` from ``cfg.teachers`` on ``cfg.data``; write RUN_DIR ``cfg.out``."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from .select import Pool, choose, load_selection, positions_of
+
+    t_start = time.perf_counter()
+    check_config(cfg)
+    out = Path(cfg.out)
+    root = Store(cfg.cache_dir).root
+    device = pick_device(cfg.device)
+
+    # -- data ----------------------------------------------------------------------------------
+    rows = load_rows(DataSpec(cfg.data, cfg.split, cfg.text_field, cfg.text_pair_field, cfg.label_field, cfg.limit), root)
+    dev = _rows(cfg, cfg.eval_data, cfg.eval_split, cfg.eval_limit, root, rows.num_labels)
+    test = _rows(cfg, cfg.test_data, cfg.test_split, cfg.test_limit, root, rows.num_labels)
+    labels = rows.labels
+    static_uids = None
+    if cfg.selection:
+        sel = load_selection(root, cfg.selection)
+        made_from = sel.provenance.get("data", {})
+        if made_from.get("fingerprint") != rows.fingerprint or made_from.get("split") != cfg.split:
+            raise SelectKDError(f"selection {cfg.selection!r} was made from other data or split than --data "
+                                f"{cfg.data} --split {cfg.split}; select again on this data")
+        static_uids = sel.uids
+
+    # -- student and teacher signals -------------------------------------------------------------
+    student_ref = resolve(cfg.student, root)
+    tokenizer, student_tok_fp = load_tokenizer(student_ref)
+    use_pt = cfg.pt_alpha > 0
+    sample_texts = list(rows.dataset["text"][:200])
+    if cfg.live_teacher:
+        if not use_pt:
+            raise SelectKDError("--live-teacher runs the teacher for token-level alignment; give --pt-alpha > 0")
+        signals = cached_signals(cfg, rows, need_cls=False, progress=progress)
+        for s in signals:
+            ref = resolve(s.name, root)
+            s.tokenizer, _ = load_tokenizer(ref)
+            s.model, _ = load_classifier(ref, rows.num_labels)
+            s.model.to(device).eval()
+            s.num_layers, s.hidden_size = s.model.config.num_hidden_layers, s.model.config.hidden_size
+    else:
+        signals = cached_signals(cfg, rows, need_cls=use_pt, progress=progress)
+    if use_pt:
+        for s in signals:
+            t_tok = s.tokenizer or load_tokenizer(resolve(s.name, root))[0]
+            if not same_segmentation(tokenizer, t_tok, sample_texts):
+                raise SelectKDError(f"student {cfg.student} and teacher {s.name} split text differently; hidden-state "
+                                    f"alignment needs the same segmentation (logit KD does not: drop --pt-alpha)")
+    if cfg.adoption:  # the smaller teacher takes the uncertain rows
+        signals.sort(key=lambda s: s.num_parameters)
+
+    torch.manual_seed(cfg.seed)
+    student, _ = load_classifier(student_ref, rows.num_labels, allow_untrained_head=True, role="student")
+    student.to(device)
+    n_student_layers = student.config.num_hidden_layers
+    proj = None
+    lmap = None
+    if use_pt:
+        t0 = signals[0]
+        lmap = layer_map(n_student_layers, t0.num_layers)
+        if student.config.hidden_size != t0.hidden_size:
+            proj = torch.nn.Linear(student.config.hidden_size, t0.hidden_size).to(device)
+
+    # -- tokens, once ------------------------------------------------------------------------------
+    pairs = rows.dataset["text_pair"] if "text_pair" in rows.dataset.column_names else None
+    texts = list(rows.dataset["text"])
+    ids = tokenize(tokenizer, texts, list(pairs) if pairs is not None else None, cfg.max_length)
+    t_ids = None
+    if cfg.live_teacher:
+        t_ids = tokenize(signals[0].tokenizer, texts, list(pairs) if pairs is not None else None, cfg.max_length)
+        bad = [i for i in range(len(ids)) if len(ids[i]) != len(t_ids[i])]
+        if bad:
+            raise SelectKDError(f"student and teacher give different token counts for row {bad[0]}; token-level "
+                                f"alignment needs the same segmentation")
+    lengths = np.array([len(x) for x in ids])
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    all_rows = np.arange(len(rows))
+
+    def batches(active: np.ndarray, seed: int) -> list[np.ndarray]:
+        groups = [active[g] for g in length_batches(lengths[active], cfg.batch_size)]
+        order = np.random.default_rng(seed).permutation(len(groups))
+        return [groups[i] for i in order]
+
+    # -- optimizer (steps known up front: every mode keeps the active set's size fixed) ---------------
+    if static_uids is not None:
+        active = np.sort(positions_of(rows.uids, static_uids))
+    elif cfg.budget:
+        from .select import budget_rows, parse_budget
+
+        active = None
+        n_active = budget_rows(parse_budget(cfg.budget), len(rows))
+    else:
+        active = all_rows
+    n_active = len(active) if active is not None else n_active
+    steps_per_epoch = math.ceil(n_active / cfg.batch_size)
+    total_steps = steps_per_epoch * cfg.epochs
+    params = list(student.parameters()) + (list(proj.parameters()) if proj is not None else [])
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.01)
+    warm = max(1, int(cfg.warmup * total_steps))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min((s + 1) / warm, max(0.0, (total_steps - s) / max(1, total_steps - warm))))
+
+    # -- state, or resume --------------------------------------------------------------------------
+    prepare_run_dir(out, cfg, resume, overwrite)
+    ckpt = out / "checkpoint"
+    state = {"epoch": 0, "step": 0, "best_dev": None, "counters": {"train_rows": 0, "rescore_rows": 0, "eval_rows": 0,
+             "teacher_forwards": 0}, "times": {"train": 0.0, "rescore": 0.0, "eval": 0.0}}
+    if resume and (ckpt / "state.json").exists():
+        state = json.loads((ckpt / "state.json").read_text())
+        weights = load_file(str(ckpt / "student.safetensors"))
+        student.load_state_dict(weights, strict=True)
+        if proj is not None:
+            proj.load_state_dict(load_file(str(ckpt / "proj.safetensors")))
+        extra = torch.load(ckpt / "optim.pt", weights_only=True)
+        opt.load_state_dict(extra["optimizer"])
+        sched.load_state_dict(extra["scheduler"])
+        torch.set_rng_state(extra["rng"])
+        if state.get("active") is not None:
+            active = np.asarray(state["active"], dtype=np.int64)
+    elif resume:
+        (out / "metrics.jsonl").unlink(missing_ok=True)  # killed before the first checkpoint: start over
+
+    def forward_logits(rows_idx: np.ndarray, want_embedding: bool = False):
+        """Student logits (and mean-pooled embeddings) for rows, no grad, length-grouped."""
+        logits = np.zeros((len(rows_idx), rows.num_labels), dtype=np.float32)
+        emb = None
+        student.eval()
+        with torch.inference_mode():
+            for g in length_batches(lengths[rows_idx], 128):
+                batch = {k: v.to(device) for k, v in collate([ids[i] for i in rows_idx[g]], pad).items()}
+                o = student(**batch, output_hidden_states=want_embedding)
+                logits[g] = o.logits.float().cpu().numpy()
+                if want_embedding:
+                    h = o.hidden_states[-1]
+                    m = batch["attention_mask"].unsqueeze(-1).to(h.dtype)
+                    e = torch.nn.functional.normalize(((h * m).sum(1) / m.sum(1)).float(), dim=-1).cpu().numpy()
+                    if emb is None:
+                        emb = np.zeros((len(rows_idx), e.shape[1]), dtype=np.float32)
+                    emb[g] = e
+        return logits, emb
+
+    def evaluate(split_rows: Rows) -> dict:
+        s_tok = tokenize(tokenizer, list(split_rows.dataset["text"]),
+                         list(split_rows.dataset["text_pair"]) if "text_pair" in split_rows.dataset.column_names else None,
+                         cfg.max_length)
+        preds = np.zeros(len(split_rows), dtype=np.int64)
+        student.eval()
+        with torch.inference_mode():
+            for g in length_batches(np.array([len(x) for x in s_tok]), 128):
+                batch = {k: v.to(device) for k, v in collate([s_tok[i] for i in g], pad).items()}
+                preds[g] = student(**batch).logits.argmax(-1).cpu().numpy()
+        state["counters"]["eval_rows"] += len(split_rows)
+        return classification_metrics(preds, split_rows.labels, rows.num_labels)
+
+    def reselect(epoch: int) -> np.ndarray:
+        """Dynamic selection: re-score (a fraction of) the pool with the current student, then choose."""
+        rng = np.random.default_rng(cfg.seed + 1000 + epoch)
+        pool_idx = all_rows if cfg.rescore_pool >= 1 else np.sort(rng.choice(len(rows), int(cfg.rescore_pool * len(rows)), replace=False))
+        need_emb = cfg.strategy == "coverage"
+        logits, emb = forward_logits(pool_idx, want_embedding=need_emb)
+        state["counters"]["rescore_rows"] += len(pool_idx)
+        from .uncertainty import entropy as h, kl_divergence, least_confidence as lc, margin as mg, softmax
+
+        p = softmax(logits)
+        t_logits = np.stack([s.logits[pool_idx] for s in signals]) if signals[0].logits is not None else None
+        kl = (np.stack([kl_divergence(softmax(t), p) for t in t_logits], axis=1) if t_logits is not None else None)
+        pool = Pool(uids=rows.uids[pool_idx], labels=labels[pool_idx], entropy=h(p), margin=mg(p),
+                    least_confidence=lc(p), kl=kl, teacher_logits=t_logits, embeddings=emb)
+        chosen = choose(pool, cfg.strategy, min(n_active, len(pool_idx)), criterion=cfg.criterion,
+                        clusters=min(cfg.clusters, len(pool_idx)), per_class=cfg.per_class, sample=cfg.sample,
+                        temperature=cfg.sample_temperature, seed=cfg.seed + epoch)
+        picked = pool_idx[chosen.indices]
+        if len(picked) < n_active:  # a re-scored fraction: top up with random unscored rows to keep the budget
+            rest = np.setdiff1d(all_rows, picked)
+            picked = np.concatenate([picked, rng.choice(rest, n_active - len(picked), replace=False)])
+        return np.sort(picked)
+
+    def initial_selection() -> np.ndarray:
+        """Dynamic mode, epoch 0: the student's fresh head knows nothing, so use the cached probe scores."""
+        from .select import load_pool
+
+        res = score(cfg.data, cfg.split, cfg.teachers, cfg.student, text_field=cfg.text_field,
+                    text_pair_field=cfg.text_pair_field, label_field=cfg.label_field, limit=cfg.limit,
+                    max_length=cfg.max_length, cache_dir=cfg.cache_dir, device=cfg.device, progress=progress)
+        pool = load_pool(res.store.entry("student", res.student.key),
+                         [res.store.entry("teacher", t.key) for t in res.teachers],
+                         embeddings=cfg.strategy == "coverage")
+        chosen = choose(pool, cfg.strategy, n_active, criterion=cfg.criterion, clusters=cfg.clusters,
+                        per_class=cfg.per_class, sample=cfg.sample, temperature=cfg.sample_temperature, seed=cfg.seed)
+        return np.sort(positions_of(rows.uids, pool.uids[chosen.indices]))
+
+    # -- the step ------------------------------------------------------------------------------
+    def step(batch_rows: np.ndarray) -> float:
+        student.train()
+        batch = {k: v.to(device) for k, v in collate([ids[i] for i in batch_rows], pad).items()}
+        y = torch.from_numpy(labels[batch_rows]).to(device)
+        ctx = torch.autocast("cuda", dtype=torch.bfloat16) if device.startswith("cuda") else contextlib.nullcontext()
+        with ctx:
+            o = student(**batch, output_hidden_states=use_pt)
+        zs = o.logits.float()
+        u = uncertainty(zs)
+        t_logits = [torch.from_numpy(s.logits[batch_rows]).to(device) for s in signals]
+        loss_ce = ce(zs, y).mean()
+        kd_rows = [kd(zs, zt, cfg.kd_loss, cfg.temperature) for zt in t_logits]
+        if cfg.in_batch is not None:  # the paper: KD only on the most uncertain rows of the batch
+            crit = {"entropy": u, "margin": -_margin(zs), "least_confidence": 1 - torch.softmax(zs.detach(), -1).max(-1).values,
+                    "kl": torch.stack(kd_rows).mean(0).detach(), "random": torch.rand(len(u), device=u.device)}[cfg.criterion]
+            keep = top_fraction(crit, cfg.in_batch)
+            loss_kd = torch.stack(kd_rows).mean(0)[keep].mean()
+        elif cfg.adoption:
+            w_small = adoption_weights(u, cfg.adoption)
+            loss_kd = adopted_kd(kd_rows[0], kd_rows[-1], w_small, cfg.adoption)
+        else:
+            loss_kd = None
+        loss_pt = torch.zeros((), device=device)
+        if use_pt:
+            mask = batch["attention_mask"]
+            s_states = torch.stack([o.hidden_states[l] for l in range(n_student_layers + 1)], dim=1)  # (B, L+1, T, H)
+            if proj is not None:
+                s_states = proj(s_states.float())
+            if cfg.live_teacher:
+                t_batch = {k: v.to(device) for k, v in collate([t_ids[i] for i in batch_rows], signals[0].tokenizer.pad_token_id).items()}
+                with torch.inference_mode():
+                    th = signals[0].model(**t_batch, output_hidden_states=True).hidden_states
+                state["counters"]["teacher_forwards"] += len(batch_rows)
+                t_states = torch.stack([th[j] for j in lmap], dim=1).clone()
+                pt_rows = hidden_alignment(s_states, t_states, mask)
+            else:
+                t_cls = torch.from_numpy(signals[0].cls[batch_rows][:, lmap, :].astype(np.float32)).to(device)
+                pt_rows = hidden_alignment(s_states[:, :, 0, :], t_cls)
+        if loss_kd is None:
+            kd_mean = torch.stack(kd_rows).mean(0)
+            if use_pt:
+                w_kd, w_pt = objective_weights(u, cfg.objective)
+                loss_kd = (w_kd * kd_mean).mean()
+                loss_pt = (w_pt * pt_rows).mean()
+            else:
+                loss_kd = kd_mean.mean()
+        loss = cfg.ce_alpha * loss_ce + cfg.kd_alpha * loss_kd + cfg.pt_alpha * loss_pt
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        sched.step()
+        state["counters"]["train_rows"] += len(batch_rows)
+        return float(loss.detach())
+
+    def save_checkpoint() -> None:
+        tmp = out / f".checkpoint.tmp-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        save_file({k: v.contiguous() for k, v in student.state_dict().items()}, str(tmp / "student.safetensors"))
+        if proj is not None:
+            save_file(proj.state_dict(), str(tmp / "proj.safetensors"))
+        torch.save({"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "rng": torch.get_rng_state()},
+                   tmp / "optim.pt")
+        atomic_write_json(tmp / "state.json", {**state, "active": active.tolist() if active is not None else None})
+        old = out / f".checkpoint.old-{os.getpid()}"
+        if ckpt.exists():
+            os.replace(ckpt, old)
+        os.replace(tmp, ckpt)
+        shutil.rmtree(old, ignore_errors=True)
+
+    def log(record: dict) -> None:
+        with open(out / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    # -- the epoch loop ---------------------------------------------------------------------------
+    for epoch in range(state["epoch"], cfg.epochs):
+        if cfg.budget and state.get("selected_epoch") != epoch and (active is None or epoch % cfg.reselect_every == 0):
+            t0 = time.perf_counter()
+            active = initial_selection() if epoch == 0 else reselect(epoch)
+            state["selected_epoch"] = epoch
+            state["times"]["rescore"] += time.perf_counter() - t0
+        t0 = time.perf_counter()
+        torch.manual_seed(cfg.seed + epoch)  # dropout: the same whether resumed or not
+        losses = []
+        epoch_batches = batches(active, cfg.seed + epoch)
+        with progress_bar(f"epoch {epoch + 1}/{cfg.epochs}", len(active), progress) as advance:
+            for b in epoch_batches:
+                losses.append(step(b))
+                state["step"] += 1
+                advance(len(b))
+        state["times"]["train"] += time.perf_counter() - t0
+        t0 = time.perf_counter()
+        record = {"epoch": epoch + 1, "step": state["step"], "train_loss": round(float(np.mean(losses)), 5),
+                  "train_rows": int(len(active))}
+        if dev is not None:
+            record["dev"] = evaluate(dev)
+            if state["best_dev"] is None or record["dev"]["accuracy"] > state["best_dev"]["accuracy"]:
+                state["best_dev"] = {**record["dev"], "epoch": epoch + 1}
+        state["times"]["eval"] += time.perf_counter() - t0
+        state["epoch"] = epoch + 1
+        log(record)
+        save_checkpoint()
+
+    test_metrics = None
+    if test is not None:
+        t0 = time.perf_counter()
+        test_metrics = evaluate(test)
+        state["times"]["eval"] += time.perf_counter() - t0
+        log({"final": True, "test": test_metrics})
+    final = out / "student"
+    tmp = out / f".student.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    student.to("cpu").save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(tmp, final)
+    summary = {
+        "best_dev": state["best_dev"], "test": test_metrics, "wall_seconds": round(time.perf_counter() - t_start, 2),
+        "seconds": {k: round(v, 2) for k, v in state["times"].items()},
+        "student_rows_forward_backward": state["counters"]["train_rows"],
+        "student_rows_forward_only": state["counters"]["rescore_rows"] + state["counters"]["eval_rows"],
+        "teacher_forwards": state["counters"]["teacher_forwards"], "teacher_cache_keys": [s.key for s in signals],
+        "steps": state["step"], "selectkd_version": __version__,
+    }
+    atomic_write_json(out / "summary.json", summary)
+    return DistillResult(out, state["best_dev"] or {}, test_metrics, summary)
+
+
+def _margin(z):
+    import torch
+
+    top2 = torch.topk(torch.softmax(z.detach(), -1), 2, dim=-1).values
+    return top2[:, 0] - top2[:, 1]

@@ -1,0 +1,237 @@
+"""The distillation trainer: losses by hand, the three mechanisms, resume, and the CLI's refusals."""
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import torch
+
+from selectkd import losses
+from selectkd.distill import DistillConfig, distill
+from selectkd.errors import SelectKDError
+from selectkd.finetune import finetune
+from selectkd.store import EntryWriter, Store, part_name
+
+from .conftest import build_bert, build_tokenizer, make_rows, run_cli, write_csv
+
+
+# -- losses by hand ---------------------------------------------------------------------------------
+
+def test_mse_and_kl_against_hand_computed_values():
+    zs = torch.tensor([[1.0, 2.0], [0.0, 0.0]])
+    zt = torch.tensor([[2.0, 0.0], [0.0, math.log(3.0)]])
+    assert losses.kd(zs, zt, "mse").tolist() == pytest.approx([(1 + 4) / 2, math.log(3.0) ** 2 / 2])
+    # row 2 at T=1: p_t = (1/4, 3/4), p_s = (1/2, 1/2)
+    kl = 0.25 * math.log(0.25 / 0.5) + 0.75 * math.log(0.75 / 0.5)
+    assert losses.kd(zs, zt, "kl")[1].item() == pytest.approx(kl, rel=1e-5)
+    # at T=2 the logits are halved and the loss scaled by T^2 = 4
+    pt = torch.softmax(zt[1] / 2, -1)
+    ps = torch.softmax(zs[1] / 2, -1)
+    assert losses.kd(zs, zt, "kl", 2.0)[1].item() == pytest.approx(4 * float((pt * (pt / ps).log()).sum()), rel=1e-5)
+    assert losses.ce(torch.tensor([[0.0, math.log(3.0)]]), torch.tensor([1])).item() == pytest.approx(-math.log(0.75))
+
+
+def test_uncertainty_is_normalised_entropy():
+    u = losses.uncertainty(torch.tensor([[0.0, 0.0, 0.0], [100.0, 0.0, 0.0]]))
+    assert u.tolist() == pytest.approx([1.0, 0.0], abs=1e-6)
+
+
+def test_adoption_weights_and_terms():
+    u = torch.tensor([0.9, 0.1, 0.5, 0.3])
+    assert losses.adoption_weights(u, "hard").tolist() == [1.0, 0.0, 1.0, 0.0]  # most uncertain half -> small
+    assert losses.adoption_weights(u, "soft").tolist() == pytest.approx([0.45] * 4)
+    assert losses.adoption_weights(u, "soft-instance").tolist() == pytest.approx(u.tolist())
+    kd_small = torch.tensor([1.0, 2.0, 3.0, 4.0])
+    kd_large = torch.tensor([10.0, 20.0, 30.0, 40.0])
+    hard = losses.adopted_kd(kd_small, kd_large, losses.adoption_weights(u, "hard"), "hard")
+    assert hard.item() == pytest.approx((1 + 3) / 2 + (20 + 40) / 2)
+    soft = losses.adopted_kd(kd_small, kd_large, losses.adoption_weights(u, "soft"), "soft")
+    assert soft.item() == pytest.approx(float((0.45 * kd_small + 0.55 * kd_large).mean()))
+    inst = losses.adopted_kd(kd_small, kd_large, u, "soft-instance")
+    assert inst.item() == pytest.approx(float((u * kd_small + (1 - u) * kd_large).mean()))
+
+
+def test_in_batch_keeps_exactly_the_top_rows():
+    crit = torch.tensor([0.1, 0.9, 0.3, 0.8, 0.2, 0.7, 0.0, 0.5, 0.6, 0.4])
+    assert sorted(losses.top_fraction(crit, 0.3).tolist()) == [1, 3, 5]
+    assert losses.top_fraction(crit, 0.01).tolist() == [1]  # at least one row
+
+
+def test_layer_map_and_hidden_alignment():
+    assert losses.layer_map(6, 12) == [0, 2, 4, 6, 8, 10, 12]
+    assert losses.layer_map(3, 12) == [0, 4, 8, 12]
+    with pytest.raises(ValueError):
+        losses.layer_map(5, 12)
+    s = torch.tensor([[[1.0, 0.0], [0.0, 1.0]]])  # (B=1, L=2, H=2)
+    t = torch.tensor([[[0.0, 2.0], [0.0, 3.0]]])
+    # layer 0: (1,0) vs (0,1): mean((1,-1)^2) = 1; layer 1: identical after normalising
+    assert losses.hidden_alignment(s, t).tolist() == pytest.approx([1.0])
+    # tokens: padding position (mask 0) must not count
+    s_tok = torch.tensor([[[[1.0, 0.0], [5.0, 5.0]]]])  # (B, L=1, T=2, H)
+    t_tok = torch.tensor([[[[1.0, 0.0], [-5.0, 5.0]]]])
+    assert losses.hidden_alignment(s_tok, t_tok, torch.tensor([[1, 0]])).tolist() == pytest.approx([0.0])
+    assert losses.hidden_alignment(s_tok, t_tok, torch.tensor([[1, 1]])).item() > 0.4
+
+
+def test_objective_weights():
+    u = torch.tensor([0.2, 0.8])
+    w_kd, w_pt = losses.objective_weights(u, "uncertainty")
+    assert w_kd.tolist() == pytest.approx([0.8, 0.2]) and w_pt.tolist() == pytest.approx([0.2, 0.8])
+    w_kd, w_pt = losses.objective_weights(u, "uncertainty-r")
+    assert w_kd.tolist() == pytest.approx([0.2, 0.8])
+    assert [w.tolist() for w in losses.objective_weights(u, "none")] == [[1.0, 1.0], [1.0, 1.0]]
+
+
+# -- a tiny task the tiny models can learn ------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def task(tmp_path_factory):
+    base = tmp_path_factory.mktemp("distill")
+    rows = make_rows(500, seed=5, max_words=6)
+    paths = {name: write_csv(base / f"{name}.csv", part)
+             for name, part in (("train", rows[:300]), ("dev", rows[300:400]), ("test", rows[400:]))}
+    tok = build_tokenizer(base / "tok", [r["text"] for r in rows])
+    raw_teacher = build_bert(base / "teacher0", tok, num_labels=2, seed=1)
+    student = build_bert(base / "student", tok, num_labels=None, layers=1, seed=2)
+    cache = base / "cache"
+    teacher = finetune(str(paths["train"]), str(raw_teacher), base / "teacher", eval_data=str(paths["dev"]),
+                       epochs=6, lr=5e-3, cache_dir=cache, progress=False)
+    assert teacher.metrics["eval"]["accuracy"] > 0.9
+    return {"base": base, "cache": cache, "teacher": str(base / "teacher"), "student": str(student), "tok": tok, **paths}
+
+
+def config(task, out, **kw):
+    base = dict(data=str(task["train"]), teachers=[task["teacher"]], student=task["student"], out=str(out),
+                eval_data=str(task["dev"]), test_data=str(task["test"]), lr=5e-3, epochs=3, cache_dir=str(task["cache"]))
+    return DistillConfig(**{**base, **kw})
+
+
+def test_end_to_end_beats_the_untrained_student_and_saves_a_loadable_model(task, tmp_path):
+    from transformers import AutoModelForSequenceClassification
+
+    from selectkd.finetune import evaluate
+    from selectkd.data import DataSpec, load_rows
+
+    res = distill(config(task, tmp_path / "run"), progress=False)
+    dev = load_rows(DataSpec(str(task["dev"])), task["cache"])
+    torch.manual_seed(0)
+    untrained = AutoModelForSequenceClassification.from_pretrained(task["student"], num_labels=2)
+    before = evaluate(untrained, dev, task["tok"], 128, 64, "cpu")["accuracy"]
+    assert res.best_dev["accuracy"] >= before + 0.3, (before, res.best_dev)
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records if "epoch" in r] == [1, 2, 3] and records[-1]["final"]
+    assert res.summary["teacher_forwards"] == 0 and res.summary["student_rows_forward_backward"] == 900
+    loaded = AutoModelForSequenceClassification.from_pretrained(tmp_path / "run" / "student")
+    assert evaluate(loaded, dev, task["tok"], 128, 64, "cpu")["accuracy"] == records[-2]["dev"]["accuracy"]
+
+
+@pytest.mark.parametrize("mode", [dict(in_batch=0.5), dict(budget="0.5", strategy="entropy"),
+                                  dict(budget="0.5", strategy="coverage", clusters=4, rescore_pool=0.5)])
+def test_selection_modes_train_on_what_they_say(task, tmp_path, mode):
+    res = distill(config(task, tmp_path / "run", **mode), progress=False)
+    rows_per_epoch = 150 if "budget" in mode else 300
+    assert res.summary["student_rows_forward_backward"] == 3 * rows_per_epoch
+    if "budget" in mode:
+        assert res.summary["student_rows_forward_only"] > 200  # re-scoring the pool is counted
+    if "in_batch" in mode:  # every row still gets CE, so it must learn; a top-k subset may collapse
+        assert res.best_dev["accuracy"] > 0.6
+
+
+def test_adoption_and_objective_run(task, tmp_path):
+    second = build_bert(task["base"] / "teacher-big", task["tok"], num_labels=2, layers=2, hidden=64, seed=3)
+    res = distill(config(task, tmp_path / "adopt", teachers=[task["teacher"], str(second)], adoption="soft-instance",
+                         epochs=1), progress=False)
+    assert res.summary["teacher_cache_keys"][0] != res.summary["teacher_cache_keys"][1]
+    res = distill(config(task, tmp_path / "obj", objective="uncertainty", pt_alpha=1.0, epochs=1), progress=False)
+    assert res.summary["teacher_forwards"] == 0
+    res = distill(config(task, tmp_path / "live", pt_alpha=1.0, live_teacher=True, epochs=1), progress=False)
+    assert res.summary["teacher_forwards"] == 300
+
+
+def test_kill_and_resume_gives_the_same_final_weights(task, tmp_path):
+    from safetensors.torch import load_file
+
+    args = ["distill", "--data", str(task["train"]), "--eval-data", str(task["dev"]), "--test-data", str(task["test"]),
+            "--teacher", task["teacher"], "--student", task["student"], "--lr", "5e-3", "--epochs", "4",
+            "--no-progress", "--seed", "3"]
+    env = {**os.environ, "SELECTKD_CACHE": str(task["cache"])}
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "selectkd", *args, "--out", str(killed)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and not (killed / "checkpoint" / "state.json").exists():
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "summary.json").exists(), "finished before it was killed"
+    assert run_cli(*args, "--out", str(killed), "--resume", cache=task["cache"]).returncode == 0
+    assert run_cli(*args, "--out", str(tmp_path / "clean"), cache=task["cache"]).returncode == 0
+    a = load_file(str(killed / "student" / "model.safetensors"))
+    b = load_file(str(tmp_path / "clean" / "student" / "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    final = [json.loads(x) for x in (killed / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in final if "epoch" in r] == [1, 2, 3, 4]
+
+
+# -- refusals --------------------------------------------------------------------------------------
+
+def test_bad_input_is_refused_before_any_training(task, tmp_path):
+    with pytest.raises(SelectKDError, match="two --teacher"):
+        distill(config(task, tmp_path / "a", adoption="hard"), progress=False)
+    with pytest.raises(SelectKDError, match="--pt-alpha"):
+        distill(config(task, tmp_path / "b", objective="uncertainty"), progress=False)
+    distill(config(task, tmp_path / "c", epochs=1), progress=False)
+    with pytest.raises(SelectKDError, match="--resume.*--overwrite"):
+        distill(config(task, tmp_path / "c", epochs=1), progress=False)
+    with pytest.raises(SelectKDError, match="other settings"):
+        distill(config(task, tmp_path / "c", epochs=2), resume=True, progress=False)
+    # a student that segments text differently cannot align hidden states
+    other_tok = build_tokenizer(tmp_path / "tok2", ["completely different words here"] * 50)
+    odd = build_bert(tmp_path / "odd", other_tok, num_labels=None, layers=1)
+    with pytest.raises(SelectKDError, match="split text differently"):
+        distill(config(task, tmp_path / "d", pt_alpha=1.0, student=str(odd)), progress=False)
+
+
+def test_selection_from_other_data_is_refused(task, tmp_path):
+    from selectkd.select import select
+
+    other = write_csv(tmp_path / "other.csv", make_rows(120, seed=9, max_words=6))
+    select(str(other), teachers=[task["teacher"]], student=task["student"], strategy="random", budget=20,
+           name="elsewhere", cache_dir=task["cache"], progress=False, overwrite=True)
+    with pytest.raises(SelectKDError, match="other data"):
+        distill(config(task, tmp_path / "e", selection="elsewhere"), progress=False)
+
+
+def test_nan_in_cached_logits_is_refused(task, tmp_path):
+    cache = tmp_path / "nan-cache"
+    res = distill(config(task, tmp_path / "f", epochs=1), progress=False)
+    key = res.summary["teacher_cache_keys"][0]
+    src = Store(task["cache"]).entry("teacher", key)
+    dst = Store(cache).entry("teacher", key)
+    dst.path.parent.mkdir(parents=True)
+    import shutil
+
+    shutil.copytree(src.path, dst.path)
+    table = dst.read_parts()
+    logits = table.column("logits").combine_chunks().flatten().to_numpy().copy()
+    logits[5] = np.nan
+    nan_table = table.set_column(1, "logits", pa.FixedSizeListArray.from_arrays(pa.array(logits), 2))
+    manifest = dst.manifest()
+    w = EntryWriter(dst, manifest["inputs"])
+    for name in dst.part_names():
+        (dst.path / name).unlink()
+    w.manifest["files"] = {}
+    w.write_table(part_name(0), nan_table)
+    w.finish()
+    cfg = config(task, tmp_path / "g", epochs=1)
+    cfg.cache_dir = str(cache)
+    (cache / "assets").mkdir(exist_ok=True)
+    with pytest.raises(SelectKDError, match="NaN or Inf"):
+        distill(cfg, progress=False)
