@@ -1,0 +1,154 @@
+"""Step time of cached-logit KD vs online KD vs plain fine-tuning, side by side, same batches.
+
+The real pair: all-mpnet-base-v2 (teacher) -> all-MiniLM-L6-v2 (student), real tweets.
+Each method runs the same length-grouped batches; methods alternate batch by batch so they
+see the same machine state. Cached KD looks teacher logits up by uid in the memory-mapped
+cache (as `selectkd distill` does); online KD runs the teacher forward in every step.
+
+    .venv/bin/python bench/distill_bench.py --rows 640 --batch-size 32 --out bench/results
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from selectkd import losses  # noqa: E402
+from selectkd.data import DataSpec, load_rows  # noqa: E402
+from selectkd.models import load_classifier, load_tokenizer, resolve  # noqa: E402
+from selectkd.score import collate, column_matrix, length_batches, score, tokenize  # noqa: E402
+from selectkd.select import positions_of  # noqa: E402
+from selectkd.store import Store  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rows", type=int, default=640)
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--warmup-steps", type=int, default=2)
+    ap.add_argument("--out", default=str(REPO / "bench" / "results"))
+    args = ap.parse_args()
+    command = "python bench/distill_bench.py " + " ".join(sys.argv[1:])
+
+    assets = REPO / "cache" / "assets"
+    tmp = Path(tempfile.mkdtemp(prefix="selectkd-distill-bench-"))
+    (tmp / "assets").symlink_to(assets)
+    print("scoring the teacher into a fresh cache (paid once) ...", flush=True)
+    t0 = time.perf_counter()
+    res = score("tweets-binary", "train", ["mpnet-base"], None, limit=args.rows, allow_untrained_head=True,
+                cache_dir=tmp, progress=False)
+    score_seconds = time.perf_counter() - t0
+    entry = Store(tmp).entry("teacher", res.teachers[0].key)
+    table = entry.read_parts()
+    cached_logits = column_matrix(table, "logits")  # memory-mapped
+    cache_uids = table.column("uid").to_numpy()
+
+    rows = load_rows(DataSpec("tweets-binary", "train", limit=args.rows), tmp)
+    sref, tref = resolve("minilm-l6", tmp), resolve("mpnet-base", tmp)
+    s_tok, _ = load_tokenizer(sref)
+    t_tok, _ = load_tokenizer(tref)
+    texts = list(rows.dataset["text"])
+    s_ids = tokenize(s_tok, texts, None, 128)
+    t_ids = tokenize(t_tok, texts, None, 128)
+    groups = length_batches(np.array([len(x) for x in s_ids]), args.batch_size)
+    labels = rows.labels
+    uids = rows.uids
+
+    teacher, _ = load_classifier(tref, 2, allow_untrained_head=True)
+    teacher.eval()
+    students = {}
+    for method in ("plain", "cached", "online"):
+        torch.manual_seed(0)
+        st, _ = load_classifier(sref, 2, allow_untrained_head=True, role="student")
+        students[method] = (st, torch.optim.AdamW(st.parameters(), lr=2e-5))
+
+    def step(method: str, g: np.ndarray) -> float:
+        st, opt = students[method]
+        st.train()
+        t = time.perf_counter()
+        batch = collate([s_ids[i] for i in g], s_tok.pad_token_id)
+        y = torch.from_numpy(labels[g])
+        zs = st(**batch).logits
+        loss = losses.ce(zs, y).mean()
+        if method == "cached":
+            zt = torch.from_numpy(cached_logits[positions_of(cache_uids, uids[g])])
+            loss = loss + losses.kd(zs, zt, "mse").mean()
+        elif method == "online":
+            with torch.inference_mode():
+                zt = teacher(**collate([t_ids[i] for i in g], t_tok.pad_token_id)).logits
+            loss = loss + losses.kd(zs, zt.clone(), "mse").mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(st.parameters(), 1.0)
+        opt.step()
+        return time.perf_counter() - t
+
+    times: dict[str, list[float]] = {m: [] for m in students}
+    order = list(students)
+    for i, g in enumerate(groups):
+        for m in order if i % 2 == 0 else order[::-1]:  # alternate who goes first
+            dt = step(m, g)
+            if i >= args.warmup_steps:
+                times[m].append(dt)
+        print(f"batch {i + 1}/{len(groups)}: " + ", ".join(f"{m} {times[m][-1]:.2f}s" for m in order if times[m]), flush=True)
+
+    med = {m: statistics.median(v) for m, v in times.items()}
+    result = {
+        "command": command, "date": time.strftime("%Y-%m-%d %H:%M %Z"), "machine": machine(),
+        "rows": args.rows, "batch_size": args.batch_size, "timed_steps": len(times["plain"]),
+        "teacher_score_seconds_paid_once": round(score_seconds, 2),
+        "median_step_seconds": {m: round(v, 4) for m, v in med.items()},
+        "cached_over_plain": round(med["cached"] / med["plain"], 3),
+        "online_over_cached": round(med["online"] / med["cached"], 3),
+        "step_seconds": times,
+    }
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "distill.json").write_text(json.dumps(result, indent=2))
+    md = [
+        "# Distillation step time: cached KD vs online KD vs plain fine-tuning",
+        "",
+        f"Command: `{command}`  ",
+        f"Date: {result['date']}; machine: {result['machine']}",
+        "",
+        f"all-mpnet-base-v2 -> all-MiniLM-L6-v2, {args.rows} real tweets (tweets-binary train), batches of "
+        f"{args.batch_size} grouped by length, the same batches for every method, methods alternating; "
+        f"median over {result['timed_steps']} steps after {args.warmup_steps} warm-up steps.",
+        "",
+        "| method | median step (s) | vs plain fine-tuning |",
+        "| --- | --- | --- |",
+    ]
+    for m, label in (("plain", "plain fine-tuning (CE only)"), ("cached", "cached-logit KD (selectkd)"),
+                     ("online", "online KD (teacher forward every step)")):
+        md.append(f"| {label} | {med[m]:.3f} | {med[m] / med['plain']:.2f}x |")
+    md += [
+        "",
+        f"- cached KD / plain fine-tuning: **{result['cached_over_plain']:.2f}x** (target <= 1.1x)",
+        f"- online KD / cached KD: **{result['online_over_cached']:.2f}x** (target >= 2x)",
+        f"- the teacher's logits for these rows cost {score_seconds:.1f} s once (`selectkd score`), "
+        "then every experiment reuses them.",
+    ]
+    (out / "distill.md").write_text("\n".join(md) + "\n")
+    print("\n".join(md))
+
+
+def machine() -> str:
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
+    return f"{os.cpu_count()} cores, {cpu}, torch {torch.__version__}, Python {platform.python_version()}"
+
+
+if __name__ == "__main__":
+    main()
