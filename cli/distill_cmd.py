@@ -75,6 +75,8 @@ def register(app: typer.Typer) -> None:
                             cache_dir=str(cache_dir) if cache_dir else None)
         res = run(cfg, resume=resume, overwrite=overwrite, progress=progress)
         s = res.summary
+        if not s:  # under torchrun, rank 0 reports
+            return
         table = Table("", "value")
         if s["best_dev"]:
             table.add_row("best dev accuracy / macro-F1", f"{s['best_dev']['accuracy']:.4f} / {s['best_dev']['macro_f1']:.4f} (epoch {s['best_dev']['epoch']})")

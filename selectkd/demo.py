@@ -72,10 +72,10 @@ def run_demo(rows: int = 1500, dev_rows: int = 300, test_rows: int = 500, epochs
                               name=sel_name, overwrite=True, limit=rows, cache_dir=cache, progress=False).name
 
     runs = Path(runs_dir)
-    results = [{"model": f"teacher ({TEACHER} + fitted head)", "train rows": rows, **teacher_test,
-                "seconds": None, "note": "head fitted on frozen features"}]
-    plans = [("full-data KD", "full", None), (f"{budget:.0%} {strategy}", f"sel-{strategy}", picked[strategy]),
-             (f"{budget:.0%} random", "sel-random", picked["random"])]
+    results = [{"model": f"teacher {TEACHER}", "train rows": rows, **teacher_test, "seconds": None,
+                "teacher forwards": None}]
+    plans = [("KD, all rows", "full", None), (f"KD, {budget:.0%} {strategy}", f"sel-{strategy}", picked[strategy]),
+             (f"KD, {budget:.0%} random", "sel-random", picked["random"])]
     for step, (label, folder, selection) in enumerate(plans, start=5):
         cfg = DistillConfig(data=DATA, teachers=[teacher], student=STUDENT, out=str(runs / folder), limit=rows,
                             eval_limit=dev_rows, test_limit=test_rows, selection=selection, epochs=epochs, seed=seed,
@@ -86,9 +86,9 @@ def run_demo(rows: int = 1500, dev_rows: int = 300, test_rows: int = 500, epochs
         else:
             say(f"[{min(step, 6)}/6] distill {STUDENT} ({label}) from the cached teacher logits")
             summary = distill(cfg, overwrite=True, progress=progress).summary
-        results.append({"model": f"student, {label}", "train rows": summary["student_rows_forward_backward"] // epochs,
+        results.append({"model": f"{STUDENT}, {label}", "train rows": summary["student_rows_forward_backward"] // epochs,
                         **summary["test"], "seconds": summary["seconds"]["train"],
-                        "note": f"{summary['teacher_forwards']} teacher forwards"})
+                        "teacher forwards": summary["teacher_forwards"]})
     say(f"done in {time.perf_counter() - t_start:.0f} s (teacher scoring this run: {score_seconds:.0f} s; "
         f"majority class on test: {np.bincount(test.rows.labels).max() / len(test.rows):.3f})")
     return results

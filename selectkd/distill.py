@@ -29,7 +29,7 @@ from .finetune import classification_metrics
 from .losses import (ADOPTIONS, KD_LOSSES, OBJECTIVES, adopted_kd, adoption_weights, ce, hidden_alignment, kd,
                      layer_map, objective_weights, top_fraction, uncertainty)
 from .models import load_classifier, load_tokenizer, resolve
-from .score import collate, column_matrix, length_batches, pick_device, progress_bar, score, tokenize
+from .score import collate, column_matrix, encode, length_batches, pick_device, progress_bar, score, tokenize
 from .store import Store, atomic_write_json
 
 IN_BATCH_CRITERIA = ("entropy", "margin", "least_confidence", "kl", "random")
@@ -211,6 +211,29 @@ def _rows(cfg: DistillConfig, data: str | None, split: str, limit: int | None, r
                      root, num_labels=num_labels)
 
 
+def _distributed(device: str) -> tuple[int, int, str]:
+    """(rank, world size, device) under torchrun; (0, 1, device) otherwise. NCCL on GPU, gloo on CPU."""
+    import torch
+    import torch.distributed as dist
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1, device
+    if device.startswith("cuda"):
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+    return dist.get_rank(), dist.get_world_size(), device
+
+
+def _barrier(world: int) -> None:
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
 def distill(cfg: DistillConfig, *, resume: bool = False, overwrite: bool = False, progress: bool = True) -> DistillResult:
     """Train ``cfg.student`` from ``cfg.teachers`` on ``cfg.data``; write RUN_DIR ``cfg.out``."""
     import torch
@@ -222,7 +245,8 @@ def distill(cfg: DistillConfig, *, resume: bool = False, overwrite: bool = False
     check_config(cfg)
     out = Path(cfg.out)
     root = Store(cfg.cache_dir).root
-    device = pick_device(cfg.device)
+    rank, world, device = _distributed(pick_device(cfg.device))
+    progress = progress and rank == 0
 
     # -- data ----------------------------------------------------------------------------------
     rows = load_rows(DataSpec(cfg.data, cfg.split, cfg.text_field, cfg.text_pair_field, cfg.label_field, cfg.limit), root)
@@ -265,8 +289,13 @@ def distill(cfg: DistillConfig, *, resume: bool = False, overwrite: bool = False
         signals.sort(key=lambda s: s.num_parameters)
 
     torch.manual_seed(cfg.seed)
-    student, _ = load_classifier(student_ref, rows.num_labels, allow_untrained_head=True, role="student")
+    student, _ = load_classifier(student_ref, rows.num_labels, allow_untrained_head=True, role="student", seed=cfg.seed)
     student.to(device)
+    model = student  # what the training step calls: the student itself, or its DDP wrapper
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        model = DistributedDataParallel(student, device_ids=[device] if device.startswith("cuda") else None)
     n_student_layers = student.config.num_hidden_layers
     proj = None
     lmap = None
@@ -279,7 +308,13 @@ def distill(cfg: DistillConfig, *, resume: bool = False, overwrite: bool = False
     # -- tokens, once ------------------------------------------------------------------------------
     pairs = rows.dataset["text_pair"] if "text_pair" in rows.dataset.column_names else None
     texts = list(rows.dataset["text"])
-    ids = tokenize(tokenizer, texts, list(pairs) if pairs is not None else None, cfg.max_length)
+    ids, types = encode(tokenizer, texts, list(pairs) if pairs is not None else None, cfg.max_length)
+
+    def inputs(batch_rows: np.ndarray) -> dict:
+        """Padded model inputs for training rows, on the device."""
+        tt = [types[i] for i in batch_rows] if types is not None else None
+        return {k: v.to(device) for k, v in collate([ids[i] for i in batch_rows], pad, tt).items()}
+
     t_ids = None
     if cfg.live_teacher:
         t_ids = tokenize(signals[0].tokenizer, texts, list(pairs) if pairs is not None else None, cfg.max_length)
@@ -307,7 +342,9 @@ def distill(cfg: DistillConfig, *, resume: bool = False, overwrite: bool = False
     else:
         active = all_rows
     n_active = len(active) if active is not None else n_active
-    steps_per_epoch = math.ceil(n_active / cfg.batch_size)
+    steps_per_epoch = math.ceil(n_active / cfg.batch_size) // world  # each rank takes every world-th batch
+    if steps_per_epoch < 1:
+        raise SelectKDError(f"{n_active} training rows make fewer batches than processes ({world}); lower --batch-size")
     total_steps = steps_per_epoch * cfg.epochs
     params = list(student.parameters()) + (list(proj.parameters()) if proj is not None else [])
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.01)
@@ -316,7 +353,9 @@ def distill(cfg: DistillConfig, *, resume: bool = False, overwrite: bool = False
         opt, lambda s: min((s + 1) / warm, max(0.0, (total_steps - s) / max(1, total_steps - warm))))
 
     # -- state, or resume --------------------------------------------------------------------------
-    prepare_run_dir(out, cfg, resume, overwrite)
+    if rank == 0:
+        prepare_run_dir(out, cfg, resume, overwrite)
+    _barrier(world)
     ckpt = out / "checkpoint"
     state = {"epoch": 0, "step": 0, "best_dev": None, "counters": {"train_rows": 0, "rescore_rows": 0, "eval_rows": 0,
              "teacher_forwards": 0}, "times": {"train": 0.0, "rescore": 0.0, "eval": 0.0}}
@@ -342,7 +381,7 @@ def distill(cfg: DistillConfig, *, resume: bool = False, overwrite: bool = False
         student.eval()
         with torch.inference_mode():
             for g in length_batches(lengths[rows_idx], 128):
-                batch = {k: v.to(device) for k, v in collate([ids[i] for i in rows_idx[g]], pad).items()}
+                batch = inputs(rows_idx[g])
                 o = student(**batch, output_hidden_states=want_embedding)
                 logits[g] = o.logits.float().cpu().numpy()
                 if want_embedding:
@@ -355,14 +394,15 @@ def distill(cfg: DistillConfig, *, resume: bool = False, overwrite: bool = False
         return logits, emb
 
     def evaluate(split_rows: Rows) -> dict:
-        s_tok = tokenize(tokenizer, list(split_rows.dataset["text"]),
-                         list(split_rows.dataset["text_pair"]) if "text_pair" in split_rows.dataset.column_names else None,
-                         cfg.max_length)
+        s_tok, s_types = encode(tokenizer, list(split_rows.dataset["text"]),
+                                list(split_rows.dataset["text_pair"]) if "text_pair" in split_rows.dataset.column_names else None,
+                                cfg.max_length)
         preds = np.zeros(len(split_rows), dtype=np.int64)
         student.eval()
         with torch.inference_mode():
             for g in length_batches(np.array([len(x) for x in s_tok]), 128):
-                batch = {k: v.to(device) for k, v in collate([s_tok[i] for i in g], pad).items()}
+                tt = [s_types[i] for i in g] if s_types is not None else None
+                batch = {k: v.to(device) for k, v in collate([s_tok[i] for i in g], pad, tt).items()}
                 preds[g] = student(**batch).logits.argmax(-1).cpu().numpy()
         state["counters"]["eval_rows"] += len(split_rows)
         return classification_metrics(preds, split_rows.labels, rows.num_labels)
@@ -407,11 +447,11 @@ def distill(cfg: DistillConfig, *, resume: bool = False, overwrite: bool = False
     # -- the step ------------------------------------------------------------------------------
     def step(batch_rows: np.ndarray) -> float:
         student.train()
-        batch = {k: v.to(device) for k, v in collate([ids[i] for i in batch_rows], pad).items()}
+        batch = inputs(batch_rows)
         y = torch.from_numpy(labels[batch_rows]).to(device)
         ctx = torch.autocast("cuda", dtype=torch.bfloat16) if device.startswith("cuda") else contextlib.nullcontext()
         with ctx:
-            o = student(**batch, output_hidden_states=use_pt)
+            o = model(**batch, output_hidden_states=use_pt)
         zs = o.logits.float()
         u = uncertainty(zs)
         t_logits = [torch.from_numpy(s.logits[batch_rows]).to(device) for s in signals]
@@ -454,10 +494,16 @@ def distill(cfg: DistillConfig, *, resume: bool = False, overwrite: bool = False
         loss = cfg.ce_alpha * loss_ce + cfg.kd_alpha * loss_kd + cfg.pt_alpha * loss_pt
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        if world > 1 and proj is not None:  # the projection lives outside DDP: average its gradients by hand
+            import torch.distributed as dist
+
+            for p in proj.parameters():
+                dist.all_reduce(p.grad)
+                p.grad /= world
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         sched.step()
-        state["counters"]["train_rows"] += len(batch_rows)
+        state["counters"]["train_rows"] += len(batch_rows) * world  # every rank steps on a batch of its own
         return float(loss.detach())
 
     def save_checkpoint() -> None:
@@ -490,8 +536,8 @@ def distill(cfg: DistillConfig, *, resume: bool = False, overwrite: bool = False
         t0 = time.perf_counter()
         torch.manual_seed(cfg.seed + epoch)  # dropout: the same whether resumed or not
         losses = []
-        epoch_batches = batches(active, cfg.seed + epoch)
-        with progress_bar(f"epoch {epoch + 1}/{cfg.epochs}", len(active), progress) as advance:
+        epoch_batches = batches(active, cfg.seed + epoch)[rank::world][:steps_per_epoch]
+        with progress_bar(f"epoch {epoch + 1}/{cfg.epochs}", sum(map(len, epoch_batches)), progress) as advance:
             for b in epoch_batches:
                 losses.append(step(b))
                 state["step"] += 1
@@ -500,15 +546,20 @@ def distill(cfg: DistillConfig, *, resume: bool = False, overwrite: bool = False
         t0 = time.perf_counter()
         record = {"epoch": epoch + 1, "step": state["step"], "train_loss": round(float(np.mean(losses)), 5),
                   "train_rows": int(len(active))}
-        if dev is not None:
+        if dev is not None and rank == 0:
             record["dev"] = evaluate(dev)
             if state["best_dev"] is None or record["dev"]["accuracy"] > state["best_dev"]["accuracy"]:
                 state["best_dev"] = {**record["dev"], "epoch": epoch + 1}
         state["times"]["eval"] += time.perf_counter() - t0
         state["epoch"] = epoch + 1
-        log(record)
-        save_checkpoint()
+        if rank == 0:  # metrics and checkpoints from rank 0; the others wait for them
+            log(record)
+            save_checkpoint()
+        _barrier(world)
 
+    if rank != 0:
+        _barrier(world)
+        return DistillResult(out, state["best_dev"] or {}, None, {})
     test_metrics = None
     if test is not None:
         t0 = time.perf_counter()
@@ -531,6 +582,7 @@ def distill(cfg: DistillConfig, *, resume: bool = False, overwrite: bool = False
         "steps": state["step"], "selectkd_version": __version__,
     }
     atomic_write_json(out / "summary.json", summary)
+    _barrier(world)
     return DistillResult(out, state["best_dev"] or {}, test_metrics, summary)
 
 

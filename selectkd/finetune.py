@@ -21,7 +21,7 @@ import numpy as np
 from .data import DataSpec, Rows, load_rows
 from .errors import SelectKDError
 from .models import load_classifier, load_tokenizer, resolve
-from .score import collate, length_batches, pick_device, progress_bar, tokenize
+from .score import collate, encode, length_batches, pick_device, progress_bar
 
 
 @dataclass
@@ -37,14 +37,14 @@ def _batches(rows: Rows, tokenizer, max_length: int, batch_size: int, shuffle_se
     """Length-grouped batches of (rows indices, model inputs); optionally shuffled batch order."""
     ds = rows.dataset
     pairs = ds["text_pair"] if "text_pair" in ds.column_names else None
-    ids = tokenize(tokenizer, list(ds["text"]), list(pairs) if pairs is not None else None, max_length)
+    ids, types = encode(tokenizer, list(ds["text"]), list(pairs) if pairs is not None else None, max_length)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     groups = length_batches(np.array([len(x) for x in ids]), batch_size)
     if shuffle_seed is not None:
         order = np.random.default_rng(shuffle_seed).permutation(len(groups))
         groups = [groups[i] for i in order]
     for g in groups:
-        yield g, collate([ids[i] for i in g], pad)
+        yield g, collate([ids[i] for i in g], pad, [types[i] for i in g] if types is not None else None)
 
 
 def evaluate(model, rows: Rows, tokenizer, max_length: int, batch_size: int, device: str) -> dict:
@@ -187,7 +187,7 @@ def finetune(
     tokenizer, _ = load_tokenizer(ref)
     device = pick_device(device)
     torch.manual_seed(seed)
-    net, trained = load_classifier(ref, rows.num_labels, allow_untrained_head=True, role="model")
+    net, trained = load_classifier(ref, rows.num_labels, allow_untrained_head=True, role="model", seed=seed)
     if rows.label_names:
         net.config.id2label = dict(enumerate(rows.label_names))
         net.config.label2id = {n: i for i, n in enumerate(rows.label_names)}

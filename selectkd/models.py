@@ -89,33 +89,42 @@ def _head_is_trained(model, missing: list[str]) -> bool:
     return not any(m in head_names or not m.startswith(model.base_model_prefix + ".") for m in missing)
 
 
-def load_classifier(ref: ModelRef, num_labels: int, allow_untrained_head: bool = False, role: str = "teacher"):
-    """A sequence classifier for ``num_labels`` classes; refuse an untrained or mismatched head."""
+def load_classifier(ref: ModelRef, num_labels: int, allow_untrained_head: bool = False, role: str = "teacher",
+                    seed: int = 0):
+    """A sequence classifier for ``num_labels`` classes; refuse an untrained or mismatched head.
+
+    A fresh head is drawn from ``seed`` (it is part of the numbers) without touching the
+    caller's random state. Returns (model in eval mode, whether the head was trained).
+    """
     import torch
     from transformers import AutoConfig, AutoModelForSequenceClassification
+
     _quiet_transformers()
     config = AutoConfig.from_pretrained(ref.source, trust_remote_code=False)
-    try:
-        model, info = AutoModelForSequenceClassification.from_pretrained(
-            ref.source, config=config, output_loading_info=True, trust_remote_code=False
-        )
-    except Exception as exc:  # noqa: BLE001
-        raise ModelError(f"cannot load {ref.name} as a sequence classifier ({type(exc).__name__}: {str(exc)[:160]})") from None
-    trained = _head_is_trained(model, list(info.get("missing_keys", [])))
-    if trained and model.config.num_labels != num_labels:
-        raise ModelError(
-            f"{role} {ref.name} has {model.config.num_labels} labels but the data has {num_labels}; "
-            f"use a {role} trained on this task (`selectkd finetune`)"
-        )
-    if not trained:
-        if not allow_untrained_head:
-            raise ModelError(
-                f"{role} {ref.name} has no trained classification head for this task; fine-tune it first "
-                f"(`selectkd finetune --model {ref.name} ...`) or pass --allow-untrained-head"
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        try:
+            model, info = AutoModelForSequenceClassification.from_pretrained(
+                ref.source, config=config, output_loading_info=True, trust_remote_code=False
             )
-        torch.manual_seed(0)  # the fresh head is part of the numbers: make it reproducible
-        config.num_labels = num_labels
-        model = AutoModelForSequenceClassification.from_pretrained(ref.source, config=config, trust_remote_code=False)
+        except Exception as exc:  # noqa: BLE001
+            raise ModelError(f"cannot load {ref.name} as a sequence classifier ({type(exc).__name__}: {str(exc)[:160]})") from None
+        trained = _head_is_trained(model, list(info.get("missing_keys", [])))
+        if trained and model.config.num_labels != num_labels:
+            raise ModelError(
+                f"{role} {ref.name} has {model.config.num_labels} labels but the data has {num_labels}; "
+                f"use a {role} trained on this task (`selectkd finetune`)"
+            )
+        if not trained:
+            if not allow_untrained_head:
+                raise ModelError(
+                    f"{role} {ref.name} has no trained classification head for this task; fine-tune it first "
+                    f"(`selectkd finetune --model {ref.name} ...`) or pass --allow-untrained-head"
+                )
+            if model.config.num_labels != num_labels:  # only then is a second load needed
+                config.num_labels = num_labels
+                torch.manual_seed(seed)
+                model = AutoModelForSequenceClassification.from_pretrained(ref.source, config=config, trust_remote_code=False)
     model.eval()
     return model, trained
 

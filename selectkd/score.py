@@ -59,12 +59,20 @@ class ScoreResult:
 
 # -- tokens and batches ---------------------------------------------------------------------
 
-def tokenize(tokenizer, texts: Sequence[str], pairs: Sequence[str] | None, max_length: int) -> list[list[int]]:
-    """Token ids per row, truncated to ``max_length``, no padding (that happens per batch)."""
+def encode(tokenizer, texts: Sequence[str], pairs: Sequence[str] | None,
+           max_length: int) -> tuple[list[list[int]], list[list[int]] | None]:
+    """Token ids per row, truncated to ``max_length``, no padding (that happens per batch),
+    and for sentence pairs the token type ids where the model takes them (BERT)."""
+    types = pairs is not None and "token_type_ids" in tokenizer.model_input_names
     enc = tokenizer(list(texts), list(pairs) if pairs is not None else None, truncation=True,
                     max_length=max_length, padding=False, return_attention_mask=False,
-                    return_token_type_ids=False)
-    return enc["input_ids"]
+                    return_token_type_ids=types)
+    return enc["input_ids"], (enc["token_type_ids"] if types else None)
+
+
+def tokenize(tokenizer, texts: Sequence[str], pairs: Sequence[str] | None, max_length: int) -> list[list[int]]:
+    """Token ids per row (see ``encode``)."""
+    return encode(tokenizer, texts, pairs, max_length)[0]
 
 
 def length_batches(lengths: np.ndarray, batch_size: int) -> list[np.ndarray]:
@@ -90,13 +98,6 @@ def collate(ids: list[list[int]], pad_id: int, type_ids: list[list[int]] | None 
             tt[i, : len(row)] = torch.tensor(row, dtype=torch.long)
         batch["token_type_ids"] = tt
     return batch
-
-
-def _type_ids(tokenizer, texts, pairs, max_length) -> list[list[int]] | None:
-    if pairs is None or "token_type_ids" not in tokenizer.model_input_names:
-        return None
-    return tokenizer(list(texts), list(pairs), truncation=True, max_length=max_length,
-                     padding=False, return_attention_mask=False)["token_type_ids"]
 
 
 def pick_device(device: str | None = None) -> str:
@@ -163,8 +164,7 @@ def forward_parts(
             lo, hi = part * part_rows, min(n, (part + 1) * part_rows)
             chunk = ds[lo:hi]
             pairs = chunk.get("text_pair")
-            ids = tokenize(tokenizer, chunk["text"], pairs, max_length)
-            types = _type_ids(tokenizer, chunk["text"], pairs, max_length)
+            ids, types = encode(tokenizer, chunk["text"], pairs, max_length)
             lengths = np.array([len(x) for x in ids])
             outputs: dict[str, np.ndarray] = {}
             for batch_rows in length_batches(lengths, batch_size):
@@ -237,7 +237,7 @@ def _score_teacher(entry: Entry, inputs: dict, ref: ModelRef, tokenizer, rows: R
     writer = EntryWriter(entry, inputs, meta)
     t0 = time.perf_counter()
     n, tokens = forward_parts(rows, tokenizer, max_length, writer, run_batch, batch_size,
-                              f"teacher {ref.name}", progress)
+                              f"teacher {Path(ref.name).name}", progress)
     writer.finish(seconds=round(time.perf_counter() - t0, 3), tokens_scored=tokens)
     return n, tokens
 
@@ -363,7 +363,7 @@ def _score_student(entry: Entry, inputs: dict, ref: ModelRef, tokenizer, rows: R
     writer = EntryWriter(entry, inputs, meta)
     t0 = time.perf_counter()
     n, tokens = forward_parts(rows, tokenizer, max_length, writer, run_batch, batch_size,
-                              f"student {ref.name}", progress)
+                              f"student {Path(ref.name).name}", progress)
     forward_s = time.perf_counter() - t0
 
     table = pa.concat_tables([entry.read_file(p) for p in sorted(x for x in writer.manifest["files"] if x.startswith("part-"))])
