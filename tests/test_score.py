@@ -105,7 +105,7 @@ def test_key_sensitivity(tiny, tmp_path):
 
 
 def test_sigkill_mid_run_then_rerun_gives_the_same_cache(tiny, tmp_path):
-    rows = tiny["rows"] * 10  # 3,000 rows: long enough to be killed in the middle
+    rows = tiny["rows"] * 5  # 1,500 rows in 6 parts: long enough to be killed in the middle
     data = write_csv(tmp_path / "big.csv", rows)
     args = ["score", "--data", str(data), "--teacher", str(tiny["teacher"]), "--batch-size", "8", "--no-progress"]
     env = {**os.environ, "SELECTKD_CACHE": str(tmp_path / "killed"), "SELECTKD_PART_ROWS": "256"}
