@@ -38,6 +38,7 @@ def register(app: typer.Typer) -> None:
         sample_temperature: float = typer.Option(1.0, "--sample-temperature", help="Temperature of --sample."),
         reselect_every: int = typer.Option(1, "--reselect-every", help="Dynamic: re-select every K epochs."),
         rescore_pool: float = typer.Option(1.0, "--rescore-pool", help="Dynamic: re-score only this random fraction of the pool (re-scoring all rows can cost more than training on 10%)."),
+        rescore_by: str = typer.Option("random", "--rescore-by", help="With --rescore-pool < 1: random rows, or the same fraction of every k-means cluster of the student embeddings (cluster)."),
         in_batch: Optional[float] = typer.Option(None, "--in-batch", help="The paper's mode: CE on every row, KD on this top fraction of each batch by the student's uncertainty."),
         kd_loss: str = typer.Option("mse", "--kd-loss", help="mse: MSE between logits (the reference code's default); kl: T^2 * KL(teacher || student) at --temperature."),
         temperature: float = typer.Option(1.0, "--temperature", help="Temperature of the KL loss."),

@@ -65,6 +65,7 @@ class DistillConfig:
     sample_temperature: float = 1.0
     reselect_every: int = 1
     rescore_pool: float = 1.0
+    rescore_by: str = "random"
     in_batch: float | None = None
     # losses
     kd_loss: str = "mse"
@@ -119,6 +120,8 @@ def check_config(cfg: DistillConfig) -> None:
         raise SelectKDError(f"--in-batch {cfg.in_batch} must be a fraction in (0, 1]")
     if cfg.in_batch is not None and cfg.criterion not in IN_BATCH_CRITERIA:
         raise SelectKDError(f"in-batch --criterion must be one of {', '.join(IN_BATCH_CRITERIA)}")
+    if cfg.rescore_by not in ("random", "cluster"):
+        raise SelectKDError(f"unknown --rescore-by {cfg.rescore_by!r}; valid: random, cluster")
     if not 0 < cfg.rescore_pool <= 1:
         raise SelectKDError(f"--rescore-pool {cfg.rescore_pool} must be a fraction in (0, 1]")
     if cfg.epochs < 1 or cfg.batch_size < 1 or cfg.reselect_every < 1:
@@ -151,6 +154,20 @@ def same_segmentation(tok_a, tok_b, texts: list[str]) -> bool:
         if a != b:
             return False
     return True
+
+
+def rescore_sample(n_rows: int, fraction: float, rng: np.random.Generator,
+                   groups: np.ndarray | None = None) -> np.ndarray:
+    """The rows to re-score: a random ``fraction`` of the pool, or the same fraction of every
+    group (k-means cluster), shared by largest remainder so each cluster keeps its share."""
+    from .select import largest_remainder
+
+    k = max(1, int(round(fraction * n_rows)))
+    if groups is None:
+        return np.sort(rng.choice(n_rows, k, replace=False))
+    quotas = largest_remainder(np.bincount(groups), k)
+    picked = [rng.choice(np.flatnonzero(groups == g), q, replace=False) for g, q in enumerate(quotas) if q]
+    return np.sort(np.concatenate(picked))
 
 
 # -- teacher signals -------------------------------------------------------------------------------
@@ -410,7 +427,7 @@ def distill(cfg: DistillConfig, *, resume: bool = False, overwrite: bool = False
     def reselect(epoch: int) -> np.ndarray:
         """Dynamic selection: re-score (a fraction of) the pool with the current student, then choose."""
         rng = np.random.default_rng(cfg.seed + 1000 + epoch)
-        pool_idx = all_rows if cfg.rescore_pool >= 1 else np.sort(rng.choice(len(rows), int(cfg.rescore_pool * len(rows)), replace=False))
+        pool_idx = all_rows if cfg.rescore_pool >= 1 else rescore_sample(len(rows), cfg.rescore_pool, rng, clusters_of_rows())
         need_emb = cfg.strategy == "coverage"
         logits, emb = forward_logits(pool_idx, want_embedding=need_emb)
         state["counters"]["rescore_rows"] += len(pool_idx)
@@ -429,6 +446,25 @@ def distill(cfg: DistillConfig, *, resume: bool = False, overwrite: bool = False
             rest = np.setdiff1d(all_rows, picked)
             picked = np.concatenate([picked, rng.choice(rest, n_active - len(picked), replace=False)])
         return np.sort(picked)
+
+    row_clusters: dict[str, np.ndarray] = {}
+
+    def clusters_of_rows() -> np.ndarray | None:
+        """k-means cluster of every row, from the cached student embeddings (computed once)."""
+        if cfg.rescore_by != "cluster":
+            return None
+        if "c" not in row_clusters:
+            from .select import kmeans_clusters, load_pool
+
+            res = score(cfg.data, cfg.split, cfg.teachers, cfg.student, text_field=cfg.text_field,
+                        text_pair_field=cfg.text_pair_field, label_field=cfg.label_field, limit=cfg.limit,
+                        max_length=cfg.max_length, cache_dir=cfg.cache_dir, device=cfg.device, progress=progress)
+            pool = load_pool(res.store.entry("student", res.student.key), [], embeddings=True, verify=False)
+            groups = np.zeros(len(rows), dtype=np.int64)
+            groups[positions_of(rows.uids, pool.uids)] = kmeans_clusters(pool.embeddings, min(cfg.clusters, len(rows)),
+                                                                         seed=cfg.seed)
+            row_clusters["c"] = groups
+        return row_clusters["c"]
 
     def initial_selection() -> np.ndarray:
         """Dynamic mode, epoch 0: the student's fresh head knows nothing, so use the cached probe scores."""

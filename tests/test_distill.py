@@ -89,6 +89,17 @@ def test_objective_weights():
     assert [w.tolist() for w in losses.objective_weights(u, "none")] == [[1.0, 1.0], [1.0, 1.0]]
 
 
+def test_rescore_sample_keeps_every_clusters_share():
+    from selectkd.distill import rescore_sample
+
+    groups = np.repeat([0, 1, 2], [60, 30, 10])
+    picked = rescore_sample(100, 0.2, np.random.default_rng(0), groups)
+    assert np.bincount(groups[picked]).tolist() == [12, 6, 2]
+    assert len(set(picked.tolist())) == 20
+    a = rescore_sample(100, 0.2, np.random.default_rng(1))
+    assert len(a) == 20 and not np.array_equal(a, rescore_sample(100, 0.2, np.random.default_rng(2)))
+
+
 # -- a tiny task the tiny models can learn ------------------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -133,7 +144,8 @@ def test_end_to_end_beats_the_untrained_student_and_saves_a_loadable_model(task,
 
 
 @pytest.mark.parametrize("mode", [dict(in_batch=0.5), dict(budget="0.5", strategy="entropy"),
-                                  dict(budget="0.5", strategy="coverage", clusters=4, rescore_pool=0.5)])
+                                  dict(budget="0.5", strategy="coverage", clusters=4, rescore_pool=0.5),
+                                  dict(budget="0.5", strategy="margin", clusters=4, rescore_pool=0.5, rescore_by="cluster")])
 def test_selection_modes_train_on_what_they_say(task, tmp_path, mode):
     res = distill(config(task, tmp_path / "run", **mode), progress=False)
     rows_per_epoch = 150 if "budget" in mode else 300
