@@ -468,14 +468,14 @@ def distill(cfg: DistillConfig, *, resume: bool = False, overwrite: bool = False
 
     def initial_selection() -> np.ndarray:
         """Dynamic mode, epoch 0: the student's fresh head knows nothing, so use the cached probe scores."""
-        from .select import load_pool
+        from .select import load_pool, needs_teacher_logits
 
         res = score(cfg.data, cfg.split, cfg.teachers, cfg.student, text_field=cfg.text_field,
                     text_pair_field=cfg.text_pair_field, label_field=cfg.label_field, limit=cfg.limit,
                     max_length=cfg.max_length, cache_dir=cfg.cache_dir, device=cfg.device, progress=progress)
         pool = load_pool(res.store.entry("student", res.student.key),
                          [res.store.entry("teacher", t.key) for t in res.teachers],
-                         embeddings=cfg.strategy == "coverage")
+                         embeddings=cfg.strategy == "coverage", teacher_logits=needs_teacher_logits(cfg.strategy, cfg.criterion))
         chosen = choose(pool, cfg.strategy, n_active, criterion=cfg.criterion, clusters=cfg.clusters,
                         per_class=cfg.per_class, sample=cfg.sample, temperature=cfg.sample_temperature, seed=cfg.seed)
         return np.sort(positions_of(rows.uids, pool.uids[chosen.indices]))

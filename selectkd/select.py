@@ -353,7 +353,7 @@ def choose(
 
     strata = _strata(ranking.groups, pool.labels if per_class else None)
     # best first; ties broken by pool position so the result does not depend on the sort
-    order = np.lexsort((np.arange(len(pool)), -priority))
+    order = np.argsort(-priority, kind="stable")
     order = order[eligible[order]]
     if strata is None:
         picked = order[:k]
@@ -391,10 +391,18 @@ def positions_of(uids: np.ndarray, wanted: np.ndarray) -> np.ndarray:
     return pos
 
 
-def load_pool(student: Entry, teachers: Sequence[Entry], embeddings: bool = False, verify: bool = True) -> Pool:
+def needs_teacher_logits(strategy: str, criterion: str = DEFAULT_CRITERION, drop_disagreement: bool = False) -> bool:
+    """Whether choosing reads the teachers' logits (reading them costs seconds at 10M rows)."""
+    ranks_by = [get_strategy(strategy)] + ([check_criterion(criterion)] if strategy == "coverage" else [])
+    return drop_disagreement or any(s.needs_teachers and s.name != "kl" for s in ranks_by)  # kl is in scores.arrow
+
+
+def load_pool(student: Entry, teachers: Sequence[Entry], embeddings: bool = False, verify: bool = True,
+              teacher_logits: bool = True) -> Pool:
     """The student's scores (+ teacher logits, embeddings) as aligned arrays, joined by uid.
 
-    ``verify=False`` skips the checksums when the caller (``score``) has just checked them.
+    ``verify=False`` skips the checksums when the caller (``score``) has just checked them;
+    ``teacher_logits=False`` leaves the teachers' logits unread when the strategy needs none.
     """
     manifest = student.manifest()
     data = manifest["inputs"].get("data"), manifest["inputs"].get("split")
@@ -410,8 +418,8 @@ def load_pool(student: Entry, teachers: Sequence[Entry], embeddings: bool = Fals
     from .score import column_matrix
 
     pool = Pool(
-        uids=uids.astype(np.int64),
-        labels=scores.column("label").to_numpy().astype(np.int64),
+        uids=uids.astype(np.int64, copy=False),
+        labels=scores.column("label").to_numpy().astype(np.int64, copy=False),
         entropy=scores.column("entropy").to_numpy(),
         margin=scores.column("margin").to_numpy(),
         least_confidence=scores.column("least_confidence").to_numpy(),
@@ -421,7 +429,7 @@ def load_pool(student: Entry, teachers: Sequence[Entry], embeddings: bool = Fals
         student_teachers = manifest.get("teachers", [])
         keep = [student_teachers.index(t.key) for t in teachers if t.key in student_teachers]
         pool.kl = kl[:, keep] if keep else None
-    if teachers:
+    if teachers and teacher_logits:
         logits = []
         for t in teachers:
             table = t.read_parts(verify=verify)
@@ -430,7 +438,8 @@ def load_pool(student: Entry, teachers: Sequence[Entry], embeddings: bool = Fals
     if embeddings:
         table = student.read_parts(verify=verify)
         emb = column_matrix(table, "embedding")
-        pool.embeddings = emb[positions_of(table.column("uid").to_numpy(), uids)]
+        pos = positions_of(table.column("uid").to_numpy(), uids)
+        pool.embeddings = emb if np.array_equal(pos, np.arange(len(pos))) else emb[pos]  # aligned: no 2nd copy
     return pool
 
 
@@ -606,7 +615,8 @@ def select(
     student_entry = store.entry("student", result.student.key)
 
     need_embeddings = spec.needs_embeddings or dedup is not None
-    pool = load_pool(student_entry, teacher_entries, embeddings=need_embeddings, verify=False)  # score checked them
+    pool = load_pool(student_entry, teacher_entries, embeddings=need_embeddings, verify=False,  # score checked them
+                     teacher_logits=needs_teacher_logits(strategy, criterion, drop_disagreement))
     choice = choose(pool, strategy, budget, criterion=criterion, clusters=clusters, per_class=per_class,
                     sample=sample, temperature=temperature, drop_disagreement=drop_disagreement,
                     disagreement_threshold=disagreement_threshold, dedup=dedup, seed=seed)
