@@ -1,0 +1,60 @@
+"""10% selections trained for as many steps as full-data KD, side by side (tweets-binary).
+
+At 10% with the same 3 epochs a subset gets a tenth of the steps, and on 2,000 tweets that
+is too few for any strategy to move off the majority class (bench/results/strategies.md).
+This run gives every 10% subset full KD's step count (30 epochs over 200 rows = 189 steps),
+so the strategies are compared on what they select, not on how little they train.
+Reuses the teacher, cache and selections that bench/select_strategies.py made.
+
+    .venv/bin/python bench/select_matched_steps.py
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from selectkd.distill import DistillConfig, distill  # noqa: E402
+
+DATA, ROWS, DEV, TEST = "tweets-binary", 2000, 100, 1000
+STRATEGIES = ["random", "entropy", "coverage", "entropy-sample", "coverage-sample"]
+
+
+def main() -> None:
+    cache = REPO / "cache"
+    teacher = str(cache / "teachers" / f"mpnet-base-{DATA}-{ROWS}")
+    results = []
+    t0 = time.perf_counter()
+    for strat in STRATEGIES:
+        sel = f"strat-{DATA}-{ROWS}-{strat}-0.1-s0"
+        cfg = DistillConfig(data=DATA, teachers=[teacher], student="minilm-l6", out=str(REPO / "runs" / "matched" / strat),
+                            limit=ROWS, eval_limit=DEV, test_limit=TEST, selection=sel, epochs=30, seed=0,
+                            cache_dir=str(cache))
+        s = distill(cfg, overwrite=True, progress=False).summary
+        results.append({"strategy": strat, "selection": sel, **s["test"], "steps": s["steps"],
+                        "train_seconds": s["seconds"]["train"], "best_dev": s["best_dev"]})
+        print(f"[{time.perf_counter() - t0:6.0f} s] {strat}: test acc {s['test']['accuracy']:.4f} "
+              f"macro-F1 {s['test']['macro_f1']:.4f}, {s['steps']} steps, train {s['seconds']['train']:.0f} s", flush=True)
+    out = REPO / "bench" / "results"
+    (out / "matched_steps.json").write_text(json.dumps({"command": "python bench/select_matched_steps.py",
+                                                        "date": time.strftime("%Y-%m-%d %H:%M %Z"),
+                                                        "results": results}, indent=2))
+    lines = ["# 10% selections at full KD's step count (tweets-binary)", "",
+             "Command: `python bench/select_matched_steps.py`  ", f"Date: {time.strftime('%Y-%m-%d %H:%M %Z')}", "",
+             f"{ROWS:,} training tweets (pool), {TEST:,} test, teacher mpnet-base with a head fitted on frozen "
+             f"features, student minilm-l6, 10% subsets trained 30 epochs (189 steps, as full KD's 3 epochs over all "
+             f"rows), lr 2e-5, batch 32, seed 0 (one seed). Selections from bench/select_strategies.py.", "",
+             "| strategy | test acc | macro-F1 | steps | train s |", "| --- | --- | --- | --- | --- |"]
+    for r in results:
+        lines.append(f"| {r['strategy']} | {r['accuracy']:.4f} | {r['macro_f1']:.4f} | {r['steps']} | {r['train_seconds']:.0f} |")
+    (out / "matched_steps.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
