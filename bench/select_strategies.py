@@ -1,12 +1,16 @@
 """Which selection strategy keeps the benefit of uncertainty without the collapse? Measured.
 
-For each built-in dataset (tweets-binary, r8): a teacher (mpnet-base, head fitted on frozen
-features), the train pool scored (teacher logits + minilm-l6 uncertainty and embeddings),
+For each setting (a built-in dataset and a pool size: tweets-binary 2,000 and 4,000, r8 1,000
+by default): a teacher (mpnet-base, head fitted on frozen features), the train pool scored (teacher logits + minilm-l6 uncertainty and embeddings),
 10% selections by every strategy and option combination below, and minilm-l6 distilled
 (3 epochs, lr 2e-5, batch 32, CE + MSE to the cached teacher logits) on each selection and
 once on all rows. Test accuracy, macro-F1 and train seconds come from each run's summary.
 
     .venv/bin/python bench/select_strategies.py --out bench/results
+
+Why two tweet pools: at 2,000 rows a 10% subset gets 21 steps in 3 epochs, too few for the
+student to move off the majority class whatever the strategy; 4,000 rows give 39 steps
+(PAPER.md's first measurement, 30 steps, already separated the strategies).
 
 Finished runs (same config.json, a summary.json) are reused, so a rerun only does what is
 missing; the selections are remade (cheap, deterministic for a seed) each time.
@@ -37,6 +41,24 @@ from selectkd.store import Store  # noqa: E402
 
 TEACHER = "mpnet-base"
 STUDENT = "minilm-l6"
+
+# (data, pool rows, dev rows, test rows, rows the teacher's head is fitted on)
+Setting = tuple[str, int, int, int, int]
+DEFAULT_SETTINGS = ["tweets-binary:2000:300:1000", "r8:1000:200:800", "tweets-binary:4000:300:1000:2000"]
+STANDARD_POOL = {"tweets-binary": 2000, "r8": 1000}  # their runs live in RUNS/DATA/, other pools in RUNS/DATA-ROWS/
+
+
+def parse_setting(text: str) -> Setting:
+    """DATA:ROWS:DEV:TEST[:TEACHER_ROWS] (teacher rows default to the pool's rows)."""
+    parts = text.split(":")
+    if len(parts) not in (4, 5):
+        raise SystemExit(f"--setting {text!r}: give DATA:ROWS:DEV:TEST[:TEACHER_ROWS]")
+    data, nums = parts[0], [int(x) for x in parts[1:]]
+    return (data, nums[0], nums[1], nums[2], nums[3] if len(nums) == 4 else nums[0])
+
+
+def setting_label(setting: Setting) -> str:
+    return f"{setting[0]} {setting[1]}"
 
 # (label, select() options): every strategy of the paper by name, then the remedies for the collapse
 STRATEGIES: list[tuple[str, dict]] = [
@@ -78,17 +100,18 @@ class Clock:
         print(f"[{int(e // 60):3d}:{int(e % 60):02d}] {msg}", flush=True)
 
 
-def run_dataset(data: str, rows: int, dev_rows: int, test_rows: int, seeds: list[int], budget: float, epochs: int,
-                max_length: int, root: Path, runs: Path, clock: Clock) -> dict:
+def run_dataset(setting: Setting, seeds: list[int], budget: float, epochs: int, max_length: int, root: Path,
+                runs: Path, clock: Clock) -> dict:
+    data, rows, dev_rows, test_rows, teacher_rows = setting
     cache = str(root)
-    teacher_dir = root / "teachers" / f"{TEACHER}-{data}-{rows}"
+    teacher_dir = root / "teachers" / f"{TEACHER}-{data}-{teacher_rows}"
     t0 = time.perf_counter()
     if (teacher_dir / "selectkd_finetune.json").exists():
         clock.say(f"{data}: teacher reused from {teacher_dir}")
     else:
-        clock.say(f"{data}: fitting the teacher head on frozen {TEACHER} features, {rows} rows")
-        finetune(data, TEACHER, teacher_dir, limit=rows, eval_limit=dev_rows, head_only=True, max_length=max_length,
-                 cache_dir=cache, progress=False, overwrite=True)
+        clock.say(f"{data}: fitting the teacher head on frozen {TEACHER} features, {teacher_rows} rows")
+        finetune(data, TEACHER, teacher_dir, limit=teacher_rows, eval_limit=dev_rows, head_only=True,
+                 max_length=max_length, cache_dir=cache, progress=False, overwrite=True)
     teacher = str(teacher_dir)
     teacher_seconds = time.perf_counter() - t0
 
@@ -110,8 +133,11 @@ def run_dataset(data: str, rows: int, dev_rows: int, test_rows: int, seeds: list
     clock.say(f"{data}: teacher test acc {teacher_test['accuracy']:.4f} macro-F1 {teacher_test['macro_f1']:.4f}; "
               f"majority {majority['accuracy']:.4f}")
 
+    # runs of a dataset's standard pool live in RUNS/DATA/, other pool sizes in RUNS/DATA-ROWS/
+    run_root = runs / (data if STANDARD_POOL.get(data) == rows else f"{data}-{rows}")
+
     def kd(folder: str, selection: str | None, seed: int) -> dict:
-        cfg = DistillConfig(data=data, teachers=[teacher], student=STUDENT, out=str(runs / data / folder), limit=rows,
+        cfg = DistillConfig(data=data, teachers=[teacher], student=STUDENT, out=str(run_root / folder), limit=rows,
                             eval_limit=dev_rows, test_limit=test_rows, selection=selection, epochs=epochs, seed=seed,
                             batch_size=32, lr=2e-5, max_length=max_length, cache_dir=cache)
         s = finished(Path(cfg.out), cfg)
@@ -120,13 +146,13 @@ def run_dataset(data: str, rows: int, dev_rows: int, test_rows: int, seeds: list
             how = "trained"
         else:
             how = "reused"
-        clock.say(f"{data}: {folder}: {how}; test acc {s['test']['accuracy']:.4f} macro-F1 {s['test']['macro_f1']:.4f} "
+        clock.say(f"{data} ({rows}): {folder}: {how}; test acc {s['test']['accuracy']:.4f} macro-F1 {s['test']['macro_f1']:.4f} "
                   f"train {s['seconds']['train']:.0f} s, {s['steps']} steps")
         return {"seed": seed, "test": s["test"], "best_dev": s["best_dev"], "train_seconds": s["seconds"]["train"],
                 "wall_seconds": s["wall_seconds"], "steps": s["steps"],
                 "train_rows": s["student_rows_forward_backward"] // epochs, "run": cfg.out}
 
-    result = {"data": data, "rows": rows, "dev_rows": dev_rows, "test_rows": test_rows, "budget": budget,
+    result = {"data": data, "setting": setting_label(setting), "rows": rows, "teacher_rows": teacher_rows, "dev_rows": dev_rows, "test_rows": test_rows, "budget": budget,
               "num_labels": train.rows.num_labels, "label_names": train.rows.label_names,
               "pool_class_share": [round(float(c / rows), 4) for c in pool_counts],
               "teacher": {"model": TEACHER, "dir": teacher, "test": teacher_test, "fit_or_reuse_seconds": round(teacher_seconds, 1)},
@@ -153,7 +179,8 @@ def mean(xs: list[float]) -> float:
 
 def pick_default(results: list[dict]) -> tuple[str, dict[str, float]]:
     """The rule: the strategy (with its options) with the best test macro-F1, averaged over seeds
-    within a dataset, then over the datasets. Ties go to the earlier strategy in STRATEGIES."""
+    within a setting (dataset and pool size), then over the settings. Ties go to the earlier
+    strategy in STRATEGIES."""
     scores = {}
     for label, _ in STRATEGIES:
         per_data = [mean([r["test"]["macro_f1"] for r in res["strategies"][label]]) for res in results
@@ -171,6 +198,11 @@ def fmt_balance(shares: list[float], names: list[str]) -> str:
     return f"{nonzero}/{len(shares)} classes; " + ", ".join(f"{names[i]} {shares[i]:.0%}" for i in top[:3])
 
 
+def se_accuracy(p: float, n: int) -> float:
+    """Binomial standard error of an accuracy p measured on n test rows."""
+    return float(np.sqrt(p * (1 - p) / n))
+
+
 def write_report(report: dict, out: Path) -> None:
     (out / "strategies.json").write_text(json.dumps(report, indent=1) + "\n")
     results = report["results"]
@@ -180,53 +212,57 @@ def write_report(report: dict, out: Path) -> None:
         "",
         f"Command: `{report['command']}`",
         "",
-        f"Date: {report['date']}; machine: {report['machine']}; total wall time of this invocation "
-        f"{report['total_seconds'] / 60:.1f} min (reused runs cost nothing).",
+        f"Date: {report['date']}; machine: {report['machine']}. Wall time: "
+        + "; ".join(f"{inv['date']}: {inv['seconds'] / 60:.1f} min" + (f" ({inv['note']})" if inv.get("note") else "") for inv in report["invocations"])
+        + " (a rerun reuses the teachers, the cache and every finished run; the machine was shared with other "
+        "benchmarks part of the time, so the seconds below are upper bounds, comparable only roughly).",
         "",
-        f"Teacher {TEACHER} (frozen encoder + logistic head fitted on the train rows), student {STUDENT} "
-        f"distilled for {report['epochs']} epochs, lr 2e-5, batch 32, warm-up 0.1, max length {report['max_length']}, "
-        f"CE + MSE to the cached teacher logits, CPU. Budget {report['budget']:.0%} of the train pool, one selection "
-        f"per strategy, made once before training (static). Seeds: {', '.join(map(str, seeds))} "
-        f"({'one seed: differences of a point or two are within noise' if len(seeds) == 1 else 'mean over seeds'}). "
-        "Each dataset's splits are stored shuffled, so `limit=N` is a random sample of N rows.",
+        f"Teacher {TEACHER} (frozen encoder + logistic head fitted on the first rows of the pool, how many per table), student "
+        f"{STUDENT} distilled for {report['epochs']} epochs, lr 2e-5, batch 32, warm-up 0.1, max length "
+        f"{report['max_length']}, CE + MSE to the cached teacher logits, CPU. Budget {report['budget']:.0%} of the "
+        f"train pool, one static selection per strategy made before training. Seeds: {', '.join(map(str, seeds))} "
+        f"({'one seed' if len(seeds) == 1 else 'mean over seeds'}). Each dataset's splits are stored shuffled, so "
+        "`limit=N` is a random sample of N rows. Test accuracy's binomial standard error is given per table: "
+        "differences smaller than about twice it are noise.",
         "",
         "Strategies: `random`, `entropy`, `margin`, `least_confidence` (student probe uncertainty, top-k), `kl` "
         "(KL teacher||student, top-k), `coverage` (entropy ranked inside 30 faiss k-means clusters of the student "
         "embeddings, budget shared across clusters by size), `+per_class` (budget shared across classes by the "
         "pool's proportions), `+sample` (draw without replacement with p ∝ exp(standardised score / 1.0) instead "
-        "of top-k), `+drop_disagreement` (drop rows whose label the teacher contradicts with p >= 0.9 first).",
+        "of top-k), `+drop_disagreement` (first drop rows whose label the teacher contradicts with p >= 0.9).",
         "",
     ]
     for res in results:
-        n = res["num_labels"]
         names = res["label_names"]
-        lines += [
-            f"## {res['data']}: {res['rows']:,} train rows (pool), {res['dev_rows']} dev, {res['test_rows']:,} test, "
-            f"{n} classes",
-            "",
-            f"Pool class balance: {fmt_balance(res['pool_class_share'], names)}. Teacher fit: "
-            f"{res['teacher']['fit_or_reuse_seconds']:.0f} s (0 when reused); scoring train + test: "
-            f"{res['score_seconds']:.0f} s (0 when cached).",
-            "",
-            "| model / training set | train rows | test accuracy | test macro-F1 | train seconds | subset class balance |",
-            "| --- | ---: | ---: | ---: | ---: | --- |",
-            f"| teacher {TEACHER} (head on frozen features) | {res['rows']:,} | {res['teacher']['test']['accuracy']:.4f} "
-            f"| {res['teacher']['test']['macro_f1']:.4f} | | |",
-            f"| majority class (`{res['majority']['class']}`) | | {res['majority']['accuracy']:.4f} | "
-            f"{res['majority']['macro_f1']:.4f} | | |",
-        ]
         full = res["full"]
-        lines.append(f"| KD, all rows (full-data KD) | {full[0]['train_rows']:,} | "
-                     f"{mean([r['test']['accuracy'] for r in full]):.4f} | {mean([r['test']['macro_f1'] for r in full]):.4f} | "
-                     f"{mean([r['train_seconds'] for r in full]):.0f} | {fmt_balance(res['pool_class_share'], names)} |")
+        se = se_accuracy(mean([r["test"]["accuracy"] for r in full]), res["test_rows"])
+        lines += [
+            f"## {res['data']}, pool {res['rows']:,} train rows: 10% = {round(res['budget'] * res['rows']):,} rows, "
+            f"{res['num_labels']} classes",
+            "",
+            f"Dev {res['dev_rows']} rows, test {res['test_rows']:,} rows (SE of test accuracy ~{se:.3f} near full KD's "
+            f"accuracy). Teacher head fitted on {res['teacher_rows']:,} rows. Pool class balance: "
+            f"{fmt_balance(res['pool_class_share'], names)}. Teacher fit: {res['teacher']['fit_or_reuse_seconds']:.0f} s; "
+            f"scoring train + test: {res['score_seconds']:.0f} s (0 when reused from an earlier invocation).",
+            "",
+            "| model / training set | train rows | steps | test accuracy | test macro-F1 | train seconds | subset class balance |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | --- |",
+            f"| teacher {TEACHER} (head on frozen features) | {res['teacher_rows']:,} | | "
+            f"{res['teacher']['test']['accuracy']:.4f} | {res['teacher']['test']['macro_f1']:.4f} | | |",
+            f"| majority class (`{res['majority']['class']}`) | | | {res['majority']['accuracy']:.4f} | "
+            f"{res['majority']['macro_f1']:.4f} | | |",
+            f"| KD, all rows (full-data KD) | {full[0]['train_rows']:,} | {full[0]['steps']} | "
+            f"{mean([r['test']['accuracy'] for r in full]):.4f} | {mean([r['test']['macro_f1'] for r in full]):.4f} | "
+            f"{mean([r['train_seconds'] for r in full]):.0f} | {fmt_balance(res['pool_class_share'], names)} |",
+        ]
         ranked = sorted(res["strategies"].items(), key=lambda kv: -mean([r["test"]["macro_f1"] for r in kv[1]]))
         for label, recs in ranked:
             share = np.mean([r["subset_class_share"] for r in recs], axis=0).tolist()
             dropped = sum(sum(r["dropped"].values()) for r in recs) / len(recs)
             note = f"; dropped {dropped:.0f}" if dropped else ""
-            lines.append(f"| KD, 10% `{label}` | {recs[0]['subset_rows']:,} | {mean([r['test']['accuracy'] for r in recs]):.4f} | "
-                         f"{mean([r['test']['macro_f1'] for r in recs]):.4f} | {mean([r['train_seconds'] for r in recs]):.0f} | "
-                         f"{fmt_balance(share, names)}{note} |")
+            lines.append(f"| KD, 10% `{label}` | {recs[0]['subset_rows']:,} | {recs[0]['steps']} | "
+                         f"{mean([r['test']['accuracy'] for r in recs]):.4f} | {mean([r['test']['macro_f1'] for r in recs]):.4f} | "
+                         f"{mean([r['train_seconds'] for r in recs]):.0f} | {fmt_balance(share, names)}{note} |")
         if len(seeds) > 1:
             lines += ["", "Per seed (test macro-F1): " + "; ".join(
                 f"`{label}` " + "/".join(f"{r['test']['macro_f1']:.3f}" for r in recs) for label, recs in ranked)]
@@ -235,11 +271,11 @@ def write_report(report: dict, out: Path) -> None:
     lines += [
         "## The default",
         "",
-        "Rule: the strategy (with its options) with the highest test macro-F1, averaged over seeds within a dataset "
-        "and then over the two datasets (macro-F1 so that r8's small classes and the tweets' minority class count; "
-        "ties to the earlier row of the list above).",
+        "Rule: the strategy (with its options) with the highest test macro-F1, averaged over seeds within a setting "
+        "(dataset and pool size) and then over the settings above (macro-F1 so that r8's small classes and the "
+        "tweets' minority class count; ties to the earlier strategy in the list above).",
         "",
-        "| strategy | mean test macro-F1 over datasets | " + " | ".join(r["data"] for r in results) + " |",
+        "| strategy | mean test macro-F1 | " + " | ".join(r["setting"] for r in results) + " |",
         "| --- | ---: | " + " | ".join("---:" for _ in results) + " |",
     ]
     for label, v in sorted(scores.items(), key=lambda kv: -kv[1]):
@@ -251,9 +287,8 @@ def write_report(report: dict, out: Path) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--tweets-rows", type=int, nargs=3, default=[2000, 300, 1000], metavar=("TRAIN", "DEV", "TEST"))
-    ap.add_argument("--r8-rows", type=int, nargs=3, default=[1000, 200, 800], metavar=("TRAIN", "DEV", "TEST"))
-    ap.add_argument("--datasets", nargs="+", default=["tweets-binary", "r8"])
+    ap.add_argument("--setting", action="append", default=None, metavar="DATA:ROWS:DEV:TEST[:TEACHER_ROWS]",
+                    help=f"repeatable; default: {' '.join(DEFAULT_SETTINGS)}")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--budget", type=float, default=0.1)
     ap.add_argument("--epochs", type=int, default=3)
@@ -266,17 +301,23 @@ def main() -> None:
     clock = Clock()
     root, runs, out = Path(args.cache_dir), Path(args.runs), Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    sizes = {"tweets-binary": args.tweets_rows, "r8": args.r8_rows}
-    report = {"command": command, "date": time.strftime("%Y-%m-%d %H:%M %Z"), "machine": machine(),
+    runs.mkdir(parents=True, exist_ok=True)
+    settings = [parse_setting(t) for t in (args.setting or DEFAULT_SETTINGS)]
+    # every invocation's wall time, kept beside the runs so a resumed benchmark reports its whole cost
+    log = runs / "invocations.json"
+    invocations = json.loads(log.read_text()) if log.exists() else []
+    this = {"date": time.strftime("%Y-%m-%d %H:%M %Z"), "command": command, "seconds": 0.0}
+    invocations.append(this)
+    report = {"command": command, "date": this["date"], "machine": machine(), "invocations": invocations,
               "seeds": args.seeds, "budget": args.budget, "epochs": args.epochs, "max_length": args.max_length,
               "teacher": TEACHER, "student": STUDENT, "strategies": [[lbl, o] for lbl, o in STRATEGIES], "results": []}
-    for data in args.datasets:
-        rows, dev_rows, test_rows = sizes[data]
-        report["results"].append(run_dataset(data, rows, dev_rows, test_rows, args.seeds, args.budget, args.epochs,
-                                             args.max_length, root, runs, clock))
-        report["total_seconds"] = round(time.perf_counter() - clock.t0, 1)
+    for setting in settings:
+        report["results"].append(run_dataset(setting, args.seeds, args.budget, args.epochs, args.max_length, root,
+                                             runs, clock))
+        this["seconds"] = round(time.perf_counter() - clock.t0, 1)
+        log.write_text(json.dumps(invocations, indent=1) + "\n")
         best, scores = pick_default(report["results"])
-        report["default"] = {"rule": "best test macro-F1, mean over seeds, then over datasets",
+        report["default"] = {"rule": "best test macro-F1, mean over seeds, then over settings",
                              "strategy": best, "options": dict(STRATEGIES)[best], "mean_macro_f1": scores}
         write_report(report, out)
         clock.say(f"wrote {out / 'strategies.md'} and strategies.json (best so far: {best})")

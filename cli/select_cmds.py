@@ -14,6 +14,7 @@ from rich.table import Table
 
 from selectkd.cli.options import CacheDirOption, ConfigOption, out
 from selectkd.errors import SelectKDError
+from selectkd.select import DEFAULT_STRATEGY
 
 
 def select_command(
@@ -21,7 +22,7 @@ def select_command(
     split: str = typer.Option("train", "--split", help="Split to select from."),
     teacher: List[str] = typer.Option(None, "--teacher", help="Teacher model (repeat for several), as given to `selectkd score`."),
     student: Optional[str] = typer.Option(None, "--student", help="Student model whose cached uncertainty and embeddings rank the rows."),
-    strategy: str = typer.Option("coverage", "--strategy", help="How to rank rows (see --list). Default coverage with --criterion entropy: provisional, until a measurement picks the default."),
+    strategy: str = typer.Option(DEFAULT_STRATEGY, "--strategy", help="How to rank rows (see --list). Default random: it measured best at 10% on 2,000 real tweets with as many steps as full KD (macro-F1 0.786 vs entropy+sample 0.768, coverage+sample 0.765, coverage 0.729, top-k entropy 0.500: pure uncertainty collapses onto one corner); one seed, bench/results/matched_steps.md. The paper's criteria stay available by name."),
     criterion: str = typer.Option("entropy", "--criterion", help="For coverage: the strategy that ranks rows inside each cluster."),
     budget: str = typer.Option("0.1", "--budget", help="How many rows: a fraction in (0, 1] such as 0.1, or a row count such as 300."),
     per_class: bool = typer.Option(False, "--per-class", help="Keep the pool's class proportions in the subset."),

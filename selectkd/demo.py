@@ -64,9 +64,10 @@ def run_demo(rows: int = 1500, dev_rows: int = 300, test_rows: int = 500, epochs
     teacher_test = classification_metrics(t_logits.argmax(1), test.rows.labels, test.rows.num_labels)
     score_seconds = sum(r.seconds for r in train.reports + test.reports)
 
-    say(f"[4/6] select: {budget:.0%} of the pool by `{strategy}`, and {budget:.0%} at random")
+    other = "entropy" if strategy != "entropy" else "random"  # the paper's criterion beside the default
+    say(f"[4/6] select: {budget:.0%} of the pool by `{strategy}` (the default) and by `{other}`")
     picked = {}
-    for name, strat in ((strategy, strategy), ("random", "random")):
+    for name, strat in ((strategy, strategy), (other, other)):
         sel_name = f"demo-{strat}-{rows}-{budget}"
         picked[name] = select(DATA, "train", [teacher], STUDENT, strategy=strat, budget=budget, seed=seed,
                               name=sel_name, overwrite=True, limit=rows, cache_dir=cache, progress=False).name
@@ -75,7 +76,7 @@ def run_demo(rows: int = 1500, dev_rows: int = 300, test_rows: int = 500, epochs
     results = [{"model": f"teacher {TEACHER}", "train rows": rows, **teacher_test, "seconds": None,
                 "teacher forwards": None}]
     plans = [("KD, all rows", "full", None), (f"KD, {budget:.0%} {strategy}", f"sel-{strategy}", picked[strategy]),
-             (f"KD, {budget:.0%} random", "sel-random", picked["random"])]
+             (f"KD, {budget:.0%} {other}", f"sel-{other}", picked[other])]
     for step, (label, folder, selection) in enumerate(plans, start=5):
         cfg = DistillConfig(data=DATA, teachers=[teacher], student=STUDENT, out=str(runs / folder), limit=rows,
                             eval_limit=dev_rows, test_limit=test_rows, selection=selection, epochs=epochs, seed=seed,

@@ -295,7 +295,7 @@ def run_select(scored, **kw):
 
 
 def test_select_end_to_end_records_the_cache_keys(scored):
-    sel = run_select(scored, budget=30, clusters=5, name="e2e", seed=1)
+    sel = run_select(scored, budget=30, clusters=5, name="e2e", seed=1, strategy="coverage")
     assert len(sel) == 30 and len(set(sel.uids.tolist())) == 30
     prov = json.loads((scored["cache"] / "selections" / "e2e" / "provenance.json").read_text())
     assert prov["cache"] == {"student": scored["student_key"], "teachers": [scored["teacher_key"]]}
@@ -344,7 +344,7 @@ def test_select_refuses_bad_arguments_before_any_work(scored, tmp_path):
         ({"strategy": "kl", "teachers": []}, "needs teacher logits"),
         ({"drop_disagreement": True, "teachers": []}, "--drop-disagreement"),
         ({"student": None}, "--student"),
-        ({"criterion": "coverage"}, "unknown criterion"),
+        ({"criterion": "coverage", "strategy": "coverage"}, "unknown criterion"),
     ]:
         with pytest.raises(SelectKDError, match=message):
             run_select(scored, cache_dir=cache, **kw)
@@ -352,7 +352,7 @@ def test_select_refuses_bad_arguments_before_any_work(scored, tmp_path):
     with pytest.raises(SelectKDError, match="more than the pool's 300"):
         run_select(scored, budget=301)
     with pytest.raises(SelectKDError, match="--clusters 400"):
-        run_select(scored, clusters=400)
+        run_select(scored, clusters=400, strategy="coverage")
 
 
 def test_plot_histogram_writes_a_png(scored, tmp_path):
@@ -375,7 +375,7 @@ def test_cli_select_list_and_summary(scored, tmp_path):
     assert listed.exit_code == 0
     assert [line.split()[0] for line in listed.stdout.strip().splitlines()] == list(STRATEGIES)
     config = tmp_path / "sel.toml"
-    config.write_text(f'data = "{scored["csv"]}"\nteacher = ["{scored["teacher"]}"]\nbudget = "40"\nclusters = 4\n')
+    config.write_text(f'data = "{scored["csv"]}"\nteacher = ["{scored["teacher"]}"]\nbudget = "40"\nclusters = 4\nstrategy = "coverage"\n')
     res = runner.invoke(app, ["select", "--config", str(config), "--student", str(scored["student"]),
                               "--name", "cli", "--cache-dir", str(scored["cache"]), "--no-compute",
                               "--plot", str(tmp_path / "p.png")])
