@@ -9,7 +9,8 @@ from typing import List, Optional
 import typer
 from rich.table import Table
 
-from selectkd.cli.options import CacheDirOption, ConfigOption, out
+from selectkd.cli.options import (CacheDirOption, ConfigOption, DeviceOption, LabelFieldOption, ProgressOption,
+                                  TextFieldOption, TextPairFieldOption, out)
 
 
 def register(app: typer.Typer) -> None:
@@ -22,9 +23,9 @@ def register(app: typer.Typer) -> None:
         split: str = typer.Option("train", "--split", help="Training split."),
         eval_data: Optional[str] = typer.Option(None, "--eval-data", help="Dev data (default: the dataset's dev split)."),
         test_data: Optional[str] = typer.Option(None, "--test-data", help="Test data (default: the dataset's test split)."),
-        text_field: str = typer.Option("text", "--text-field", help="Column holding the text."),
-        text_pair_field: Optional[str] = typer.Option(None, "--text-pair-field", help="Column holding the second sentence."),
-        label_field: str = typer.Option("label", "--label-field", help="Column holding the label."),
+        text_field: str = TextFieldOption,
+        text_pair_field: Optional[str] = TextPairFieldOption,
+        label_field: str = LabelFieldOption,
         limit: Optional[int] = typer.Option(None, "--limit", help="Use the first N training rows."),
         eval_limit: Optional[int] = typer.Option(None, "--eval-limit", help="Use the first N dev rows."),
         test_limit: Optional[int] = typer.Option(None, "--test-limit", help="Use the first N test rows."),
@@ -56,8 +57,8 @@ def register(app: typer.Typer) -> None:
         seed: int = typer.Option(0, "--seed", help="Random seed: batches, dropout, selection."),
         resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace the run in --out."),
-        device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, ... (default: cuda if available; bf16 autocast on cuda)."),
-        progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+        device: Optional[str] = DeviceOption,
+        progress: bool = ProgressOption,
         cache_dir: Optional[Path] = CacheDirOption,
         config: Optional[Path] = ConfigOption,
     ) -> None:

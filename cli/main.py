@@ -19,7 +19,8 @@ from rich.table import Table
 from selectkd import __version__
 from selectkd.cli.distill_cmd import register as register_distill
 from selectkd.cli.select_cmds import register as register_select
-from selectkd.cli.options import CacheDirOption, ConfigOption, err, out
+from selectkd.cli.options import (CacheDirOption, ConfigOption, DeviceOption, LabelFieldOption, ProgressOption,
+                                  TextFieldOption, TextPairFieldOption, err, out)
 from selectkd.errors import SelectKDError
 
 app = typer.Typer(
@@ -107,17 +108,17 @@ def score(
     split: str = typer.Option("train", "--split", help="Split to score (built-ins have train, dev, test)."),
     teacher: List[str] = typer.Option(None, "--teacher", help="Teacher model (repeat for several): built-in name, HF folder or hub name. Needs a head trained on the task."),
     student: Optional[str] = typer.Option(None, "--student", help="Student model: its uncertainty, embeddings and a faiss index go into the cache."),
-    text_field: str = typer.Option("text", "--text-field", help="Column holding the text."),
-    text_pair_field: Optional[str] = typer.Option(None, "--text-pair-field", help="Column holding the second sentence of a pair."),
-    label_field: str = typer.Option("label", "--label-field", help="Column holding the label (class id or name)."),
+    text_field: str = TextFieldOption,
+    text_pair_field: Optional[str] = TextPairFieldOption,
+    label_field: str = LabelFieldOption,
     limit: Optional[int] = typer.Option(None, "--limit", help="Score only the first N rows (built-in splits are stored shuffled, so this is a random sample)."),
     max_length: int = typer.Option(128, "--max-length", help="Truncate to this many tokens."),
     batch_size: int = typer.Option(64, "--batch-size", help="Rows per forward pass (batches are grouped by length and padded dynamically)."),
     cls_states: bool = typer.Option(False, "--cls-states", help="Also cache every layer's [CLS] vector (float16) for hidden-state alignment."),
     student_head: str = typer.Option("probe", "--student-head", help="probe: fit the student's head as a linear probe on frozen embeddings against the teachers' soft labels (a fresh head knows nothing); as-is: use the checkpoint's own trained head."),
     allow_untrained_head: bool = typer.Option(False, "--allow-untrained-head", help="Score a teacher whose classification head is untrained (numbers are then meaningless for KD)."),
-    device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1 ... (default: cuda if available; bf16 autocast on cuda)."),
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+    device: Optional[str] = DeviceOption,
+    progress: bool = ProgressOption,
     cache_dir: Optional[Path] = CacheDirOption,
     config: Optional[Path] = ConfigOption,
 ) -> None:
@@ -157,9 +158,9 @@ def finetune(
     out_dir: Path = typer.Option(..., "--out", help="Folder to save the trained classifier to (a normal HF folder)."),
     split: str = typer.Option("train", "--split", help="Split to train on."),
     eval_data: Optional[str] = typer.Option(None, "--eval-data", help="Evaluation data (default: the dataset's dev split, when it has one)."),
-    text_field: str = typer.Option("text", "--text-field", help="Column holding the text."),
-    text_pair_field: Optional[str] = typer.Option(None, "--text-pair-field", help="Column holding the second sentence of a pair."),
-    label_field: str = typer.Option("label", "--label-field", help="Column holding the label."),
+    text_field: str = TextFieldOption,
+    text_pair_field: Optional[str] = TextPairFieldOption,
+    label_field: str = LabelFieldOption,
     limit: Optional[int] = typer.Option(None, "--limit", help="Train on the first N rows only."),
     eval_limit: Optional[int] = typer.Option(None, "--eval-limit", help="Evaluate on the first N rows of the eval data only."),
     head_only: bool = typer.Option(False, "--head-only", help="Freeze the encoder and fit only the classification head (L-BFGS on one forward pass: minutes on CPU)."),
@@ -169,8 +170,8 @@ def finetune(
     max_length: int = typer.Option(128, "--max-length", help="Truncate to this many tokens."),
     seed: int = typer.Option(0, "--seed", help="Random seed."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out folder."),
-    device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, ... (default: cuda if available)."),
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+    device: Optional[str] = DeviceOption,
+    progress: bool = ProgressOption,
     cache_dir: Optional[Path] = CacheDirOption,
     config: Optional[Path] = ConfigOption,
 ) -> None:
@@ -200,7 +201,7 @@ def demo(
     budget: float = typer.Option(0.1, "--budget", help="Fraction of the training rows to select."),
     strategy: Optional[str] = typer.Option(None, "--strategy", help="Selection strategy (default: select's default)."),
     runs_dir: Path = typer.Option(Path("runs/demo"), "--runs-dir", help="Where the distillation runs go."),
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+    progress: bool = ProgressOption,
     cache_dir: Optional[Path] = CacheDirOption,
     config: Optional[Path] = ConfigOption,
 ) -> None:

@@ -40,3 +40,11 @@ ConfigOption = typer.Option(None, "--config", help="TOML file whose keys are thi
                             is_eager=True, callback=_load_config, exists=False, dir_okay=False)
 CacheDirOption = typer.Option(None, "--cache-dir", envvar="SELECTKD_CACHE",
                               help="Store root (default ./cache; env SELECTKD_CACHE).")
+
+# The data columns and run options every data-reading command shares.
+TextFieldOption = typer.Option("text", "--text-field", help="Column holding the text.")
+TextPairFieldOption = typer.Option(None, "--text-pair-field", help="Column holding the second sentence of a pair.")
+LabelFieldOption = typer.Option("label", "--label-field", help="Column holding the label (class id or name).")
+DeviceOption = typer.Option(None, "--device", help="cpu, cuda, cuda:1 ... (default: cuda if available; bf16 autocast "
+                            "on cuda). It changes the numerics, so the cache key.")
+ProgressOption = typer.Option(True, "--progress/--no-progress", help="Show progress bars.")

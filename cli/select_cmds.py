@@ -12,7 +12,8 @@ from typing import List, Optional
 import typer
 from rich.table import Table
 
-from selectkd.cli.options import CacheDirOption, ConfigOption, out
+from selectkd.cli.options import (CacheDirOption, ConfigOption, DeviceOption, LabelFieldOption, ProgressOption,
+                                  TextFieldOption, TextPairFieldOption, out)
 from selectkd.errors import SelectKDError
 from selectkd.select import DEFAULT_STRATEGY
 
@@ -38,15 +39,15 @@ def select_command(
     no_compute: bool = typer.Option(False, "--no-compute", help="Fail instead of scoring when the cache lacks an entry."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write a PNG histogram of the score over the pool with the subset highlighted."),
     list_strategies: bool = typer.Option(False, "--list", help="List the strategies, one per line, and exit."),
-    text_field: str = typer.Option("text", "--text-field", help="Column holding the text (as for score)."),
-    text_pair_field: Optional[str] = typer.Option(None, "--text-pair-field", help="Column holding the second sentence of a pair."),
-    label_field: str = typer.Option("label", "--label-field", help="Column holding the label."),
+    text_field: str = TextFieldOption,
+    text_pair_field: Optional[str] = TextPairFieldOption,
+    label_field: str = LabelFieldOption,
     limit: Optional[int] = typer.Option(None, "--limit", help="As given to score: only the first N rows."),
     max_length: int = typer.Option(128, "--max-length", help="As given to score (part of the cache key)."),
     student_head: str = typer.Option("probe", "--student-head", help="As given to score: probe or as-is."),
     cls_states: bool = typer.Option(False, "--cls-states", help="As given to score (part of the teacher cache key)."),
-    device: Optional[str] = typer.Option(None, "--device", help="As given to score (cpu/cuda changes the numerics, so the key)."),
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar if scoring is needed."),
+    device: Optional[str] = DeviceOption,
+    progress: bool = ProgressOption,
     cache_dir: Optional[Path] = CacheDirOption,
     config: Optional[Path] = ConfigOption,
 ) -> None:
