@@ -25,7 +25,6 @@ import os
 import platform
 import sys
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +32,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from selectkd.distill import DistillConfig, distill  # noqa: E402
+from selectkd.distill import DistillConfig, distill, finished_summary  # noqa: E402
 from selectkd.finetune import classification_metrics, finetune  # noqa: E402
 from selectkd.score import column_matrix, score  # noqa: E402
 from selectkd.select import select, summary  # noqa: E402
@@ -83,12 +82,8 @@ def machine() -> str:
 
 
 def finished(run: Path, cfg: DistillConfig) -> dict | None:
-    """The summary of a run in ``run`` that finished with exactly ``cfg``, else None (as demo.py)."""
-    try:
-        same = json.loads((run / "config.json").read_text()) == json.loads(json.dumps(asdict(cfg)))
-        return json.loads((run / "summary.json").read_text()) if same else None
-    except FileNotFoundError:
-        return None
+    """The summary of a run in ``run`` that finished with exactly ``cfg``, else None."""
+    return finished_summary(run, cfg)
 
 
 class Clock:

@@ -9,15 +9,13 @@ teacher and the finished runs.
 
 from __future__ import annotations
 
-import json
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
 from . import assets
-from .distill import DistillConfig, distill
+from .distill import DistillConfig, distill, finished_summary
 from .finetune import classification_metrics, finetune
 from .score import column_matrix, score
 from .select import DEFAULT_STRATEGY, select
@@ -26,15 +24,6 @@ from .store import Store
 DATA = "tweets-binary"
 TEACHER = "mpnet-base"
 STUDENT = "minilm-l6"
-
-
-def _finished(run: Path, cfg: DistillConfig) -> dict | None:
-    """The summary of a run in ``run`` that finished with exactly ``cfg``, else None."""
-    try:
-        same = json.loads((run / "config.json").read_text()) == json.loads(json.dumps(asdict(cfg)))
-        return json.loads((run / "summary.json").read_text()) if same else None
-    except FileNotFoundError:
-        return None
 
 
 def run_demo(rows: int = 1500, dev_rows: int = 300, test_rows: int = 500, epochs: int = 3, budget: float = 0.1,
@@ -81,7 +70,7 @@ def run_demo(rows: int = 1500, dev_rows: int = 300, test_rows: int = 500, epochs
         cfg = DistillConfig(data=DATA, teachers=[teacher], student=STUDENT, out=str(runs / folder), limit=rows,
                             eval_limit=dev_rows, test_limit=test_rows, selection=selection, epochs=epochs, seed=seed,
                             cache_dir=cache)
-        summary = _finished(runs / folder, cfg)
+        summary = finished_summary(runs / folder, cfg)
         if summary is not None:
             say(f"[{min(step, 6)}/6] distill {label}: reusing the finished run in {runs / folder}")
         else:

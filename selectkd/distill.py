@@ -17,7 +17,7 @@ import math
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -83,6 +83,7 @@ class DistillConfig:
     max_length: int = 128
     warmup: float = 0.1
     seed: int = 0
+    checkpoint: bool = True
     cache_dir: str | None = None
     device: str | None = None
 
@@ -144,6 +145,25 @@ def prepare_run_dir(out: Path, cfg: DistillConfig, resume: bool, overwrite: bool
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(saved, asdict(cfg))
+
+
+def finished_summary(out: str | Path, cfg: DistillConfig) -> dict | None:
+    """The summary of a run in ``out`` that finished with exactly ``cfg``, else None.
+
+    A field the saved config lacks counts as equal when ``cfg`` leaves it at its default: a field
+    added to DistillConfig since the run did not change what the run did.
+    """
+    out = Path(out)
+    try:
+        saved = json.loads((out / "config.json").read_text())
+        summary = json.loads((out / "summary.json").read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+    now = json.loads(json.dumps(asdict(cfg)))
+    defaults = json.loads(json.dumps({f.name: f.default for f in fields(DistillConfig) if f.default is not MISSING}))
+    same = set(saved) <= set(now) and all(saved[k] == v if k in saved else defaults.get(k, MISSING) == v
+                                          for k, v in now.items())
+    return summary if same else None
 
 
 def same_segmentation(tok_a, tok_b, texts: list[str]) -> bool:
@@ -224,6 +244,8 @@ def _rows(cfg: DistillConfig, data: str | None, split: str, limit: int | None, r
 
     if data is None and not _has_split(cfg.data, split, root):
         return None
+    if limit == 0:  # --eval-limit 0 / --test-limit 0: skip that evaluation
+        return None
     return load_rows(DataSpec(data or cfg.data, split, cfg.text_field, cfg.text_pair_field, cfg.label_field, limit),
                      root, num_labels=num_labels)
 
@@ -296,12 +318,12 @@ def distill(cfg: DistillConfig, *, resume: bool = False, overwrite: bool = False
             s.num_layers, s.hidden_size = s.model.config.num_hidden_layers, s.model.config.hidden_size
     else:
         signals = cached_signals(cfg, rows, need_cls=use_pt, progress=progress)
-    if use_pt:
+    if cfg.live_teacher:  # token-level alignment pairs tokens; a [CLS] state is one vector per row
         for s in signals:
             t_tok = s.tokenizer or load_tokenizer(resolve(s.name, root))[0]
             if not same_segmentation(tokenizer, t_tok, sample_texts):
-                raise SelectKDError(f"student {cfg.student} and teacher {s.name} split text differently; hidden-state "
-                                    f"alignment needs the same segmentation (logit KD does not: drop --pt-alpha)")
+                raise SelectKDError(f"student {cfg.student} and teacher {s.name} split text differently; token-level "
+                                    f"alignment needs the same segmentation (cached [CLS] alignment does not: drop --live-teacher)")
     if cfg.adoption:  # the smaller teacher takes the uncertain rows
         signals.sort(key=lambda s: s.num_parameters)
 
@@ -590,7 +612,8 @@ def distill(cfg: DistillConfig, *, resume: bool = False, overwrite: bool = False
         state["epoch"] = epoch + 1
         if rank == 0:  # metrics and checkpoints from rank 0; the others wait for them
             log(record)
-            save_checkpoint()
+            if cfg.checkpoint:
+                save_checkpoint()
         _barrier(world)
 
     if rank != 0:
