@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from selectkd.cli.options import (CacheDirOption, ConfigOption, DeviceOption, LabelFieldOption, ProgressOption,
-                                  TextFieldOption, TextPairFieldOption, out)
+                                  TextFieldOption, TextPairFieldOption, TrustRemoteCodeOption, out)
 
 
 def register(app: typer.Typer) -> None:
@@ -58,6 +58,7 @@ def register(app: typer.Typer) -> None:
         checkpoint: bool = typer.Option(True, "--checkpoint/--no-checkpoint", help="Save a checkpoint after every epoch (what --resume needs); off saves ~1 s per epoch on short runs."),
         resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace the run in --out."),
+        trust_remote_code: bool = TrustRemoteCodeOption,
         device: Optional[str] = DeviceOption,
         progress: bool = ProgressOption,
         cache_dir: Optional[Path] = CacheDirOption,

@@ -20,7 +20,7 @@ from selectkd import __version__
 from selectkd.cli.distill_cmd import register as register_distill
 from selectkd.cli.select_cmds import register as register_select
 from selectkd.cli.options import (CacheDirOption, ConfigOption, DeviceOption, LabelFieldOption, ProgressOption,
-                                  TextFieldOption, TextPairFieldOption, err, out)
+                                  TextFieldOption, TextPairFieldOption, TrustRemoteCodeOption, err, out)
 from selectkd.errors import SelectKDError
 
 app = typer.Typer(
@@ -117,6 +117,8 @@ def score(
     cls_states: bool = typer.Option(False, "--cls-states", help="Also cache every layer's [CLS] vector (float16) for hidden-state alignment."),
     student_head: str = typer.Option("probe", "--student-head", help="probe: fit the student's head as a linear probe on frozen embeddings against the teachers' soft labels (a fresh head knows nothing); as-is: use the checkpoint's own trained head."),
     allow_untrained_head: bool = typer.Option(False, "--allow-untrained-head", help="Score a teacher whose classification head is untrained (numbers are then meaningless for KD)."),
+    trust_remote_code: bool = TrustRemoteCodeOption,
+    repair: bool = typer.Option(False, "--repair", help="An entry fails its checksums (`selectkd cache verify`): recompute only its damaged files instead of refusing it."),
     device: Optional[str] = DeviceOption,
     progress: bool = ProgressOption,
     cache_dir: Optional[Path] = CacheDirOption,
@@ -128,6 +130,9 @@ def score(
     entropy, margin, least confidence, KL(teacher || student) per teacher, a pooled
     embedding per row and a faiss index. Keys hash every input that changes the numbers:
     a second identical run runs no model and returns at once.
+
+    Several processes: `torchrun --nproc-per-node N -m selectkd score ...` shards the parts
+    across ranks; the cache is the same as a one-process run's.
     """
     from selectkd.score import score as run_score
 
@@ -135,7 +140,10 @@ def score(
     result = run_score(data, split, teacher or [], student, text_field=text_field, text_pair_field=text_pair_field,
                        label_field=label_field, limit=limit, max_length=max_length, batch_size=batch_size,
                        cls_states=cls_states, student_head=student_head, allow_untrained_head=allow_untrained_head,
-                       cache_dir=cache_dir, device=device, progress=progress)
+                       cache_dir=cache_dir, device=device, progress=progress, repair=repair,
+                       trust_remote_code=trust_remote_code)
+    if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 reports
+        return
     table = Table("role", "model", "cache key", "rows", "status", "time", "tokens/s")
     for r in result.reports:
         status = "reused" if r.reused else "written"
@@ -170,6 +178,7 @@ def finetune(
     max_length: int = typer.Option(128, "--max-length", help="Truncate to this many tokens."),
     seed: int = typer.Option(0, "--seed", help="Random seed."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out folder."),
+    trust_remote_code: bool = TrustRemoteCodeOption,
     device: Optional[str] = DeviceOption,
     progress: bool = ProgressOption,
     cache_dir: Optional[Path] = CacheDirOption,
@@ -186,7 +195,8 @@ def finetune(
                        text_pair_field=text_pair_field, label_field=label_field, limit=limit, eval_limit=eval_limit,
                        head_only=head_only,
                        epochs=epochs, lr=lr, batch_size=batch_size, max_length=max_length, seed=seed,
-                       overwrite=overwrite, cache_dir=cache_dir, device=device, progress=progress)
+                       overwrite=overwrite, cache_dir=cache_dir, device=device, progress=progress,
+                       trust_remote_code=trust_remote_code)
     ev = res.metrics.get("eval")
     tail = f"; dev accuracy {ev['accuracy']:.3f}, macro-F1 {ev['macro_f1']:.3f}" if ev else ""
     out.print(f"saved {res.mode} fine-tuned model to {res.out} ({res.train_rows:,} rows, {res.seconds:.1f} s){tail}")
@@ -270,7 +280,7 @@ def cache_verify(key: Optional[str] = typer.Argument(None, help="Key or prefix (
     from selectkd.store import Store
 
     store = Store(cache_dir)
-    entries = [store.find(key)] if key else store.entries()
+    entries = [store.find(key)] if key is not None else store.entries()
     bad_total = 0
     for e in entries:
         try:
@@ -338,7 +348,9 @@ def main(argv: list[str] | None = None) -> None:
         if hasattr(exc, "show") and hasattr(exc, "exit_code"):  # a usage error: bad flag or value
             if debug:
                 raise
-            exc.show()
+            where = exc.ctx.command_path if getattr(exc, "ctx", None) is not None else "selectkd"
+            err.print(f"error: {exc.format_message().rstrip('.')}; see `{where} --help`",
+                      highlight=False, soft_wrap=True, markup=False)
             sys.exit(2)
         if debug:
             raise

@@ -48,3 +48,4 @@ LabelFieldOption = typer.Option("label", "--label-field", help="Column holding t
 DeviceOption = typer.Option(None, "--device", help="cpu, cuda, cuda:1 ... (default: cuda if available; bf16 autocast "
                             "on cuda). It changes the numerics, so the cache key.")
 ProgressOption = typer.Option(True, "--progress/--no-progress", help="Show progress bars.")
+TrustRemoteCodeOption = typer.Option(False, "--trust-remote-code", help="Run the Python code a model folder or hub repo ships (auto_map in config.json). Off by default: such a model is refused; turn it on only for code you have read.")

@@ -13,7 +13,7 @@ import typer
 from rich.table import Table
 
 from selectkd.cli.options import (CacheDirOption, ConfigOption, DeviceOption, LabelFieldOption, ProgressOption,
-                                  TextFieldOption, TextPairFieldOption, out)
+                                  TextFieldOption, TextPairFieldOption, TrustRemoteCodeOption, out)
 from selectkd.errors import SelectKDError
 from selectkd.select import DEFAULT_STRATEGY
 
@@ -46,6 +46,7 @@ def select_command(
     max_length: int = typer.Option(128, "--max-length", help="As given to score (part of the cache key)."),
     student_head: str = typer.Option("probe", "--student-head", help="As given to score: probe or as-is."),
     cls_states: bool = typer.Option(False, "--cls-states", help="As given to score (part of the teacher cache key)."),
+    trust_remote_code: bool = TrustRemoteCodeOption,
     device: Optional[str] = DeviceOption,
     progress: bool = ProgressOption,
     cache_dir: Optional[Path] = CacheDirOption,
@@ -73,6 +74,7 @@ def select_command(
         name=name, cache_dir=cache_dir, overwrite=overwrite, no_compute=no_compute, text_field=text_field,
         text_pair_field=text_pair_field, label_field=label_field, limit=limit, max_length=max_length,
         cls_states=cls_states, student_head=student_head, device=device, progress=progress,
+        trust_remote_code=trust_remote_code,
     )
     info = summary(selection)
     out.print(summary_table(info))

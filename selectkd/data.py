@@ -83,6 +83,8 @@ def _open_source(spec: DataSpec, root: Path):
         try:
             loaded = datasets.load_from_disk(str(path))
         except Exception as exc:  # noqa: BLE001 - any failure means "not a dataset folder"
+            if path.suffix.lower() in FILE_BUILDERS:
+                raise DataError(f"{path} is a folder, not a {path.suffix} file; give the data file itself") from None
             raise DataError(f"cannot read {path} as a `save_to_disk` folder ({type(exc).__name__}); give a dataset folder or a data file") from None
         if isinstance(loaded, datasets.DatasetDict):
             if spec.split not in loaded:
@@ -95,7 +97,11 @@ def _open_source(spec: DataSpec, root: Path):
             raise DataError(f"data file {path} does not exist; check the path")
         if not path.is_file() or not _readable(path):
             raise DataError(f"cannot read data file {path}; check that it is a file and its permissions")
+        if path.stat().st_size == 0:
+            raise DataError(f"data file {path} is empty (0 bytes); give a file with a header line and rows")
         builder = FILE_BUILDERS[path.suffix.lower()]
+        if builder == "csv" and _header_only(path):
+            raise DataError(f"data file {path} has a header line but no rows; add rows below the header")
         kwargs = {"delimiter": "\t"} if path.suffix.lower() == ".tsv" else {}
         try:
             ds = datasets.load_dataset(builder, data_files=str(path), split="train", **kwargs)
@@ -133,6 +139,13 @@ def _root_cause(exc: BaseException) -> BaseException:
     while exc.__cause__ or exc.__context__:
         exc = exc.__cause__ or exc.__context__
     return exc
+
+
+def _header_only(path: Path) -> bool:
+    """A small CSV whose only non-blank line is the header (the loader's own error names no cause)."""
+    with open(path, "rb") as f:
+        head = f.read(1 << 16)
+    return len(head) < 1 << 16 and sum(1 for line in head.splitlines() if line.strip()) <= 1
 
 
 def _readable(path: Path) -> bool:
@@ -227,8 +240,12 @@ def load_rows(spec: DataSpec, root: Path, num_labels: int | None = None) -> Rows
         uids = uids.astype(np.int64)
     else:
         uids = np.arange(len(ds), dtype=np.int64)
-    if len(np.unique(uids)) != len(uids):
-        raise DataError("column 'uid' has duplicate values; make them unique or drop the column")
+    values, counts = np.unique(uids, return_counts=True)
+    if (counts > 1).any():
+        dup = int(values[np.argmax(counts > 1)])
+        rows_with = np.flatnonzero(uids == dup)[:2].tolist()
+        raise DataError(f"column 'uid' has duplicate values (uid {dup} in rows {rows_with[0]} and {rows_with[1]}; "
+                        f"{int((counts > 1).sum())} repeated in all); make them unique or drop the column")
 
     cols = {"uid": uids, "text": list(ds[spec.text_field]), "label": ids}
     if spec.text_pair_field:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__
+from . import __version__, parallel
 from .data import DataSpec, Rows, load_rows
 from .errors import CacheError, SelectKDError
 from .finetune import classification_metrics
@@ -86,6 +86,7 @@ class DistillConfig:
     checkpoint: bool = True
     cache_dir: str | None = None
     device: str | None = None
+    trust_remote_code: bool = False
 
 
 @dataclass
@@ -121,6 +122,10 @@ def check_config(cfg: DistillConfig) -> None:
         raise SelectKDError(f"--in-batch {cfg.in_batch} must be a fraction in (0, 1]")
     if cfg.in_batch is not None and cfg.criterion not in IN_BATCH_CRITERIA:
         raise SelectKDError(f"in-batch --criterion must be one of {', '.join(IN_BATCH_CRITERIA)}")
+    if cfg.budget:
+        from .select import get_strategy
+
+        get_strategy(cfg.strategy)  # an unknown name is refused before the run folder is made
     if cfg.rescore_by not in ("random", "cluster"):
         raise SelectKDError(f"unknown --rescore-by {cfg.rescore_by!r}; valid: random, cluster")
     if not 0 < cfg.rescore_pool <= 1:
@@ -135,7 +140,9 @@ def prepare_run_dir(out: Path, cfg: DistillConfig, resume: bool, overwrite: bool
         if not saved.exists():
             raise SelectKDError(f"nothing to resume in {out}; run without --resume")
         old = json.loads(saved.read_text())
-        diff = sorted(k for k, v in asdict(cfg).items() if old.get(k) != v and k not in ("device",))
+        defaults = {f.name: f.default for f in fields(DistillConfig) if f.default is not MISSING}
+        # a field added since the run was made counts as its default
+        diff = sorted(k for k, v in asdict(cfg).items() if old.get(k, defaults.get(k)) != v and k not in ("device",))
         if diff:
             raise SelectKDError(f"{out} holds a run with other settings ({', '.join(diff)}); use another --out or --overwrite")
         return
@@ -212,7 +219,7 @@ def cached_signals(cfg: DistillConfig, rows: Rows, need_cls: bool, progress: boo
     res = score(cfg.data, cfg.split, cfg.teachers, None, text_field=cfg.text_field,
                  text_pair_field=cfg.text_pair_field, label_field=cfg.label_field, limit=cfg.limit,
                  max_length=cfg.max_length, cls_states=need_cls, cache_dir=cfg.cache_dir, device=cfg.device,
-                 progress=progress)
+                 progress=progress, trust_remote_code=cfg.trust_remote_code)
     store = res.store
     signals = []
     for name, report in zip(cfg.teachers, res.teachers):
@@ -250,29 +257,6 @@ def _rows(cfg: DistillConfig, data: str | None, split: str, limit: int | None, r
                      root, num_labels=num_labels)
 
 
-def _distributed(device: str) -> tuple[int, int, str]:
-    """(rank, world size, device) under torchrun; (0, 1, device) otherwise. NCCL on GPU, gloo on CPU."""
-    import torch
-    import torch.distributed as dist
-
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return 0, 1, device
-    if device.startswith("cuda"):
-        device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
-        torch.cuda.set_device(device)
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
-    return dist.get_rank(), dist.get_world_size(), device
-
-
-def _barrier(world: int) -> None:
-    if world > 1:
-        import torch.distributed as dist
-
-        dist.barrier()
-
-
 def distill(cfg: DistillConfig, *, resume: bool = False, overwrite: bool = False, progress: bool = True) -> DistillResult:
     """Train ``cfg.student`` from ``cfg.teachers`` on ``cfg.data``; write RUN_DIR ``cfg.out``."""
     import torch
@@ -284,7 +268,7 @@ def distill(cfg: DistillConfig, *, resume: bool = False, overwrite: bool = False
     check_config(cfg)
     out = Path(cfg.out)
     root = Store(cfg.cache_dir).root
-    rank, world, device = _distributed(pick_device(cfg.device))
+    rank, world, device = parallel.setup(pick_device(cfg.device))
     progress = progress and rank == 0
 
     # -- data ----------------------------------------------------------------------------------
@@ -302,7 +286,7 @@ def distill(cfg: DistillConfig, *, resume: bool = False, overwrite: bool = False
         static_uids = sel.uids
 
     # -- student and teacher signals -------------------------------------------------------------
-    student_ref = resolve(cfg.student, root)
+    student_ref = resolve(cfg.student, root, cfg.trust_remote_code)
     tokenizer, student_tok_fp = load_tokenizer(student_ref)
     use_pt = cfg.pt_alpha > 0
     sample_texts = list(rows.dataset["text"][:200])
@@ -311,7 +295,7 @@ def distill(cfg: DistillConfig, *, resume: bool = False, overwrite: bool = False
             raise SelectKDError("--live-teacher runs the teacher for token-level alignment; give --pt-alpha > 0")
         signals = cached_signals(cfg, rows, need_cls=False, progress=progress)
         for s in signals:
-            ref = resolve(s.name, root)
+            ref = resolve(s.name, root, cfg.trust_remote_code)
             s.tokenizer, _ = load_tokenizer(ref)
             s.model, _ = load_classifier(ref, rows.num_labels)
             s.model.to(device).eval()
@@ -320,7 +304,7 @@ def distill(cfg: DistillConfig, *, resume: bool = False, overwrite: bool = False
         signals = cached_signals(cfg, rows, need_cls=use_pt, progress=progress)
     if cfg.live_teacher:  # token-level alignment pairs tokens; a [CLS] state is one vector per row
         for s in signals:
-            t_tok = s.tokenizer or load_tokenizer(resolve(s.name, root))[0]
+            t_tok = s.tokenizer or load_tokenizer(resolve(s.name, root, cfg.trust_remote_code))[0]
             if not same_segmentation(tokenizer, t_tok, sample_texts):
                 raise SelectKDError(f"student {cfg.student} and teacher {s.name} split text differently; token-level "
                                     f"alignment needs the same segmentation (cached [CLS] alignment does not: drop --live-teacher)")
@@ -394,7 +378,7 @@ def distill(cfg: DistillConfig, *, resume: bool = False, overwrite: bool = False
     # -- state, or resume --------------------------------------------------------------------------
     if rank == 0:
         prepare_run_dir(out, cfg, resume, overwrite)
-    _barrier(world)
+    parallel.barrier(world)
     ckpt = out / "checkpoint"
     state = {"epoch": 0, "step": 0, "best_dev": None, "counters": {"train_rows": 0, "rescore_rows": 0, "eval_rows": 0,
              "teacher_forwards": 0}, "times": {"train": 0.0, "rescore": 0.0, "eval": 0.0}}
@@ -451,7 +435,17 @@ def distill(cfg: DistillConfig, *, resume: bool = False, overwrite: bool = False
         rng = np.random.default_rng(cfg.seed + 1000 + epoch)
         pool_idx = all_rows if cfg.rescore_pool >= 1 else rescore_sample(len(rows), cfg.rescore_pool, rng, clusters_of_rows())
         need_emb = cfg.strategy == "coverage"
-        logits, emb = forward_logits(pool_idx, want_embedding=need_emb)
+        # each rank re-scores its share of the pool; the shares are gathered so every rank chooses alike
+        mine = pool_idx[rank::world]
+        logits, emb = forward_logits(mine, want_embedding=need_emb)
+        if world > 1:
+            shares = parallel.gather((logits, emb), world)
+            logits = np.zeros((len(pool_idx), rows.num_labels), dtype=np.float32)
+            emb = np.zeros((len(pool_idx), shares[0][1].shape[1]), dtype=np.float32) if need_emb else None
+            for r, (lg, em) in enumerate(shares):
+                logits[r::world] = lg
+                if need_emb:
+                    emb[r::world] = em
         state["counters"]["rescore_rows"] += len(pool_idx)
         from .uncertainty import entropy as h, kl_divergence, least_confidence as lc, margin as mg, softmax
 
@@ -480,7 +474,8 @@ def distill(cfg: DistillConfig, *, resume: bool = False, overwrite: bool = False
 
             res = score(cfg.data, cfg.split, cfg.teachers, cfg.student, text_field=cfg.text_field,
                         text_pair_field=cfg.text_pair_field, label_field=cfg.label_field, limit=cfg.limit,
-                        max_length=cfg.max_length, cache_dir=cfg.cache_dir, device=cfg.device, progress=progress)
+                        max_length=cfg.max_length, cache_dir=cfg.cache_dir, device=cfg.device, progress=progress,
+                        trust_remote_code=cfg.trust_remote_code)
             pool = load_pool(res.store.entry("student", res.student.key), [], embeddings=True, verify=False)
             groups = np.zeros(len(rows), dtype=np.int64)
             groups[positions_of(rows.uids, pool.uids)] = kmeans_clusters(pool.embeddings, min(cfg.clusters, len(rows)),
@@ -494,7 +489,8 @@ def distill(cfg: DistillConfig, *, resume: bool = False, overwrite: bool = False
 
         res = score(cfg.data, cfg.split, cfg.teachers, cfg.student, text_field=cfg.text_field,
                     text_pair_field=cfg.text_pair_field, label_field=cfg.label_field, limit=cfg.limit,
-                    max_length=cfg.max_length, cache_dir=cfg.cache_dir, device=cfg.device, progress=progress)
+                    max_length=cfg.max_length, cache_dir=cfg.cache_dir, device=cfg.device, progress=progress,
+                    trust_remote_code=cfg.trust_remote_code)
         pool = load_pool(res.store.entry("student", res.student.key),
                          [res.store.entry("teacher", t.key) for t in res.teachers],
                          embeddings=cfg.strategy == "coverage", teacher_logits=needs_teacher_logits(cfg.strategy, cfg.criterion))
@@ -614,10 +610,10 @@ def distill(cfg: DistillConfig, *, resume: bool = False, overwrite: bool = False
             log(record)
             if cfg.checkpoint:
                 save_checkpoint()
-        _barrier(world)
+        parallel.barrier(world)
 
     if rank != 0:
-        _barrier(world)
+        parallel.barrier(world)
         return DistillResult(out, state["best_dev"] or {}, None, {})
     test_metrics = None
     if test is not None:
@@ -641,7 +637,7 @@ def distill(cfg: DistillConfig, *, resume: bool = False, overwrite: bool = False
         "steps": state["step"], "selectkd_version": __version__,
     }
     atomic_write_json(out / "summary.json", summary)
-    _barrier(world)
+    parallel.barrier(world)
     return DistillResult(out, state["best_dev"] or {}, test_metrics, summary)
 
 

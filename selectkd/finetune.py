@@ -168,6 +168,7 @@ def finetune(
     cache_dir: str | Path | None = None,
     device: str | None = None,
     progress: bool = True,
+    trust_remote_code: bool = False,
 ) -> FinetuneResult:
     """Train ``model`` as a classifier on ``data`` and save it to ``out`` (``score`` accepts it)."""
     import torch
@@ -183,7 +184,7 @@ def finetune(
     if eval_split and (eval_data or _has_split(data, eval_split, root)):
         eval_rows = load_rows(DataSpec(eval_data or data, eval_split, text_field, text_pair_field, label_field, eval_limit),
                               root, num_labels=rows.num_labels)
-    ref = resolve(model, root)
+    ref = resolve(model, root, trust_remote_code)
     tokenizer, _ = load_tokenizer(ref)
     device = pick_device(device)
     torch.manual_seed(seed)

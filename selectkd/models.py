@@ -1,10 +1,15 @@
 """Find, fingerprint and load models: built-in names, local HF folders, hub names.
 
-Models always load with ``trust_remote_code=False`` and prefer safetensors weights.
+Models load with ``trust_remote_code=False`` unless the user passes ``--trust-remote-code``
+(a folder whose config.json points at its own code is refused before anything is imported),
+from safetensors weights where the folder has them, and never unpickle arbitrary objects
+(``weights_only=True`` for any ``.bin`` checkpoint).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,33 +36,68 @@ class ModelRef:
     source: str  # local folder or hub name
     local: bool
     fingerprint: str
+    trust_remote_code: bool = False  # every load of this model runs its own code only when True
 
 
-def resolve(name: str, root: Path) -> ModelRef:
-    """Built-in name -> store folder; an existing folder -> itself; otherwise a hub name."""
+def _load_kwargs(ref: ModelRef) -> dict:
+    """from_pretrained arguments for weights: safetensors where the folder has them, never a pickle."""
+    kwargs = {"trust_remote_code": ref.trust_remote_code, "weights_only": True}
+    if ref.local and any(Path(ref.source).glob("*.safetensors")):
+        kwargs["use_safetensors"] = True
+    return kwargs
+
+
+def _one_line(exc: BaseException, width: int) -> str:
+    """An exception as one short line: library messages often span several."""
+    return f"{type(exc).__name__}: {' '.join(str(exc).split())[:width]}"
+
+
+def _check_no_remote_code(path: Path, trust_remote_code: bool) -> str:
+    """Refuse a folder that ships model code unless trusted; return a fingerprint of that code."""
+    try:
+        config = json.loads((path / "config.json").read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise ModelError(f"{path / 'config.json'} is not valid JSON; re-save the model with save_pretrained") from None
+    if not config.get("auto_map"):
+        return ""
+    code = sorted(p for p in path.glob("*.py") if p.is_file())
+    if not trust_remote_code:
+        files = ", ".join(p.name for p in code) or "code it names in auto_map"
+        raise ModelError(f"{path} ships its own model code ({files}, named by auto_map in config.json); selectkd "
+                         f"does not run it unless you pass --trust-remote-code (only for code you have read)")
+    return hashlib.sha256(b"".join(p.read_bytes() for p in code)).hexdigest()[:24]
+
+
+def resolve(name: str, root: Path, trust_remote_code: bool = False) -> ModelRef:
+    """Built-in name -> store folder; an existing folder -> itself; otherwise a hub name.
+
+    With ``trust_remote_code`` the folder's own code is part of the fingerprint (it makes the numbers).
+    """
     if name in assets.MODELS:
         folder = assets.model_dir(root, name)
         if not assets.is_installed(folder):
             raise ModelError(f"built-in model {name!r} is not installed; run `selectkd assets install --models {name}`")
-        return ModelRef(name, str(folder), True, model_fingerprint(folder, root))
+        return ModelRef(name, str(folder), True, model_fingerprint(folder, root), trust_remote_code)
     path = Path(name).expanduser()
     if path.is_dir():
         if not (path / "config.json").exists():
             raise ModelError(f"{path} is not a model folder (no config.json); give a folder saved with save_pretrained")
-        return ModelRef(name, str(path), True, model_fingerprint(path, root))
+        code = _check_no_remote_code(path, trust_remote_code)
+        fingerprint = model_fingerprint(path, root) + (f"+code:{code}" if code else "")
+        return ModelRef(name, str(path), True, fingerprint, trust_remote_code)
     if path.exists() or name.startswith((".", "/", "~")) or name.count("/") > 1:
         raise ModelError(f"model path {name} does not exist; give a model folder, a hub name or one of: {', '.join(assets.MODELS)}")
     try:
         from transformers import AutoConfig
 
-        config = AutoConfig.from_pretrained(name, trust_remote_code=False)
+        config = AutoConfig.from_pretrained(name, trust_remote_code=trust_remote_code)
     except Exception as exc:  # noqa: BLE001 - offline, unknown repo, ... all mean "cannot get it"
         raise ModelError(
             f"cannot load model {name!r} from the hub ({type(exc).__name__}); give a local folder "
             f"or a built-in name ({', '.join(assets.MODELS)})"
         ) from None
     revision = getattr(config, "_commit_hash", None) or "unknown"
-    return ModelRef(name, name, False, f"hub:{name}@{revision}")
+    return ModelRef(name, name, False, f"hub:{name}@{revision}", trust_remote_code)
 
 
 def tokenizer_key(ref: ModelRef) -> str:
@@ -74,9 +114,9 @@ def load_tokenizer(ref: ModelRef):
     from transformers import AutoTokenizer
 
     try:
-        tok = AutoTokenizer.from_pretrained(ref.source, use_fast=True, trust_remote_code=False)
+        tok = AutoTokenizer.from_pretrained(ref.source, use_fast=True, trust_remote_code=ref.trust_remote_code)
     except Exception as exc:  # noqa: BLE001
-        raise ModelError(f"cannot load the tokenizer of {ref.name} ({type(exc).__name__}: {str(exc)[:120]})") from None
+        raise ModelError(f"cannot load the tokenizer of {ref.name} ({_one_line(exc, 120)})") from None
     if not getattr(tok, "is_fast", False):
         raise ModelError(f"{ref.name} has no fast tokenizer (tokenizer.json); selectkd needs one to batch by length")
     fp = folder_tokenizer_fingerprint(Path(ref.source)) if ref.local else None
@@ -100,15 +140,15 @@ def load_classifier(ref: ModelRef, num_labels: int, allow_untrained_head: bool =
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
     _quiet_transformers()
-    config = AutoConfig.from_pretrained(ref.source, trust_remote_code=False)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         try:
+            config = AutoConfig.from_pretrained(ref.source, trust_remote_code=ref.trust_remote_code)
             model, info = AutoModelForSequenceClassification.from_pretrained(
-                ref.source, config=config, output_loading_info=True, trust_remote_code=False
+                ref.source, config=config, output_loading_info=True, **_load_kwargs(ref)
             )
         except Exception as exc:  # noqa: BLE001
-            raise ModelError(f"cannot load {ref.name} as a sequence classifier ({type(exc).__name__}: {str(exc)[:160]})") from None
+            raise ModelError(f"cannot load {ref.name} as a sequence classifier ({_one_line(exc, 160)})") from None
         trained = _head_is_trained(model, list(info.get("missing_keys", [])))
         if trained and model.config.num_labels != num_labels:
             raise ModelError(
@@ -124,7 +164,7 @@ def load_classifier(ref: ModelRef, num_labels: int, allow_untrained_head: bool =
             if model.config.num_labels != num_labels:  # only then is a second load needed
                 config.num_labels = num_labels
                 torch.manual_seed(seed)
-                model = AutoModelForSequenceClassification.from_pretrained(ref.source, config=config, trust_remote_code=False)
+                model = AutoModelForSequenceClassification.from_pretrained(ref.source, config=config, **_load_kwargs(ref))
     model.eval()
     return model, trained
 
@@ -135,7 +175,7 @@ def load_encoder(ref: ModelRef):
 
     _quiet_transformers()
     try:
-        model = AutoModel.from_pretrained(ref.source, trust_remote_code=False)
+        model = AutoModel.from_pretrained(ref.source, **_load_kwargs(ref))
     except Exception as exc:  # noqa: BLE001
-        raise ModelError(f"cannot load {ref.name} ({type(exc).__name__}: {str(exc)[:160]})") from None
+        raise ModelError(f"cannot load {ref.name} ({_one_line(exc, 160)})") from None
     return model.eval()

@@ -10,6 +10,7 @@ key complete and runs no model at all.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import time
 from dataclasses import dataclass, field
@@ -19,7 +20,7 @@ from typing import Iterator, Sequence
 import numpy as np
 import pyarrow as pa
 
-from . import __version__
+from . import __version__, parallel
 from .data import DataSpec, Rows, load_rows
 from .errors import CacheError, ModelError, SelectKDError
 from .models import ModelRef, load_classifier, load_encoder, load_tokenizer, resolve, tokenizer_key
@@ -149,14 +150,17 @@ def progress_bar(description: str, total: int, enabled: bool) -> Iterator:
 
 def forward_parts(
     rows: Rows, tokenizer, max_length: int, writer: EntryWriter,
-    run_batch, batch_size: int, description: str, progress: bool,
+    run_batch, batch_size: int, description: str, progress: bool, rank: int = 0, world: int = 1,
 ) -> tuple[int, int]:
-    """Tokenise and run ``run_batch`` over every part not yet on disk; return (rows, tokens) done."""
+    """Tokenise and run ``run_batch`` over every part not yet on disk; return (rows, tokens) done.
+
+    Under torchrun, rank r takes parts r, r + world, ...: each rank writes only its own parts.
+    """
     ds = rows.dataset
     n = len(ds)
     part_rows = int(writer.manifest["part_rows"])  # a resumed entry keeps its part size
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    pending = [i for i in range(0, (n + part_rows - 1) // part_rows) if not writer.done(part_name(i))]
+    pending = [i for i in range(rank, (n + part_rows - 1) // part_rows, world) if not writer.done(part_name(i))]
     todo = sum(min(part_rows, n - i * part_rows) for i in pending)
     done_rows = done_tokens = 0
     with progress_bar(description, todo, progress) as advance:
@@ -207,9 +211,24 @@ def teacher_inputs(ref: ModelRef, tok_fp: str, rows: Rows, max_length: int, cls_
             "untrained_head_seed": 0 if allow_untrained_head else None, "numerics": numeric_mode(device)}
 
 
+def _writer(entry: Entry, inputs: dict, meta: dict, rank: int, world: int) -> EntryWriter:
+    """Rank 0 opens (or resumes) the entry and its manifest; the other ranks join after it."""
+    writer = EntryWriter(entry, inputs, meta) if rank == 0 else None
+    parallel.barrier(world)
+    return writer or EntryWriter(entry, inputs, meta, primary=False)
+
+
+def _gathered(writer: EntryWriter, tokens: int, rank: int, world: int) -> tuple[bool, int]:
+    """Wait for every rank's parts; rank 0 records them. (True on rank 0, tokens of all ranks)."""
+    total = sum(parallel.gather(tokens, world))
+    if rank == 0 and world > 1:
+        writer.adopt_shared()
+    return rank == 0, total
+
+
 def _score_teacher(entry: Entry, inputs: dict, ref: ModelRef, tokenizer, rows: Rows, *, max_length: int,
                    batch_size: int, cls_states: bool, allow_untrained_head: bool, device: str,
-                   progress: bool, part_rows: int) -> tuple[int, int]:
+                   progress: bool, part_rows: int, rank: int = 0, world: int = 1) -> tuple[int, int]:
     import torch
 
     model, trained = load_classifier(ref, rows.num_labels, allow_untrained_head, role="teacher")
@@ -234,11 +253,13 @@ def _score_teacher(entry: Entry, inputs: dict, ref: ModelRef, tokenizer, rows: R
             "columns": {"logits": [rows.num_labels]}}
     if cls_states:
         meta["columns"]["cls"] = [n_layers + 1, model.config.hidden_size]
-    writer = EntryWriter(entry, inputs, meta)
+    writer = _writer(entry, inputs, meta, rank, world)
     t0 = time.perf_counter()
     n, tokens = forward_parts(rows, tokenizer, max_length, writer, run_batch, batch_size,
-                              f"teacher {Path(ref.name).name}", progress)
-    writer.finish(seconds=round(time.perf_counter() - t0, 3), tokens_scored=tokens)
+                              f"teacher {Path(ref.name).name}", progress, rank, world)
+    first, tokens = _gathered(writer, tokens, rank, world)
+    if first:
+        writer.finish(seconds=round(time.perf_counter() - t0, 3), tokens_scored=tokens, processes=world)
     return n, tokens
 
 
@@ -332,7 +353,7 @@ def student_inputs(ref: ModelRef, tok_fp: str, rows: Rows, max_length: int, head
 
 def _score_student(entry: Entry, inputs: dict, ref: ModelRef, tokenizer, rows: Rows, teacher_entries: list[Entry],
                    *, head: str, max_length: int, batch_size: int, device: str, progress: bool,
-                   part_rows: int) -> tuple[int, int, dict]:
+                   part_rows: int, rank: int = 0, world: int = 1) -> tuple[int, int, dict]:
     import faiss
     import torch
 
@@ -360,11 +381,14 @@ def _score_student(entry: Entry, inputs: dict, ref: ModelRef, tokenizer, rows: R
             "num_labels": rows.num_labels, "label_names": rows.label_names, "head": head, "part_rows": part_rows,
             "teachers": [e.key for e in teacher_entries], "selectkd_version": __version__,
             "data_source": rows.source}
-    writer = EntryWriter(entry, inputs, meta)
+    writer = _writer(entry, inputs, meta, rank, world)
     t0 = time.perf_counter()
     n, tokens = forward_parts(rows, tokenizer, max_length, writer, run_batch, batch_size,
-                              f"student {Path(ref.name).name}", progress)
+                              f"student {Path(ref.name).name}", progress, rank, world)
     forward_s = time.perf_counter() - t0
+    first, tokens = _gathered(writer, tokens, rank, world)
+    if not first:  # rank 0 fits the probe and builds the index over all parts
+        return n, tokens, {}
 
     table = pa.concat_tables([entry.read_file(p) for p in sorted(x for x in writer.manifest["files"] if x.startswith("part-"))])
     uids = table.column("uid").to_numpy()
@@ -405,7 +429,7 @@ def _score_student(entry: Entry, inputs: dict, ref: ModelRef, tokenizer, rows: R
     writer.write_file("index.faiss", lambda tmp: faiss.write_index(index, str(tmp)))
     extra["student_accuracy_gold"] = round(float((probs.argmax(1) == labels).mean()), 4)
     writer.finish(seconds=round(time.perf_counter() - t0, 3), forward_seconds=round(forward_s, 3),
-                  tokens_scored=tokens, embedding_dim=int(emb.shape[1]), **extra)
+                  tokens_scored=tokens, embedding_dim=int(emb.shape[1]), processes=world, **extra)
     return n, tokens, extra
 
 
@@ -431,12 +455,16 @@ def score(
     progress: bool = True,
     part_rows: int | None = None,
     compute: bool = True,
+    repair: bool = False,
+    trust_remote_code: bool = False,
 ) -> ScoreResult:
     """Fill the cache for (data, split) with every teacher's logits and the student's scores.
 
     Returns which keys were written or reused. Bad input raises ``SelectKDError`` before
     anything is written under a key. ``compute=False`` only finds complete entries and
-    raises ``CacheError`` for a missing one (`select --no-compute`).
+    raises ``CacheError`` for a missing one (`select --no-compute`). ``repair=True`` recomputes
+    only the damaged files of an entry that fails its checksums, instead of refusing it.
+    Under torchrun every rank scores its own share of the parts; rank 0 writes the manifest.
     """
     if not teachers and not student:
         raise SelectKDError("nothing to score; give --teacher and/or --student")
@@ -451,63 +479,66 @@ def score(
         raise SelectKDError("the same --teacher is given twice; give each teacher once")
     store = Store(cache_dir)
     root = store.root
-    device = pick_device(device)
+    rank, world, device = parallel.setup(pick_device(device))
+    progress = progress and rank == 0
     spec = DataSpec(data, split, text_field, text_pair_field, label_field, limit)
     rows = load_rows(spec, root)
 
-    teacher_refs = [resolve(t, root) for t in teachers]
-    student_ref = resolve(student, root) if student else None
+    teacher_refs = [resolve(t, root, trust_remote_code) for t in teachers]
+    student_ref = resolve(student, root, trust_remote_code) if student else None
     for ref in [*teacher_refs, *([student_ref] if student_ref else [])]:
         _check_label_count(ref, rows)
+
+    def fill(entry: Entry, role: str, ref: ModelRef, work) -> tuple[bool, int, dict]:
+        """Make ``entry`` complete (rank 0 holds the key's lock; every rank computes its share)."""
+        damaged = entry.verify() if entry.is_complete() else []
+        if entry.is_complete() and not damaged:
+            return True, 0, {}
+        if damaged and not repair:
+            entry.check(damaged)  # a damaged part is refused (the error names the fixes), never silently reused
+        if not compute:
+            raise _missing(role, ref.name, entry)
+        with entry.lock() if rank == 0 else contextlib.nullcontext():
+            if damaged and rank == 0:  # --repair: forget the damaged files; only they are recomputed
+                entry.forget(damaged)
+            # another process may have finished it while we waited for the lock
+            reused = parallel.broadcast(entry.is_complete() if rank == 0 else None, world)
+            try:
+                result = (0, 0, {}) if reused else work(load_tokenizer(ref)[0])
+            except OSError as exc:
+                if exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+                    if rank == 0:
+                        entry.discard_if_empty()  # nothing whole was written: leave no trace of the attempt
+                    raise CacheError(f"out of disk space writing {entry.kind}/{entry.key[:12]} under {root} "
+                                     f"({os.strerror(exc.errno)}); whole parts are kept and nothing else changed: "
+                                     f"free space (or use --cache-dir on a larger disk) and re-run to resume") from None
+                raise
+            parallel.barrier(world)
+        return reused, result[1], (result[2] if len(result) > 2 else {})
 
     reports: list[EntryReport] = []
     teacher_entries: list[Entry] = []
     for ref in teacher_refs:
-        tok_fp = tokenizer_key(ref)
-        inputs = teacher_inputs(ref, tok_fp, rows, max_length, cls_states, allow_untrained_head, device)
+        inputs = teacher_inputs(ref, tokenizer_key(ref), rows, max_length, cls_states, allow_untrained_head, device)
         entry = store.entry("teacher", _key(inputs))
         t0 = time.perf_counter()
-        reused = entry.is_complete()
-        tokens = 0
-        if reused:
-            entry.check()  # a damaged part is refused, never silently reused
-        elif not compute:
-            raise _missing("teacher", ref.name, entry)
-        else:
-            with entry.lock():
-                reused = entry.is_complete()  # another process may have finished it while we waited
-                if not reused:
-                    tokenizer, _ = load_tokenizer(ref)
-                    _, tokens = _score_teacher(entry, inputs, ref, tokenizer, rows, max_length=max_length,
-                                               batch_size=batch_size, cls_states=cls_states,
-                                               allow_untrained_head=allow_untrained_head, device=device,
-                                               progress=progress, part_rows=part_rows)
+        reused, tokens, _ = fill(entry, "teacher", ref, lambda tok, entry=entry, inputs=inputs, ref=ref: _score_teacher(
+            entry, inputs, ref, tok, rows, max_length=max_length, batch_size=batch_size, cls_states=cls_states,
+            allow_untrained_head=allow_untrained_head, device=device, progress=progress, part_rows=part_rows,
+            rank=rank, world=world))
         teacher_entries.append(entry)
         reports.append(EntryReport("teacher", ref.name, "teacher", entry.key, len(rows), reused,
                                    time.perf_counter() - t0, tokens))
 
     student_report = None
     if student_ref is not None:
-        tok_fp = tokenizer_key(student_ref)
-        inputs = student_inputs(student_ref, tok_fp, rows, max_length, student_head,
+        inputs = student_inputs(student_ref, tokenizer_key(student_ref), rows, max_length, student_head,
                                 [e.key for e in teacher_entries], device)
         entry = store.entry("student", _key(inputs))
         t0 = time.perf_counter()
-        reused = entry.is_complete()
-        tokens, extra = 0, {}
-        if reused:
-            entry.check()
-        elif not compute:
-            raise _missing("student", student_ref.name, entry)
-        else:
-            with entry.lock():
-                reused = entry.is_complete()
-                if not reused:
-                    tokenizer, _ = load_tokenizer(student_ref)
-                    _, tokens, extra = _score_student(entry, inputs, student_ref, tokenizer, rows, teacher_entries,
-                                                      head=student_head, max_length=max_length,
-                                                      batch_size=batch_size, device=device, progress=progress,
-                                                      part_rows=part_rows)
+        reused, tokens, extra = fill(entry, "student", student_ref, lambda tok: _score_student(
+            entry, inputs, student_ref, tok, rows, teacher_entries, head=student_head, max_length=max_length,
+            batch_size=batch_size, device=device, progress=progress, part_rows=part_rows, rank=rank, world=world))
         student_report = EntryReport("student", student_ref.name, "student", entry.key, len(rows), reused,
                                      time.perf_counter() - t0, tokens, extra)
     return ScoreResult(rows, reports, student_report, store)

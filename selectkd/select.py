@@ -581,6 +581,7 @@ def select(
     allow_untrained_head: bool = False,
     device: str | None = None,
     progress: bool = True,
+    trust_remote_code: bool = False,
 ) -> Selection:
     """Select a subset of (data, split) and save it as ``<store>/selections/NAME``.
 
@@ -605,7 +606,7 @@ def select(
     store = Store(cache_dir)
     common = dict(text_field=text_field, text_pair_field=text_pair_field, label_field=label_field, limit=limit,
                   max_length=max_length, cls_states=cls_states, student_head=student_head,
-                  allow_untrained_head=allow_untrained_head, device=device)
+                  allow_untrained_head=allow_untrained_head, device=device, trust_remote_code=trust_remote_code)
     from .score import score
 
     result = score(data, split, teachers, student, batch_size=batch_size, cache_dir=store.root, progress=progress,

@@ -48,13 +48,24 @@ def file_sha256(path: Path) -> str:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
+@contextlib.contextmanager
+def _temp_beside(path: Path) -> Iterator[Path]:
+    """A temp name beside ``path``, removed again if writing it fails (disk full, killed I/O...)."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        yield tmp
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    with _temp_beside(path) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:
@@ -63,13 +74,13 @@ def atomic_write_json(path: Path, obj: Any) -> None:
 
 def write_arrow(path: Path, table: pa.Table) -> str:
     """Write ``table`` as an Arrow IPC file via temp + rename; return its sha256."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
-        writer.write_table(table)
-    with open(tmp, "rb+") as f:
-        os.fsync(f.fileno())
-    digest = file_sha256(tmp)
-    os.replace(tmp, path)
+    with _temp_beside(path) as tmp:
+        with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+            writer.write_table(table)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        digest = file_sha256(tmp)
+        os.replace(tmp, path)
     return digest
 
 
@@ -162,8 +173,23 @@ class Entry:
         if bad:
             raise CacheError(
                 f"cache entry {self.kind}/{self.key} is damaged ({', '.join(bad)} fails its checksum); "
-                f"remove it with `selectkd cache rm {self.key}` and re-run"
+                f"recompute just that with `selectkd score ... --repair`, or remove the entry with "
+                f"`selectkd cache rm {self.key}` and re-run"
             )
+
+    def discard_if_empty(self) -> None:
+        """Remove an entry that records no whole file (a first attempt that failed); call under lock."""
+        if self.exists() and not self.manifest().get("files") and not self.is_complete():
+            shutil.rmtree(self.path, ignore_errors=True)
+
+    def forget(self, names: list[str]) -> None:
+        """Drop damaged files from the manifest and mark the entry incomplete, so a run redoes them."""
+        manifest = self.manifest()
+        for name in names:
+            manifest["files"].pop(name, None)
+            (self.path / name).unlink(missing_ok=True)
+        manifest["complete"] = False
+        self.write_manifest(manifest)
 
     def read_parts(self, verify: bool = True) -> pa.Table:
         """All parts as one memory-mapped table, in row order."""
@@ -192,10 +218,18 @@ class Store:
     def __init__(self, root: str | os.PathLike | None = None):
         self.root = Path(root) if root is not None else default_root()
 
+    @staticmethod
+    def check_key(key: str) -> str:
+        """A key (or prefix) is letters and digits only: never empty, a path, '..' or hidden."""
+        if not (isinstance(key, str) and key.isascii() and key.isalnum()):
+            raise CacheError(f"{key!r} is not a cache key; give the hex key or a prefix of it as "
+                             f"`selectkd cache ls` shows it (no paths, not empty)")
+        return key
+
     def entry(self, kind: str, key: str) -> Entry:
         if kind not in KINDS:
             raise CacheError(f"unknown cache kind {kind!r}; valid: {', '.join(KINDS)}")
-        return Entry(self.root, kind, key)
+        return Entry(self.root, kind, self.check_key(key))
 
     def entries(self) -> list[Entry]:
         found = []
@@ -207,6 +241,7 @@ class Store:
 
     def find(self, key_prefix: str) -> Entry:
         """The entry whose key starts with ``key_prefix`` (as `git` does with hashes)."""
+        self.check_key(key_prefix)
         matches = [e for e in self.entries() if e.key.startswith(key_prefix)]
         if not matches:
             raise CacheError(f"no cache entry matches {key_prefix!r}; `selectkd cache ls` lists them")
@@ -227,8 +262,14 @@ class EntryWriter:
     Use inside ``entry.lock()``. ``done(i)`` tells whether part i is already written (resume).
     """
 
-    def __init__(self, entry: Entry, inputs: dict, meta: dict | None = None):
+    def __init__(self, entry: Entry, inputs: dict, meta: dict | None = None, primary: bool = True):
         self.entry = entry
+        self.primary = primary
+        if not primary:  # another rank of a torchrun job: rank 0 made the manifest; parts go to sidecars
+            self.manifest = entry.manifest()
+            if self.manifest.get("inputs") != json.loads(canonical_json(inputs)):
+                raise CacheError(f"cache entry {entry.key} changed under a running job; re-run it")
+            return
         entry.path.mkdir(parents=True, exist_ok=True)
         entry.clean_temp_files()
         manifest = entry.manifest() if entry.exists() else None
@@ -251,9 +292,32 @@ class EntryWriter:
 
     def done(self, name: str) -> bool:
         """True when ``name`` is recorded and its bytes still match (a damaged part is redone)."""
-        digest = self.manifest["files"].get(name)
+        digest = self.manifest["files"].get(name) or self._sidecar_digest(name)
         path = self.entry.path / name
         return digest is not None and path.exists() and file_sha256(path) == digest
+
+    def _sidecar(self, name: str) -> Path:
+        return self.entry.path / f".{name}.sha256"
+
+    def _sidecar_digest(self, name: str) -> str | None:
+        try:
+            return self._sidecar(name).read_text().strip()
+        except FileNotFoundError:
+            return None
+
+    def adopt_shared(self) -> list[str]:
+        """Rank 0, after a barrier: record the parts other ranks wrote (their sidecar checksums)."""
+        adopted = []
+        for sidecar in sorted(self.entry.path.glob(".*.sha256")):
+            name = sidecar.name[1:-len(".sha256")]
+            path = self.entry.path / name
+            if path.exists() and file_sha256(path) == sidecar.read_text().strip():
+                self.manifest["files"][name] = sidecar.read_text().strip()
+                adopted.append(name)
+        self.entry.write_manifest(self.manifest)
+        for sidecar in self.entry.path.glob(".*.sha256"):
+            sidecar.unlink(missing_ok=True)
+        return adopted
 
     def write_table(self, name: str, table: pa.Table) -> None:
         digest = write_arrow(self.entry.path / name, table)
@@ -262,13 +326,16 @@ class EntryWriter:
     def write_file(self, name: str, write) -> None:
         """Write an extra file with ``write(tmp_path)``, then checksum and rename it."""
         final = self.entry.path / name
-        tmp = final.with_name(f".{name}.tmp-{os.getpid()}")
-        write(tmp)
-        digest = file_sha256(tmp)
-        os.replace(tmp, final)
+        with _temp_beside(final) as tmp:
+            write(tmp)
+            digest = file_sha256(tmp)
+            os.replace(tmp, final)
         self.record(name, digest)
 
     def record(self, name: str, digest: str) -> None:
+        if not self.primary:  # one writer per manifest: the others leave a checksum beside the part
+            atomic_write_bytes(self._sidecar(name), digest.encode())
+            return
         self.manifest["files"][name] = digest
         self.entry.write_manifest(self.manifest)
 
