@@ -22,8 +22,10 @@ selectkd` per run would add seconds of imports to each): each table row shows th
 command. A run folder that finished with the same config is reused, so an interrupted report
 resumes where it stopped. Seeds are the outer loop: a report stopped early has whole seeds.
 
-Default sizes (chosen so that the whole report fits in 90 minutes on 2 CPU cores): 300 train
-rows, 500 test rows, max length 64 tokens, 3 epochs, batch 16, lr 5e-5, seeds 0 1 2.
+Default sizes (chosen so that the whole report fits in 90 minutes on 2 CPU cores): 250 train
+rows, 400 test rows, max length 64 tokens, 3 epochs, batch 16, lr 1e-4, seeds 0 1 2. An earlier
+attempt at 300 train rows and 500 test rows took 11.5 min for tweets-binary's first seed alone,
+which put the whole report just past 90 minutes.
 """
 
 from __future__ import annotations
@@ -398,6 +400,16 @@ def below(full: dict, r: dict) -> str:
     return f"{gap:.1f} points below" if gap >= 0.05 else ("level with" if gap > -0.05 else f"{-gap:.1f} points above")
 
 
+def majority_note(rows: list[dict], prep: dict) -> list[str]:
+    """Name the rows whose every seed scored exactly the majority-class accuracy (they learned no class boundary)."""
+    m = prep["majority_test_accuracy"]
+    stuck = [label(r["name"]) for r in rows if all(abs(a - m) < 1e-9 for a in r["accuracy"])]
+    if not stuck:
+        return []
+    return [f"At {m * 100:.1f}% (the majority class's share of the test rows) a student predicts that class for "
+            f"every row, on every seed: {', '.join(stuck)}.", ""]
+
+
 def verdict(a: dict, b: dict, what: str) -> str:
     """Whether ``a`` beat ``b`` on test accuracy by more than the seeds' spread."""
     d = (a["accuracy_mean"] - b["accuracy_mean"]) * 100
@@ -449,6 +461,8 @@ def plot_curve(path: Path, title: str, rows: dict, budgets: list[float], prep: d
 def plot_bars(path: Path, title: str, rows: list[dict], full: dict | None) -> None:
     from matplotlib.figure import Figure
 
+    if not rows:
+        return
     fig = Figure(figsize=(9, 0.38 * len(rows) + 1.2), dpi=100)
     ax = fig.add_subplot()
     names = [label(r["name"]).replace("`", "") for r in rows]
@@ -530,6 +544,9 @@ def render(args, preps: dict[str, dict], invocations: list[dict]) -> dict:
     for data, prep in preps.items():
         tag = dataset_tag(data)
         rows = collect(args, data, prep, args.seeds)
+        if not rows:
+            doc += [f"## {tag}", "", "No finished runs yet.", ""]
+            continue
         full = rows.get("full")
         res = {"prep": prep, "rows": rows}
         results["datasets"][tag] = res
@@ -547,45 +564,53 @@ def render(args, preps: dict[str, dict], invocations: list[dict]) -> dict:
         doc += [f"### 1. Data selection ({tag})", "",
                 f"The teacher row: {prep['teacher_test']['accuracy'] * 100:.1f}% (scoring cost in section 5). "
                 "10% rows train the same epochs over fewer rows unless marked 'full KD's step count'.", ""]
-        doc += table(sel_rows, full) + [""]
+        doc += table(sel_rows, full) + [""] + majority_note(sel_rows, prep)
         plot_bars(plots / f"selection-{tag}.png", f"{tag}: data selection", sel_rows, full)
         doc += [f"![data selection, {tag}](plots/selection-{tag}.png)", ""]
         same_epochs = [r for r in sel_rows if r["name"].endswith("-10") and not r["name"].startswith("matched")]
         if full and same_epochs:
+            def gap(r: dict) -> float:
+                return (full["accuracy_mean"] - r["accuracy_mean"]) * 100
+
+            def ratio(r: dict) -> float:
+                return r["wall_mean"] / full["wall_mean"]
+
             best = max(same_epochs, key=lambda r: r["accuracy_mean"])
-            gap = (full["accuracy_mean"] - best["accuracy_mean"]) * 100
-            ratio = best["wall_mean"] / full["wall_mean"]
-            ok = gap <= BAR_POINTS and ratio <= BAR_TIME
-            res["bar"] = {"best": best["name"], "gap_points": gap, "time_ratio": ratio, "cleared": ok}
-            doc += [f"**The bar on {tag}:** the best 10% configuration, {label(best['name'])}, is {below(full, best)} "
-                    f"full-data KD at {ratio:.0%} of its wall time: "
-                    + ("**cleared**." if ok else f"**not cleared** (needs ≤ {BAR_POINTS:g} point and ≤ {BAR_TIME:.0%})."),
-                    ""]
+            fast = [r for r in same_epochs if ratio(r) <= BAR_TIME]
+            best_fast = max(fast, key=lambda r: r["accuracy_mean"]) if fast else None
+            ok = any(gap(r) <= BAR_POINTS for r in fast)
+            res["bar"] = {"best": best["name"], "gap_points": gap(best), "time_ratio": ratio(best), "cleared": ok,
+                          "best_within_time": best_fast["name"] if best_fast else None}
+            within = (f"the most accurate within {BAR_TIME:.0%} of its time is {label(best_fast['name'])}, "
+                      f"{below(full, best_fast)} at {ratio(best_fast):.0%}" if best_fast else
+                      f"no 10% configuration ran within {BAR_TIME:.0%} of its time")
+            doc += [f"**The bar on {tag}:** " + ("**cleared**. " if ok else "**not cleared**. ")
+                    + f"The most accurate 10% configuration, {label(best['name'])}, is {below(full, best)} "
+                    f"full-data KD at {ratio(best):.0%} of its wall time; {within} (the bar: ≤ {BAR_POINTS:g} point "
+                    f"below at ≤ {BAR_TIME:.0%}).", ""]
             doc += ["How close each 10% configuration comes to full-data KD: " + "; ".join(
-                f"{label(r['name'])} {below(full, r)} at {r['wall_mean'] / full['wall_mean']:.0%} of the time"
-                for r in same_epochs) + ".", ""]
-            nokd = rows.get("no-kd")
-            headline.append((tag, full, best, rows.get("static-random-10"), nokd))
+                f"{label(r['name'])} {below(full, r)} at {ratio(r):.0%} of the time" for r in same_epochs) + ".", ""]
+            headline.append((tag, full, best, rows.get("static-random-10"), rows.get("no-kd")))
         # 2. budget curve
         curve = [rows[k] for b in args.budgets for s in CURVE
                  for k in (["full"] if b == 1.0 and s == CURVE[0] else [] if b == 1.0 else [f"static-{s}-{budget_tag(b)}"])
                  if k in rows]
         plot_curve(plots / f"budget-{tag}.png", tag, rows, args.budgets, prep)
         doc += [f"### 2. Budget curve ({tag})", "", f"![budget curve, {tag}](plots/budget-{tag}.png)", ""]
-        doc += table(curve, full) + [""]
+        doc += table(curve, full) + [""] + majority_note(curve, prep)
         # 3. adoption
         adopt = [rows[k] for k in ["adopt-large", "adopt-small", "adopt-average"] + [f"adopt-{m}" for m in ADOPTIONS]
                  if k in rows]
         doc += [f"### 3. Teacher adoption ({tag})", "",
                 f"Student: the first {args.small_student_layers} layers of `{args.student}`, all rows. The smaller "
                 f"teacher takes the uncertain rows.", ""]
-        doc += table(adopt, None) + [""]
+        doc += table(adopt, None) + [""] + majority_note(adopt, prep)
         # 4. objective
         obj = [rows[k] for k in ["full", "objective-fixed"] + [f"objective-{o}" for o in OBJECTIVES] if k in rows]
         doc += [f"### 4. Objective adaptation ({tag})", "",
                 f"`{args.teacher}` -> `{args.student}`, all rows; alignment of the [CLS] state of every mapped layer "
                 f"(cached teacher states, --pt-alpha {args.pt_alpha:g}). 'full-data KD' is KD only.", ""]
-        doc += table(obj, None) + [""]
+        doc += table(obj, None) + [""] + majority_note(obj, prep)
         # 5. cost
         reused = [r for r in rows.values() if r["name"] not in ("no-kd",)]
         doc += [f"### 5. Cost ({tag})", "", "| paid once | seconds | rows |", "| --- | ---: | ---: |"]
@@ -635,16 +660,43 @@ def render(args, preps: dict[str, dict], invocations: list[dict]) -> dict:
     os.replace(tmp, out / "RESULTS.md")
     headline_md = render_headline(headline)
     (out / "headline.md").write_text("\n".join(headline_md) + "\n")
+    if out.resolve() == (REPO / "docs").resolve():
+        bars = [f"{tag} {'cleared' if d['bar']['cleared'] else 'not cleared'}"
+                for tag, d in results["datasets"].items() if "bar" in d]
+        update_readme(headline_md, sum(len(r["seeds"]) for d in results["datasets"].values() for r in d["rows"].values()),
+                      total, bars)
     return results
 
 
+def update_readme(headline_md: list[str], n_runs: int, seconds: float, bars: list[str]) -> None:
+    """Put the headline table between the README's markers (the repository's own report only)."""
+    readme = REPO / "README.md"
+    text = readme.read_text()
+    start, end = "<!-- headline:start -->", "<!-- headline:end -->"
+    if start not in text or end not in text:
+        return
+    when = time.strftime("%Y-%m-%d", time.gmtime())
+    block = [start, f"Measured {when} on {machine()}: {n_runs} distillations; the script's wall time "
+             f"{seconds / 60:.0f} min.", "", *headline_md, "",
+             f"The bar (a 10% configuration ≤ {BAR_POINTS:g} point below full-data KD at ≤ {BAR_TIME:.0%} of its "
+             f"time): {'; '.join(bars)}.", end]
+    head, rest = text.split(start, 1)
+    text = head + "\n".join(block) + rest.split(end, 1)[1]
+    tmp = readme.with_name(f".README.md.tmp-{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, readme)
+
+
 def render_headline(headline: list) -> list[str]:
-    lines = ["| dataset | configuration | test acc % | wall s |", "| --- | --- | ---: | ---: |"]
+    seeds = max((len(h[1]["seeds"]) for h in headline), default=0)
+    lines = [f"| dataset | configuration | test acc % (mean ± std, {seeds} seeds) | wall s | vs full KD time |",
+             "| --- | --- | ---: | ---: | ---: |"]
     for tag, full, best, rnd, nokd in headline:
-        for what, r in (("full-data KD", full), (f"best 10%: {label(best['name'])}", best),
+        for what, r in (("full-data KD", full), (f"most accurate 10%: {label(best['name'])}", best),
                         ("10% random", rnd), ("no KD (all rows)", nokd)):
             if r is not None:
-                lines.append(f"| {tag} | {what} | {ms(r, 'accuracy')} | {r['wall_mean']:.0f} |")
+                lines.append(f"| {tag} | {what} | {ms(r, 'accuracy')} | {r['wall_mean']:.0f} | "
+                             f"{r['wall_mean'] / full['wall_mean']:.0%} |")
     return lines
 
 
@@ -654,11 +706,11 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--datasets", nargs="+", default=["tweets-binary", "r8"], help="built-in names or save_to_disk folders with train/test splits")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    p.add_argument("--train-rows", type=int, default=300, help="train pool size")
-    p.add_argument("--test-rows", type=int, default=500)
+    p.add_argument("--train-rows", type=int, default=250, help="train pool size")
+    p.add_argument("--test-rows", type=int, default=400)
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--lr", type=float, default=5e-5)
+    p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--max-length", type=int, default=64)
     p.add_argument("--teacher", default="mpnet-base", help="the large teacher")
     p.add_argument("--small-teacher", default="minilm-l6")
@@ -697,7 +749,10 @@ def main(argv: list[str] | None = None) -> None:
             for data in args.datasets:
                 for run in plan(args, data, preps[data], seed):
                     execute(args, run, preps[data])
-                render(args, preps, invocations)  # a partial report after every dataset and seed
+                try:  # a partial report after every dataset and seed; a bug in it must not stop the runs
+                    render(args, preps, invocations)
+                except Exception as exc:  # noqa: BLE001
+                    log(f"partial report failed ({type(exc).__name__}: {exc}); the runs go on")
         invocations.append({"started": started, "seconds": round(time.perf_counter() - t_start, 1),
                             "command": args.command})
         atomic_write_json(inv_path, invocations)
