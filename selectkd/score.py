@@ -228,7 +228,7 @@ def _gathered(writer: EntryWriter, tokens: int, rank: int, world: int) -> tuple[
 
 def _score_teacher(entry: Entry, inputs: dict, ref: ModelRef, tokenizer, rows: Rows, *, max_length: int,
                    batch_size: int, cls_states: bool, allow_untrained_head: bool, device: str,
-                   progress: bool, part_rows: int, rank: int = 0, world: int = 1) -> tuple[int, int]:
+                   progress: bool, part_rows: int, rank: int = 0, world: int = 1) -> tuple[int, int, dict]:
     import torch
 
     model, trained = load_classifier(ref, rows.num_labels, allow_untrained_head, role="teacher")
@@ -260,7 +260,7 @@ def _score_teacher(entry: Entry, inputs: dict, ref: ModelRef, tokenizer, rows: R
     first, tokens = _gathered(writer, tokens, rank, world)
     if first:
         writer.finish(seconds=round(time.perf_counter() - t0, 3), tokens_scored=tokens, processes=world)
-    return n, tokens
+    return n, tokens, {}
 
 
 def teacher_logits(entry: Entry) -> tuple[np.ndarray, np.ndarray]:
@@ -491,8 +491,9 @@ def score(
 
     def fill(entry: Entry, role: str, ref: ModelRef, work) -> tuple[bool, int, dict]:
         """Make ``entry`` complete (rank 0 holds the key's lock; every rank computes its share)."""
-        damaged = entry.verify() if entry.is_complete() else []
-        if entry.is_complete() and not damaged:
+        complete = entry.is_complete()
+        damaged = entry.verify() if complete else []
+        if complete and not damaged:
             return True, 0, {}
         if damaged and not repair:
             entry.check(damaged)  # a damaged part is refused (the error names the fixes), never silently reused
@@ -514,7 +515,8 @@ def score(
                                      f"free space (or use --cache-dir on a larger disk) and re-run to resume") from None
                 raise
             parallel.barrier(world)
-        return reused, result[1], (result[2] if len(result) > 2 else {})
+        _, tokens, extra = result
+        return reused, tokens, extra
 
     reports: list[EntryReport] = []
     teacher_entries: list[Entry] = []
@@ -522,7 +524,7 @@ def score(
         inputs = teacher_inputs(ref, tokenizer_key(ref), rows, max_length, cls_states, allow_untrained_head, device)
         entry = store.entry("teacher", _key(inputs))
         t0 = time.perf_counter()
-        reused, tokens, _ = fill(entry, "teacher", ref, lambda tok, entry=entry, inputs=inputs, ref=ref: _score_teacher(
+        reused, tokens, _ = fill(entry, "teacher", ref, lambda tok: _score_teacher(
             entry, inputs, ref, tok, rows, max_length=max_length, batch_size=batch_size, cls_states=cls_states,
             allow_untrained_head=allow_untrained_head, device=device, progress=progress, part_rows=part_rows,
             rank=rank, world=world))
