@@ -403,6 +403,7 @@ OS_ERRORS = {  # errno -> (what went wrong with the path, the fix)
     errno.EISDIR: ("it is a folder where a file is expected", "give a file path"),
     errno.ENAMETOOLONG: ("the name is too long", "choose a shorter name or path"),
     errno.ENOENT: ("no such file or folder", "check the path"),
+    errno.EEXIST: ("it exists already (a file where a folder is needed?)", "choose another path"),
 }
 
 
