@@ -478,6 +478,7 @@ def score(
     if len(set(teachers)) != len(teachers):
         raise SelectKDError("the same --teacher is given twice; give each teacher once")
     store = Store(cache_dir)
+    store.check_root()
     root = store.root
     rank, world, device = parallel.setup(pick_device(device))
     progress = progress and rank == 0
@@ -499,13 +500,15 @@ def score(
             entry.check(damaged)  # a damaged part is refused (the error names the fixes), never silently reused
         if not compute:
             raise _missing(role, ref.name, entry)
+        store.check_writable()  # a fully cached score reads only; writing must be possible before the lock file
+        tokenizer = load_tokenizer(ref)[0]  # a bad tokenizer is refused before the key's lock file exists
         with entry.lock() if rank == 0 else contextlib.nullcontext():
             if damaged and rank == 0:  # --repair: forget the damaged files; only they are recomputed
                 entry.forget(damaged)
             # another process may have finished it while we waited for the lock
             reused = parallel.broadcast(entry.is_complete() if rank == 0 else None, world)
             try:
-                result = (0, 0, {}) if reused else work(load_tokenizer(ref)[0])
+                result = (0, 0, {}) if reused else work(tokenizer)
             except OSError as exc:
                 if exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
                     if rank == 0:
