@@ -515,15 +515,9 @@ def score(
     spec = DataSpec(data, split, text_field, text_pair_field, label_field, limit)
     rows = load_rows(spec, root)
 
-    if rows.split_ignored and rank == 0:
-        warnings.warn(f"{data} is a single file with one split: --split {split} is ignored; all its rows are "
-                      f"scored, under the same cache keys as without --split", SelectKDWarning)
-
     teacher_refs = [resolve(t, root, trust_remote_code) for t in teachers]
     student_ref = resolve(student, root, trust_remote_code) if student else None
-    for ref in [*teacher_refs, *([student_ref] if student_ref else [])]:
-        check_max_length(ref, max_length)
-        _check_label_count(ref, rows)
+    _check_before_scoring(rows, [*teacher_refs, *([student_ref] if student_ref else [])], max_length, rank)
 
     def fill(entry: Entry, inputs: dict, role: str, ref: ModelRef, work) -> tuple[bool, int, dict]:
         """Make ``entry`` complete (rank 0 holds the key's lock; every rank computes its share)."""
@@ -580,6 +574,16 @@ def score(
         student_report = EntryReport("student", student_ref.name, "student", entry.key, len(rows), reused,
                                      time.perf_counter() - t0, tokens, extra)
     return ScoreResult(rows, reports, student_report, store)
+
+
+def _check_before_scoring(rows: Rows, refs: list[ModelRef], max_length: int, rank: int) -> None:
+    """What would fail mid-run is refused, and what would surprise is said, before any entry is made."""
+    if rows.split_ignored and rank == 0:
+        warnings.warn(f"{rows.spec.data} is a single file with one split: --split {rows.spec.split} is ignored; all "
+                      f"its rows are scored, under the same cache keys as without --split", SelectKDWarning)
+    for ref in refs:
+        check_max_length(ref, max_length)
+        _check_label_count(ref, rows)
 
 
 def _no_silent_rescore(store: Store, entry: Entry, inputs: dict, rows: Rows, role: str, name: str,
