@@ -11,6 +11,7 @@ import errno
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import List, Optional
 
@@ -22,7 +23,7 @@ from selectkd.cli.distill_cmd import register as register_distill
 from selectkd.cli.select_cmds import register as register_select
 from selectkd.cli.options import (CacheDirOption, ConfigOption, DeviceOption, LabelFieldOption, ProgressOption,
                                   TextFieldOption, TextPairFieldOption, TrustRemoteCodeOption, err, out)
-from selectkd.errors import SelectKDError
+from selectkd.errors import SelectKDError, SelectKDWarning
 
 app = typer.Typer(
     help="selectkd: pay for each teacher once, then make every distillation experiment cheap.\n\n"
@@ -107,14 +108,14 @@ def assets_ls(cache_dir: Optional[Path] = CacheDirOption, config: Optional[Path]
 @app.command()
 def score(
     data: str = typer.Option(..., "--data", help="Built-in name (tweets, tweets-binary, r8, 20ng), a save_to_disk folder, a CSV/TSV/JSON/JSONL/Parquet file, or a hub name."),
-    split: str = typer.Option("train", "--split", help="Split to score (built-ins have train, dev, test)."),
+    split: str = typer.Option("train", "--split", help="Split to score (built-ins have train, dev, test; a single data file has one, so it is ignored there)."),
     teacher: List[str] = typer.Option(None, "--teacher", help="Teacher model (repeat for several): built-in name, HF folder or hub name. Needs a head trained on the task."),
     student: Optional[str] = typer.Option(None, "--student", help="Student model: its uncertainty, embeddings and a faiss index go into the cache."),
     text_field: str = TextFieldOption,
     text_pair_field: Optional[str] = TextPairFieldOption,
     label_field: str = LabelFieldOption,
     limit: Optional[int] = typer.Option(None, "--limit", help="Score only the first N rows (built-in splits are stored shuffled, so this is a random sample)."),
-    max_length: int = typer.Option(128, "--max-length", help="Truncate to this many tokens."),
+    max_length: int = typer.Option(128, "--max-length", help="Truncate to this many tokens (at most what the model's position embeddings hold)."),
     batch_size: int = typer.Option(64, "--batch-size", help="Rows per forward pass (batches are grouped by length and padded dynamically)."),
     cls_states: bool = typer.Option(False, "--cls-states", help="Also cache every layer's [CLS] vector (float16) for hidden-state alignment."),
     student_head: str = typer.Option("probe", "--student-head", help="probe: fit the student's head as a linear probe on frozen embeddings against the teachers' soft labels (a fresh head knows nothing); as-is: use the checkpoint's own trained head."),
@@ -166,7 +167,7 @@ def finetune(
     data: str = typer.Option(..., "--data", help="Training data: built-in name, save_to_disk folder, data file or hub name."),
     model: str = typer.Option(..., "--model", help="Model to train: built-in name, HF folder or hub name."),
     out_dir: Path = typer.Option(..., "--out", help="Folder to save the trained classifier to (a normal HF folder)."),
-    split: str = typer.Option("train", "--split", help="Split to train on."),
+    split: str = typer.Option("train", "--split", help="Split to train on (ignored for a single data file, which has one)."),
     eval_data: Optional[str] = typer.Option(None, "--eval-data", help="Evaluation data (default: the dataset's dev split, when it has one)."),
     text_field: str = TextFieldOption,
     text_pair_field: Optional[str] = TextPairFieldOption,
@@ -177,7 +178,7 @@ def finetune(
     epochs: int = typer.Option(3, "--epochs", help="Epochs of full fine-tuning."),
     lr: float = typer.Option(5e-5, "--lr", help="Peak learning rate (AdamW, linear warm-up 10% then decay)."),
     batch_size: int = typer.Option(32, "--batch-size", help="Rows per step."),
-    max_length: int = typer.Option(128, "--max-length", help="Truncate to this many tokens."),
+    max_length: int = typer.Option(128, "--max-length", help="Truncate to this many tokens (at most what the model's position embeddings hold)."),
     seed: int = typer.Option(0, "--seed", help="Random seed."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out folder."),
     trust_remote_code: bool = TrustRemoteCodeOption,
@@ -416,6 +417,14 @@ def os_error_line(exc: OSError) -> str:
     return f"cannot use {path}: {what}; {fix}"
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None, _default=warnings.showwarning) -> None:
+    """selectkd's own warnings are one line on stderr, like its errors; the libraries' keep their form."""
+    if issubclass(category, SelectKDWarning):
+        err.print(f"warning: {message}", highlight=False, soft_wrap=True, markup=False)
+    else:
+        _default(message, category, filename, lineno, file, line)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI: one line and exit 2 for user errors, a traceback only with --debug.
 
@@ -425,6 +434,7 @@ def main(argv: list[str] | None = None) -> None:
     debug = "--debug" in argv or os.environ.get("SELECTKD_DEBUG") == "1"
     argv = [a for a in argv if a != "--debug"]
     command = typer.main.get_command(app)
+    warnings.showwarning = _show_warning
     try:
         rc = command.main(args=argv, prog_name="selectkd", standalone_mode=False)
         if isinstance(rc, int) and rc:  # click returns typer.Exit(n)'s code instead of exiting

@@ -28,7 +28,7 @@ from .errors import CacheError, SelectKDError
 from .finetune import classification_metrics
 from .losses import (ADOPTIONS, KD_LOSSES, OBJECTIVES, adopted_kd, adoption_weights, ce, hidden_alignment, kd,
                      layer_map, objective_weights, top_fraction, uncertainty)
-from .models import load_classifier, load_tokenizer, resolve
+from .models import check_max_length, follow_umask, load_classifier, load_tokenizer, resolve, save_model
 from .score import collate, column_matrix, encode, length_batches, pick_device, progress_bar, score, tokenize
 from .store import Store, atomic_write_json
 
@@ -287,6 +287,7 @@ def distill(cfg: DistillConfig, *, resume: bool = False, overwrite: bool = False
 
     # -- student and teacher signals -------------------------------------------------------------
     student_ref = resolve(cfg.student, root, cfg.trust_remote_code)
+    check_max_length(student_ref, cfg.max_length)
     tokenizer, student_tok_fp = load_tokenizer(student_ref)
     use_pt = cfg.pt_alpha > 0
     sample_texts = list(rows.dataset["text"][:200])
@@ -570,6 +571,7 @@ def distill(cfg: DistillConfig, *, resume: bool = False, overwrite: bool = False
         torch.save({"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "rng": torch.get_rng_state()},
                    tmp / "optim.pt")
         atomic_write_json(tmp / "state.json", {**state, "active": active.tolist() if active is not None else None})
+        follow_umask(tmp)
         old = out / f".checkpoint.old-{os.getpid()}"
         if ckpt.exists():
             os.replace(ckpt, old)
@@ -624,8 +626,7 @@ def distill(cfg: DistillConfig, *, resume: bool = False, overwrite: bool = False
     final = out / "student"
     tmp = out / f".student.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
-    student.to("cpu").save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
+    save_model(student.to("cpu"), tokenizer, tmp)
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
     summary = {

@@ -716,8 +716,8 @@ def select(
         "score_higher_first": choice.ranking.higher_first,
         "cache": {"student": student_entry.key, "teachers": [e.key for e in teacher_entries]},
         "models": {"student": student, "teachers": list(teachers)},
-        "data": {
-            "data": data, "split": split, "text_field": text_field, "text_pair_field": text_pair_field,
+        "data": {  # a file or folder by its absolute path, so export finds it from any folder
+            "data": rows.source.get("file") or rows.source.get("folder") or data, "given": data, "split": split, "text_field": text_field, "text_pair_field": text_pair_field,
             "label_field": label_field, "limit": limit, "fingerprint": rows.fingerprint,
             "source": rows.source, "num_labels": rows.num_labels, "label_names": rows.label_names,
         },

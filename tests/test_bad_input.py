@@ -156,6 +156,18 @@ CASES = [
          ("it names '/etc/passwd', which is not a file inside its folder", "--overwrite")),
     Case("cache info selection:nope", "unknown selection (cache info)", ("no selection 'nope'", "selectkd select --name nope")),
     Case("cache verify selection:../s1", "selection name with '..' (cache verify)", ("'../s1' is not a plain folder name", "no path")),
+    # -- issue 10: surprises in keys, export and models --------------------------------------------
+    Case(select("--no-compute --max-length 64"), "--no-compute after scoring with another --max-length",
+         ("the nearest", "differs in --max-length (cached 128, asked 64)", "add --max-length 128 or drop --no-compute")),
+    Case(select("--no-compute --limit 100"), "--no-compute with a --limit the cache was not scored with",
+         ("differs in --limit (cached none, asked 100)", "drop --limit or drop --no-compute")),
+    Case(score("DATA.csv", "--max-length 100000"), "--max-length beyond the model's position embeddings",
+         ("--max-length 100000 is more than TEACHER/ takes", "hold 128 tokens", "use --max-length 128 or less")),
+    Case("finetune --data DATA.csv --model STUDENT/ --out RUN/ --max-length 100000", "--max-length beyond the model",
+         ("--max-length 100000 is more than STUDENT/ takes", "use --max-length 128 or less")),
+    Case(score("DATA.csv", "--device nonsense"), "unknown device", ("unknown --device 'nonsense'", "devices here: cpu")),
+    Case(score("DATA.csv", "--device cuda:7"), "a GPU this machine does not have",
+         ("--device cuda:7 is not usable", "devices here: cpu")),
     # -- assets --------------------------------------------------------------------------------------
     Case("assets install --models nope", "unknown model asset", ("unknown model asset 'nope'", "valid: minilm-l6")),
     Case("assets install --data nope", "unknown dataset asset", ("unknown data asset 'nope'", "valid: tweets")),
