@@ -15,3 +15,11 @@ class ModelError(SelectKDError):
 
 class CacheError(SelectKDError):
     """A cache entry is damaged, locked or incompatible."""
+
+
+class OptionError(SelectKDError):
+    """A numeric option is not a finite number in its valid range."""
+
+
+class TrainingError(SelectKDError):
+    """Training stopped because its numbers went wrong (a non-finite loss or gradient)."""
