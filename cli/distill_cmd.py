@@ -101,8 +101,10 @@ def register(app: typer.Typer) -> None:
 def dev_source(dev: dict) -> str:
     """Where the dev numbers come from, in words: a held-out part of the training rows is said plainly."""
     if dev.get("holdout"):
-        return (f"held out {dev['holdout']:.0%} of the training rows ({dev['held_out_rows']:,}) as dev, seeded and "
-                f"stratified, not trained on; --eval-data to use your own")
+        of_selection = dev.get("selection_rows_held_out")
+        note = f" ({of_selection:,} of them from the selection)" if of_selection else ""
+        return (f"held out {dev['holdout']:.0%} of the training rows ({dev['held_out_rows']:,}) as dev{note}, seeded "
+                f"and stratified, not trained on; --eval-data to use your own")
     if not dev.get("rows"):
         return "none: no dev evaluation ran (no --eval-data and no dev split, or --eval-limit 0 / --holdout 0)"
     return f"{dev['rows']:,} from {dev['data']} ({dev['split']})"

@@ -417,6 +417,8 @@ def distill(cfg: DistillConfig, *, resume: bool = False, overwrite: bool = False
     # -- optimizer (steps known up front: every mode keeps the active set's size fixed) ---------------
     if static_uids is not None:  # rows of the selection that were held out as dev are not trained on
         active = np.intersect1d(positions_of(rows.uids, static_uids), all_rows)
+        if len(active) < len(static_uids):
+            data.dev_source["selection_rows_held_out"] = len(static_uids) - len(active)
     elif cfg.budget:
         from .select import budget_rows, parse_budget
 
