@@ -114,7 +114,7 @@ def _fit_head_only(model, rows: Rows, tokenizer, max_length: int, batch_size: in
         return loss
 
     loss = float(opt.step(closure).detach())
-    check_finite(loss, 0.0, max_iter, 1, lambda: "nothing was saved")
+    check_finite(loss, 0.0, max_iter, 1, lambda: "nothing was saved", "check the data and run again")
     with torch.no_grad():
         train_acc = float((head(x).argmax(-1) == y).float().mean())
     return {"head_loss": round(loss, 4), "train_accuracy": round(train_acc, 4), "l2": l2, "lbfgs_iterations": max_iter}
@@ -144,7 +144,8 @@ def _fit_full(model, rows: Rows, tokenizer, *, max_length: int, batch_size: int,
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-                check_finite(loss.detach(), grad_norm, len(losses) + 1, epoch + 1, lambda: "nothing was saved")
+                check_finite(loss.detach(), grad_norm, len(losses) + 1, epoch + 1, lambda: "nothing was saved",
+                             "lower --lr and run again")
                 opt.step()
                 sched.step()
                 losses.append(float(loss.detach()))
