@@ -28,9 +28,10 @@ def register(app: typer.Typer) -> None:
         label_field: str = LabelFieldOption,
         limit: Optional[int] = typer.Option(None, "--limit", help="Use the first N training rows."),
         eval_limit: Optional[int] = typer.Option(None, "--eval-limit", help="Use the first N dev rows (0: no dev evaluation)."),
+        holdout: float = typer.Option(0.1, "--holdout", help="With no dev data (no --eval-data and no dev split): hold out this fraction of the training rows, seeded and stratified, as dev; they are never trained on. 0: train on every row, no dev evaluation."),
         test_limit: Optional[int] = typer.Option(None, "--test-limit", help="Use the first N test rows (0: no test evaluation)."),
         selection: Optional[str] = typer.Option(None, "--selection", help="Static: train on a saved selection (`selectkd select --name`)."),
-        budget: Optional[str] = typer.Option(None, "--budget", help="Dynamic: a fraction (0.1) or a row count; re-selected with the current student every --reselect-every epochs."),
+        budget: Optional[str] = typer.Option(None, "--budget", help="Dynamic: a fraction in (0, 1] such as 0.1 (1: every row) or a whole row count >= 2; re-selected with the current student every --reselect-every epochs."),
         strategy: str = typer.Option("entropy", "--strategy", help="Dynamic selection strategy (see `selectkd select --list`)."),
         criterion: str = typer.Option("entropy", "--criterion", help="Coverage's ranking inside clusters; in-batch mode's criterion (entropy, margin, least_confidence, kl, random)."),
         clusters: int = typer.Option(30, "--clusters", help="Coverage: k-means clusters."),
@@ -86,9 +87,24 @@ def register(app: typer.Typer) -> None:
             table.add_row("best dev accuracy / macro-F1", f"{s['best_dev']['accuracy']:.4f} / {s['best_dev']['macro_f1']:.4f} (epoch {s['best_dev']['epoch']})")
         if s["test"]:
             table.add_row("test accuracy / macro-F1", f"{s['test']['accuracy']:.4f} / {s['test']['macro_f1']:.4f}")
+        else:
+            table.add_row("test accuracy", "none: no --test-data and no test split")
         secs = s["seconds"]
         table.add_row("wall time", f"{s['wall_seconds']:.1f} s (train {secs['train']:.1f}, re-score {secs['rescore']:.1f}, eval {secs['eval']:.1f})")
         table.add_row("student rows fwd+bwd / fwd only", f"{s['student_rows_forward_backward']:,} / {s['student_rows_forward_only']:,}")
         table.add_row("teacher forwards", f"{s['teacher_forwards']:,}" + (" (all from the cache)" if not s["teacher_forwards"] else ""))
         out.print(table)
+        out.print(f"dev rows: {dev_source(s.get('dev') or {})}", highlight=False)
         out.print(f"student saved to {res.out / 'student'}")
+
+
+def dev_source(dev: dict) -> str:
+    """Where the dev numbers come from, in words: a held-out part of the training rows is said plainly."""
+    if dev.get("holdout"):
+        of_selection = dev.get("selection_rows_held_out")
+        note = f" ({of_selection:,} of them from the selection)" if of_selection else ""
+        return (f"held out {dev['holdout']:.0%} of the training rows ({dev['held_out_rows']:,}) as dev{note}, seeded "
+                f"and stratified, not trained on; --eval-data to use your own")
+    if not dev.get("rows"):
+        return "none: no dev evaluation ran (no --eval-data and no dev split, or --eval-limit 0 / --holdout 0)"
+    return f"{dev['rows']:,} from {dev['data']} ({dev['split']})"

@@ -19,7 +19,7 @@ import typer
 from rich.table import Table
 
 from selectkd import __version__
-from selectkd.cli.distill_cmd import register as register_distill
+from selectkd.cli.distill_cmd import dev_source, register as register_distill
 from selectkd.cli.select_cmds import register as register_select
 from selectkd.cli.options import (CacheDirOption, ConfigOption, DeviceOption, LabelFieldOption, ProgressOption,
                                   TextFieldOption, TextPairFieldOption, TrustRemoteCodeOption, err, out)
@@ -173,7 +173,8 @@ def finetune(
     text_pair_field: Optional[str] = TextPairFieldOption,
     label_field: str = LabelFieldOption,
     limit: Optional[int] = typer.Option(None, "--limit", help="Train on the first N rows only."),
-    eval_limit: Optional[int] = typer.Option(None, "--eval-limit", help="Evaluate on the first N rows of the eval data only."),
+    eval_limit: Optional[int] = typer.Option(None, "--eval-limit", help="Evaluate on the first N rows of the eval data only (0: no evaluation)."),
+    holdout: float = typer.Option(0.1, "--holdout", help="With no eval data (no --eval-data and no dev split): hold out this fraction of the training rows, seeded and stratified, as dev; they are never trained on. 0: train on every row, no evaluation."),
     head_only: bool = typer.Option(False, "--head-only", help="Freeze the encoder and fit only the classification head (L-BFGS on one forward pass: minutes on CPU)."),
     epochs: int = typer.Option(3, "--epochs", help="Epochs of full fine-tuning."),
     lr: float = typer.Option(5e-5, "--lr", help="Peak learning rate (AdamW, linear warm-up 10% then decay)."),
@@ -196,12 +197,13 @@ def finetune(
 
     res = run_finetune(data, model, out_dir, split=split, eval_data=eval_data, text_field=text_field,
                        text_pair_field=text_pair_field, label_field=label_field, limit=limit, eval_limit=eval_limit,
-                       head_only=head_only,
+                       holdout=holdout, head_only=head_only,
                        epochs=epochs, lr=lr, batch_size=batch_size, max_length=max_length, seed=seed,
                        overwrite=overwrite, cache_dir=cache_dir, device=device, progress=progress,
                        trust_remote_code=trust_remote_code)
     ev = res.metrics.get("eval")
     tail = f"; dev accuracy {ev['accuracy']:.3f}, macro-F1 {ev['macro_f1']:.3f}" if ev else ""
+    out.print(f"dev rows: {dev_source(res.dev)}", highlight=False)
     out.print(f"saved {res.mode} fine-tuned model to {res.out} ({res.train_rows:,} rows, {res.seconds:.1f} s){tail}")
 
 
@@ -211,7 +213,7 @@ def demo(
     dev_rows: int = typer.Option(300, "--dev-rows", help="Dev tweets for per-epoch evaluation."),
     test_rows: int = typer.Option(500, "--test-rows", help="Test tweets for the final table."),
     epochs: int = typer.Option(3, "--epochs", help="Distillation epochs."),
-    budget: float = typer.Option(0.1, "--budget", help="Fraction of the training rows to select."),
+    budget: float = typer.Option(0.1, "--budget", help="Fraction of the training rows to select, in (0, 1]."),
     strategy: Optional[str] = typer.Option(None, "--strategy", help="Selection strategy (default: select's default)."),
     runs_dir: Path = typer.Option(Path("runs/demo"), "--runs-dir", help="Where the distillation runs go."),
     progress: bool = ProgressOption,

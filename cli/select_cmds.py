@@ -25,7 +25,7 @@ def select_command(
     student: Optional[str] = typer.Option(None, "--student", help="Student model whose cached uncertainty and embeddings rank the rows."),
     strategy: str = typer.Option(DEFAULT_STRATEGY, "--strategy", help="How to rank rows (see --list). Default random: it measured best at 10% on 2,000 real tweets with as many steps as full KD (macro-F1 0.786 vs entropy+sample 0.768, coverage+sample 0.765, coverage 0.729, top-k entropy 0.500: pure uncertainty collapses onto one corner); one seed, bench/results/matched_steps.md. The paper's criteria stay available by name."),
     criterion: str = typer.Option("entropy", "--criterion", help="For coverage: the strategy that ranks rows inside each cluster."),
-    budget: str = typer.Option("0.1", "--budget", help="How many rows: a fraction in (0, 1] such as 0.1, or a row count such as 300."),
+    budget: str = typer.Option("0.1", "--budget", help="How many rows: a fraction in (0, 1] such as 0.1 (1 and 1.0 mean every row), or a whole row count >= 2 such as 300."),
     per_class: bool = typer.Option(False, "--per-class", help="Keep the pool's class proportions in the subset."),
     clusters: int = typer.Option(30, "--clusters", help="For coverage: number of k-means clusters over the student embeddings."),
     dedup: Optional[float] = typer.Option(None, "--dedup", help="Drop near-duplicates first: rows within this distance of an earlier row (unit embeddings; 0.1 ~ cosine 0.995)."),

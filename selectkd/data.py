@@ -3,8 +3,10 @@
 ``--data`` is a built-in name (installed by ``selectkd assets install``), a ``save_to_disk``
 folder, a CSV/TSV/JSON/JSONL/Parquet file, or a hub name. Labels become integer ids:
 a ClassLabel keeps its names, string labels are mapped in sorted order (recorded), integer
-labels are used as they are. Every row gets a stable ``uid``: the dataset's own ``uid``
-column where there is one, else its position in the source.
+labels are used as they are. Dev and test rows (and data scored by a teacher that knows its
+label names) are mapped by the training rows' names (``DataSpec.label_names``), never by their
+own: a test file of "spam" rows only must not make "spam" class 0. Every row gets a stable
+``uid``: the dataset's own ``uid`` column where there is one, else its position in the source.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ class DataSpec:
     text_pair_field: str | None = None
     label_field: str = "label"
     limit: int | None = None
+    label_names: tuple[str, ...] | None = None  # map string labels to these ids (the training rows' names)
 
 
 @dataclass
@@ -67,12 +70,43 @@ class Rows:
     def key_inputs(self) -> dict:
         """What about the data changes the numbers in a cache entry (not --split on a single file)."""
         s = self.spec
+        mapped = {"label_names": list(s.label_names)} if s.label_names else {}  # absent: keys made before stay
         return {"data": self.fingerprint, "split": _key_split(s, self.source), "text_field": s.text_field,
-                "text_pair_field": s.text_pair_field, "label_field": s.label_field, "limit": s.limit}
+                "text_pair_field": s.text_pair_field, "label_field": s.label_field, "limit": s.limit, **mapped}
+
+    def take(self, positions: np.ndarray, why: str) -> Rows:
+        """The rows at ``positions`` (a held-out dev part, or what is left to train on)."""
+        fingerprint = hashlib.sha256(json.dumps([self.fingerprint, why, np.asarray(positions).tolist()]).encode())
+        return Rows(self.spec, self.dataset.select(np.asarray(positions)), self.num_labels, self.label_names,
+                    fingerprint.hexdigest()[:24], {**self.source, "part": why}, self.source_fingerprint)
 
     def fingerprint_for(self, split: str | None, limit: int | None) -> str:
         """The fingerprint these rows would have with another split and limit of the same source."""
         return _rows_fingerprint(self.source_fingerprint, split, limit)
+
+
+def hold_out_dev(rows: Rows, fraction: float, seed: int, limit: int | None = None) -> tuple[np.ndarray, Rows | None, dict]:
+    """(positions to train on, the held-out dev rows or None, what was done, for the run's record).
+
+    For data without a dev split: a dev score from rows the model never saw, instead of no score.
+    ``limit`` evaluates only the first N held-out rows; all of them stay out of training.
+    """
+    train, held = holdout_split(rows.labels, fraction, seed)
+    dev = rows.take(held[:limit], "holdout dev") if len(held) else None
+    return train, dev, {"holdout": fraction, "rows": len(dev) if dev is not None else 0, "held_out_rows": len(held)}
+
+
+def holdout_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train positions, dev positions): a seeded dev part of ``fraction`` of the rows, every class in
+    its share (largest remainder), never a class's last row; sorted. No dev rows when too few."""
+    from .select import largest_remainder
+
+    counts = np.bincount(labels)
+    quotas = np.minimum(largest_remainder(counts, int(round(fraction * len(labels)))), np.maximum(counts - 1, 0))
+    rng = np.random.default_rng(seed)
+    dev = [rng.choice(np.flatnonzero(labels == c), q, replace=False) for c, q in enumerate(quotas) if q]
+    dev_pos = np.sort(np.concatenate(dev)) if dev else np.zeros(0, dtype=np.int64)
+    return np.setdiff1d(np.arange(len(labels)), dev_pos), dev_pos
 
 
 def _key_split(spec: DataSpec, source: dict) -> str:
@@ -177,7 +211,7 @@ def _readable(path: Path) -> bool:
         return False
 
 
-def _label_ids(ds, spec: DataSpec) -> tuple[np.ndarray, int, list[str] | None]:
+def _label_ids(ds, spec: DataSpec, names_from: str) -> tuple[np.ndarray, int, list[str] | None]:
     """Integer label ids, the number of classes and their names (None for bare integers)."""
     import datasets
 
@@ -189,15 +223,15 @@ def _label_ids(ds, spec: DataSpec) -> tuple[np.ndarray, int, list[str] | None]:
         bad = np.flatnonzero((ids < 0) | (ids >= len(names)))
         if bad.size:
             raise DataError(f"label {ids[bad[0]]} in row {bad[0]} is out of range 0..{len(names) - 1}; fix the data")
-        return ids, len(names), names
+        if not spec.label_names or names == list(spec.label_names):
+            return ids, len(names), names
+        column = [names[i] for i in ids]  # other names or order than the training rows: map by name
     values = list(column)
     missing = [i for i, v in enumerate(values) if v is None]
     if missing:
         raise DataError(f"row {missing[0]} has no label in field {spec.label_field!r} ({len(missing)} rows); drop or fill them")
     if all(isinstance(v, str) for v in values):
-        names = sorted(set(values))
-        index = {n: i for i, n in enumerate(names)}
-        return np.array([index[v] for v in values], dtype=np.int64), len(names), names
+        return _string_ids(values, spec, names_from)
     if all(isinstance(v, (bool, int, np.integer)) for v in values):
         ids = np.asarray(values, dtype=np.int64)
     elif all(isinstance(v, (int, float, np.integer, np.floating)) for v in values) and all(
@@ -217,8 +251,37 @@ def _label_ids(ds, spec: DataSpec) -> tuple[np.ndarray, int, list[str] | None]:
     return ids, int(ids.max()) + 1, None
 
 
-def load_rows(spec: DataSpec, root: Path, num_labels: int | None = None) -> Rows:
-    """Load and validate one split; raise ``DataError`` with the fix for anything unusable."""
+def _string_ids(values: list[str], spec: DataSpec, names_from: str) -> tuple[np.ndarray, int, list[str]]:
+    """Ids of string labels: by ``spec.label_names`` when given, else by the file's own sorted names.
+
+    Two spellings of one class ("spam" and "spam ", "Spam") in one file are an error, not two classes.
+    """
+    first_row = {}
+    for i, v in enumerate(values):
+        first_row.setdefault(v, i)
+    spelled: dict[str, str] = {}
+    for v in sorted(first_row, key=first_row.get):
+        other = spelled.setdefault(v.strip().casefold(), v)
+        if other != v:
+            raise DataError(f"labels {other!r} (row {first_row[other]}) and {v!r} (row {first_row[v]}) of {spec.data} "
+                            f"differ only in case or surrounding spaces; spell each class one way in the data")
+    names = list(spec.label_names) if spec.label_names else sorted(first_row)
+    index = {n: i for i, n in enumerate(names)}
+    unknown = [v for v in first_row if v not in index]
+    if unknown:
+        v = unknown[0]
+        near = [n for n in names if n.strip().casefold() == v.strip().casefold()]
+        fix = f"did you mean {near[0]!r}? fix the data" if near else "fix the data, or use training data or a model that has it"
+        raise DataError(f"label {v!r} (row {first_row[v]} of {spec.data}) is not one of {names_from}'s labels "
+                        f"({', '.join(map(repr, names))}); {fix}")
+    return np.array([index[v] for v in values], dtype=np.int64), len(names), names
+
+
+def load_rows(spec: DataSpec, root: Path, num_labels: int | None = None, names_from: str = "the training data") -> Rows:
+    """Load and validate one split; raise ``DataError`` with the fix for anything unusable.
+
+    ``names_from`` says whose names ``spec.label_names`` are, for the message about a label they lack.
+    """
     import datasets
 
     datasets.disable_progress_bars()
@@ -236,7 +299,7 @@ def load_rows(spec: DataSpec, root: Path, num_labels: int | None = None) -> Rows
             raise DataError(f"--limit must be a positive row count, got {spec.limit}")
         ds = ds.select(range(min(spec.limit, len(ds))))
 
-    ids, n_labels, names = _label_ids(ds, spec)
+    ids, n_labels, names = _label_ids(ds, spec, names_from)
     if num_labels is not None:
         if ids.max() >= num_labels:
             row = int(np.argmax(ids >= num_labels))

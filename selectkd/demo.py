@@ -17,6 +17,7 @@ import numpy as np
 from . import assets
 from .distill import DistillConfig, distill, finished_summary
 from .finetune import classification_metrics, finetune
+from .ranges import COUNT, FRACTION, SEED, check_ranges
 from .score import column_matrix, score
 from .select import DEFAULT_STRATEGY, select
 from .store import Store
@@ -30,6 +31,8 @@ def run_demo(rows: int = 1500, dev_rows: int = 300, test_rows: int = 500, epochs
              strategy: str = DEFAULT_STRATEGY, seed: int = 0, runs_dir: str | Path = "runs/demo",
              cache_dir: str | Path | None = None, progress: bool = True, say=print) -> list[dict]:
     """Run the pipeline; return one row per model for the comparison table."""
+    check_ranges({"--rows": (rows, COUNT), "--dev-rows": (dev_rows, COUNT), "--test-rows": (test_rows, COUNT),
+                  "--epochs": (epochs, COUNT), "--budget": (budget, FRACTION), "--seed": (seed, SEED)})
     t_start = time.perf_counter()
     store = Store(cache_dir)
     root = store.root

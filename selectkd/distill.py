@@ -24,12 +24,15 @@ import numpy as np
 
 from . import __version__, parallel
 from .data import DataSpec, Rows, load_rows
-from .errors import CacheError, SelectKDError
+from .errors import CacheError, SelectKDError, TrainingError
 from .finetune import classification_metrics
-from .losses import (ADOPTIONS, KD_LOSSES, OBJECTIVES, adopted_kd, adoption_weights, ce, hidden_alignment, kd,
-                     layer_map, objective_weights, top_fraction, uncertainty)
+from .losses import (ADOPTIONS, KD_LOSSES, OBJECTIVES, adopted_kd, adoption_weights, ce, check_finite,
+                     hidden_alignment, kd, layer_map, objective_weights, top_fraction, uncertainty)
 from .models import check_max_length, follow_umask, load_classifier, load_tokenizer, resolve, save_model
-from .score import collate, column_matrix, encode, length_batches, pick_device, progress_bar, score, tokenize
+from .ranges import (COUNT, FRACTION, HOLDOUT, MAX_LENGTH, NON_NEGATIVE, POSITIVE, ROW_LIMIT, SEED, WARMUP,
+                     check_ranges)
+from .score import (collate, column_matrix, encode, length_batches, load_rows_for, pick_device, progress_bar, score,
+                    tokenize)
 from .store import Store, atomic_write_json
 
 IN_BATCH_CRITERIA = ("entropy", "margin", "least_confidence", "kl", "random")
@@ -54,6 +57,7 @@ class DistillConfig:
     limit: int | None = None
     eval_limit: int | None = None
     test_limit: int | None = None
+    holdout: float = 0.1  # no dev data given or found: this fraction of the training rows is held out as dev
     # selection
     selection: str | None = None
     budget: str | None = None
@@ -100,11 +104,22 @@ class DistillResult:
 # -- checks before any work ---------------------------------------------------------------------------
 
 def check_config(cfg: DistillConfig) -> None:
+    """Refuse what cannot run (or would train to NaN) before any data is read or any folder made."""
     modes = [m for m, on in (("--selection", cfg.selection), ("--budget", cfg.budget), ("--in-batch", cfg.in_batch)) if on]
     if len(modes) > 1:
         raise SelectKDError(f"{' and '.join(modes)} are different selection modes; choose one")
     if not cfg.teachers:
         raise SelectKDError("distillation needs a teacher; give --teacher")
+    check_ranges({
+        "--lr": (cfg.lr, POSITIVE), "--temperature": (cfg.temperature, POSITIVE), "--ce-alpha": (cfg.ce_alpha, NON_NEGATIVE),
+        "--kd-alpha": (cfg.kd_alpha, NON_NEGATIVE), "--pt-alpha": (cfg.pt_alpha, NON_NEGATIVE),
+        "--warmup": (cfg.warmup, WARMUP), "--epochs": (cfg.epochs, COUNT), "--batch-size": (cfg.batch_size, COUNT),
+        "--max-length": (cfg.max_length, MAX_LENGTH), "--seed": (cfg.seed, SEED), "--holdout": (cfg.holdout, HOLDOUT),
+        "--in-batch": (cfg.in_batch, FRACTION), "--clusters": (cfg.clusters, COUNT),
+        "--sample-temperature": (cfg.sample_temperature, POSITIVE), "--reselect-every": (cfg.reselect_every, COUNT),
+        "--rescore-pool": (cfg.rescore_pool, FRACTION), "--limit": (cfg.limit, COUNT),
+        "--eval-limit": (cfg.eval_limit, ROW_LIMIT), "--test-limit": (cfg.test_limit, ROW_LIMIT),
+    })
     if cfg.kd_loss not in KD_LOSSES:
         raise SelectKDError(f"unknown --kd-loss {cfg.kd_loss!r}; valid: {', '.join(KD_LOSSES)}")
     if cfg.adoption is not None:
@@ -118,31 +133,49 @@ def check_config(cfg: DistillConfig) -> None:
         raise SelectKDError(f"unknown --objective {cfg.objective!r}; valid: {', '.join(OBJECTIVES)}")
     if cfg.objective != "none" and cfg.pt_alpha <= 0:
         raise SelectKDError(f"--objective {cfg.objective} weighs hidden-state alignment; give --pt-alpha > 0")
-    if cfg.in_batch is not None and not 0 < cfg.in_batch <= 1:
-        raise SelectKDError(f"--in-batch {cfg.in_batch} must be a fraction in (0, 1]")
     if cfg.in_batch is not None and cfg.criterion not in IN_BATCH_CRITERIA:
         raise SelectKDError(f"in-batch --criterion must be one of {', '.join(IN_BATCH_CRITERIA)}")
     if cfg.budget:
-        from .select import get_strategy
+        from .select import check_budget, get_strategy, parse_budget
 
+        check_budget(parse_budget(cfg.budget))
         get_strategy(cfg.strategy)  # an unknown name is refused before the run folder is made
     if cfg.rescore_by not in ("random", "cluster"):
         raise SelectKDError(f"unknown --rescore-by {cfg.rescore_by!r}; valid: random, cluster")
-    if not 0 < cfg.rescore_pool <= 1:
-        raise SelectKDError(f"--rescore-pool {cfg.rescore_pool} must be a fraction in (0, 1]")
-    if cfg.epochs < 1 or cfg.batch_size < 1 or cfg.reselect_every < 1:
-        raise SelectKDError("--epochs, --batch-size and --reselect-every must be >= 1")
 
 
-def prepare_run_dir(out: Path, cfg: DistillConfig, resume: bool, overwrite: bool) -> None:
+def dev_holdout(cfg: DistillConfig, root: Path) -> float:
+    """The fraction of the training rows held out as dev: ``cfg.holdout`` when no other dev data
+    is given or found (no --eval-data, no dev split, --eval-limit not 0), else none."""
+    from .finetune import _has_split
+
+    if cfg.eval_data or cfg.eval_limit == 0 or _has_split(cfg.data, cfg.eval_split, root):
+        return 0.0
+    return cfg.holdout
+
+
+def run_config(cfg: DistillConfig) -> dict:
+    """What RUN_DIR/config.json records: the config as JSON, with the holdout that applies to it."""
+    return json.loads(json.dumps({**asdict(cfg), "holdout": dev_holdout(cfg, Store(cfg.cache_dir).root)}))
+
+
+# A field a saved config lacks counts as the value that does what runs did before the field existed.
+BEFORE_FIELD = {"holdout": 0.0}
+
+
+def config_diff(saved: dict, now: dict) -> list[str]:
+    """The settings in which a run's saved config.json and ``now`` (``run_config``) differ."""
+    defaults = json.loads(json.dumps({f.name: f.default for f in fields(DistillConfig) if f.default is not MISSING}))
+    before = {**defaults, **BEFORE_FIELD}
+    return sorted({k for k, v in now.items() if saved.get(k, before.get(k, MISSING)) != v} | (set(saved) - set(now)))
+
+
+def prepare_run_dir(out: Path, config: dict, resume: bool, overwrite: bool) -> None:
     saved = out / "config.json"
     if resume:
         if not saved.exists():
             raise SelectKDError(f"nothing to resume in {out}; run without --resume")
-        old = json.loads(saved.read_text())
-        defaults = {f.name: f.default for f in fields(DistillConfig) if f.default is not MISSING}
-        # a field added since the run was made counts as its default
-        diff = sorted(k for k, v in asdict(cfg).items() if old.get(k, defaults.get(k)) != v and k not in ("device",))
+        diff = [k for k in config_diff(json.loads(saved.read_text()), config) if k != "device"]
         if diff:
             raise SelectKDError(f"{out} holds a run with other settings ({', '.join(diff)}); use another --out or --overwrite")
         return
@@ -151,14 +184,14 @@ def prepare_run_dir(out: Path, cfg: DistillConfig, resume: bool, overwrite: bool
             raise SelectKDError(f"{out} holds another run; pass --resume to continue it or --overwrite to replace it")
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(saved, asdict(cfg))
+    atomic_write_json(saved, config)
 
 
 def finished_summary(out: str | Path, cfg: DistillConfig) -> dict | None:
     """The summary of a run in ``out`` that finished with exactly ``cfg``, else None.
 
-    A field the saved config lacks counts as equal when ``cfg`` leaves it at its default: a field
-    added to DistillConfig since the run did not change what the run did.
+    A field the saved config lacks counts as what runs did before it existed (``BEFORE_FIELD``,
+    else its default): a field added to DistillConfig since the run did not change what the run did.
     """
     out = Path(out)
     try:
@@ -166,11 +199,7 @@ def finished_summary(out: str | Path, cfg: DistillConfig) -> dict | None:
         summary = json.loads((out / "summary.json").read_text())
     except (FileNotFoundError, json.JSONDecodeError):
         return None
-    now = json.loads(json.dumps(asdict(cfg)))
-    defaults = json.loads(json.dumps({f.name: f.default for f in fields(DistillConfig) if f.default is not MISSING}))
-    same = set(saved) <= set(now) and all(saved[k] == v if k in saved else defaults.get(k, MISSING) == v
-                                          for k, v in now.items())
-    return summary if same else None
+    return None if config_diff(saved, run_config(cfg)) else summary
 
 
 def same_segmentation(tok_a, tok_b, texts: list[str]) -> bool:
@@ -246,15 +275,46 @@ def cached_signals(cfg: DistillConfig, rows: Rows, need_cls: bool, progress: boo
 
 # -- the run ---------------------------------------------------------------------------------------
 
-def _rows(cfg: DistillConfig, data: str | None, split: str, limit: int | None, root: Path, num_labels: int) -> Rows | None:
+def _rows(cfg: DistillConfig, data: str | None, split: str, limit: int | None, root: Path, train: Rows) -> Rows | None:
+    """Dev or test rows, their labels mapped by the training rows' names (None: no such data)."""
     from .finetune import _has_split
 
     if data is None and not _has_split(cfg.data, split, root):
         return None
     if limit == 0:  # --eval-limit 0 / --test-limit 0: skip that evaluation
         return None
-    return load_rows(DataSpec(data or cfg.data, split, cfg.text_field, cfg.text_pair_field, cfg.label_field, limit),
-                     root, num_labels=num_labels)
+    names = tuple(train.label_names) if train.label_names else None
+    return load_rows(DataSpec(data or cfg.data, split, cfg.text_field, cfg.text_pair_field, cfg.label_field, limit, names),
+                     root, num_labels=train.num_labels)
+
+
+@dataclass
+class RunData:
+    """The training rows (all of them: the teacher cache covers them, by uid), the positions trained
+    on (all but a held-out dev part), and the dev and test rows."""
+
+    rows: Rows
+    train: np.ndarray
+    dev: Rows | None
+    test: Rows | None
+    dev_source: dict
+
+
+def run_data(cfg: DistillConfig, holdout: float, root: Path) -> RunData:
+    """Load the rows; with ``holdout`` > 0 (no other dev data), a seeded stratified dev part of the
+    training rows that is never trained on."""
+    from .data import hold_out_dev
+
+    teachers = [resolve(t, root, cfg.trust_remote_code) for t in cfg.teachers]
+    spec = DataSpec(cfg.data, cfg.split, cfg.text_field, cfg.text_pair_field, cfg.label_field, cfg.limit)
+    rows = load_rows_for(spec, root, teachers)  # the same mapping score() gives the teacher cache
+    test = _rows(cfg, cfg.test_data, cfg.test_split, cfg.test_limit, root, rows)
+    if not holdout:
+        dev = _rows(cfg, cfg.eval_data, cfg.eval_split, cfg.eval_limit, root, rows)
+        source = {"data": cfg.eval_data or cfg.data, "split": cfg.eval_split} if dev is not None else {}
+        return RunData(rows, np.arange(len(rows)), dev, test, {**source, "rows": len(dev) if dev is not None else 0})
+    train, dev, source = hold_out_dev(rows, holdout, cfg.seed, cfg.eval_limit)
+    return RunData(rows, train, dev, test, source)
 
 
 def distill(cfg: DistillConfig, *, resume: bool = False, overwrite: bool = False, progress: bool = True) -> DistillResult:
@@ -268,13 +328,13 @@ def distill(cfg: DistillConfig, *, resume: bool = False, overwrite: bool = False
     check_config(cfg)
     out = Path(cfg.out)
     root = Store(cfg.cache_dir).root
+    config = run_config(cfg)
     rank, world, device = parallel.setup(pick_device(cfg.device))
     progress = progress and rank == 0
 
     # -- data ----------------------------------------------------------------------------------
-    rows = load_rows(DataSpec(cfg.data, cfg.split, cfg.text_field, cfg.text_pair_field, cfg.label_field, cfg.limit), root)
-    dev = _rows(cfg, cfg.eval_data, cfg.eval_split, cfg.eval_limit, root, rows.num_labels)
-    test = _rows(cfg, cfg.test_data, cfg.test_split, cfg.test_limit, root, rows.num_labels)
+    data = run_data(cfg, config["holdout"], root)
+    rows, dev, test = data.rows, data.dev, data.test
     labels = rows.labels
     static_uids = None
     if cfg.selection:
@@ -348,7 +408,7 @@ def distill(cfg: DistillConfig, *, resume: bool = False, overwrite: bool = False
                                 f"alignment needs the same segmentation")
     lengths = np.array([len(x) for x in ids])
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    all_rows = np.arange(len(rows))
+    all_rows = data.train  # the training pool: every row but a held-out dev part
 
     def batches(active: np.ndarray, seed: int) -> list[np.ndarray]:
         groups = [active[g] for g in length_batches(lengths[active], cfg.batch_size)]
@@ -356,13 +416,15 @@ def distill(cfg: DistillConfig, *, resume: bool = False, overwrite: bool = False
         return [groups[i] for i in order]
 
     # -- optimizer (steps known up front: every mode keeps the active set's size fixed) ---------------
-    if static_uids is not None:
-        active = np.sort(positions_of(rows.uids, static_uids))
+    if static_uids is not None:  # rows of the selection that were held out as dev are not trained on
+        active = np.intersect1d(positions_of(rows.uids, static_uids), all_rows)
+        if len(active) < len(static_uids):
+            data.dev_source["selection_rows_held_out"] = len(static_uids) - len(active)
     elif cfg.budget:
         from .select import budget_rows, parse_budget
 
         active = None
-        n_active = budget_rows(parse_budget(cfg.budget), len(rows))
+        n_active = budget_rows(parse_budget(cfg.budget), len(all_rows))
     else:
         active = all_rows
     n_active = len(active) if active is not None else n_active
@@ -378,7 +440,7 @@ def distill(cfg: DistillConfig, *, resume: bool = False, overwrite: bool = False
 
     # -- state, or resume --------------------------------------------------------------------------
     if rank == 0:
-        prepare_run_dir(out, cfg, resume, overwrite)
+        prepare_run_dir(out, config, resume, overwrite)
     parallel.barrier(world)
     ckpt = out / "checkpoint"
     state = {"epoch": 0, "step": 0, "best_dev": None, "counters": {"train_rows": 0, "rescore_rows": 0, "eval_rows": 0,
@@ -434,7 +496,9 @@ def distill(cfg: DistillConfig, *, resume: bool = False, overwrite: bool = False
     def reselect(epoch: int) -> np.ndarray:
         """Dynamic selection: re-score (a fraction of) the pool with the current student, then choose."""
         rng = np.random.default_rng(cfg.seed + 1000 + epoch)
-        pool_idx = all_rows if cfg.rescore_pool >= 1 else rescore_sample(len(rows), cfg.rescore_pool, rng, clusters_of_rows())
+        groups = clusters_of_rows()
+        pool_idx = all_rows if cfg.rescore_pool >= 1 else all_rows[rescore_sample(
+            len(all_rows), cfg.rescore_pool, rng, groups[all_rows] if groups is not None else None)]
         need_emb = cfg.strategy == "coverage"
         # each rank re-scores its share of the pool; the shares are gathered so every rank chooses alike
         mine = pool_idx[rank::world]
@@ -495,6 +559,8 @@ def distill(cfg: DistillConfig, *, resume: bool = False, overwrite: bool = False
         pool = load_pool(res.store.entry("student", res.student.key),
                          [res.store.entry("teacher", t.key) for t in res.teachers],
                          embeddings=cfg.strategy == "coverage", teacher_logits=needs_teacher_logits(cfg.strategy, cfg.criterion))
+        if len(all_rows) < len(rows):  # never choose a held-out dev row
+            pool = pool.take(np.flatnonzero(np.isin(pool.uids, rows.uids[all_rows])))
         chosen = choose(pool, cfg.strategy, n_active, criterion=cfg.criterion, clusters=cfg.clusters,
                         per_class=cfg.per_class, sample=cfg.sample, temperature=cfg.sample_temperature, seed=cfg.seed)
         return np.sort(positions_of(rows.uids, pool.uids[chosen.indices]))
@@ -555,11 +621,17 @@ def distill(cfg: DistillConfig, *, resume: bool = False, overwrite: bool = False
             for p in proj.parameters():
                 dist.all_reduce(p.grad)
                 p.grad /= world
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, 1.0)  # DDP averaged the gradients: every rank agrees
+        check_finite(loss.detach(), grad_norm, state["step"] + 1, state["epoch"] + 1, kept)
         opt.step()
         sched.step()
         state["counters"]["train_rows"] += len(batch_rows) * world  # every rank steps on a batch of its own
         return float(loss.detach())
+
+    def kept() -> str:
+        """What a stopped run leaves the user: never a student, perhaps the last good checkpoint."""
+        last = f"{ckpt} holds epoch {state['epoch']}" if (ckpt / "state.json").exists() else "no checkpoint was made"
+        return f"no student was saved and {last}"
 
     def save_checkpoint() -> None:
         tmp = out / f".checkpoint.tmp-{os.getpid()}"
@@ -580,7 +652,7 @@ def distill(cfg: DistillConfig, *, resume: bool = False, overwrite: bool = False
 
     def log(record: dict) -> None:
         with open(out / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(record) + "\n")
+            f.write(json.dumps(record, allow_nan=False) + "\n")
 
     # -- the epoch loop ---------------------------------------------------------------------------
     for epoch in range(state["epoch"], cfg.epochs):
@@ -626,6 +698,9 @@ def distill(cfg: DistillConfig, *, resume: bool = False, overwrite: bool = False
     final = out / "student"
     tmp = out / f".student.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
+    if rows.label_names:  # the student's logit i means the training rows' class i, by name
+        student.config.id2label = dict(enumerate(rows.label_names))
+        student.config.label2id = {n: i for i, n in enumerate(rows.label_names)}
     save_model(student.to("cpu"), tokenizer, tmp)
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
@@ -635,7 +710,7 @@ def distill(cfg: DistillConfig, *, resume: bool = False, overwrite: bool = False
         "student_rows_forward_backward": state["counters"]["train_rows"],
         "student_rows_forward_only": state["counters"]["rescore_rows"] + state["counters"]["eval_rows"],
         "teacher_forwards": state["counters"]["teacher_forwards"], "teacher_cache_keys": [s.key for s in signals],
-        "steps": state["step"], "selectkd_version": __version__,
+        "steps": state["step"], "train_pool_rows": len(all_rows), "dev": data.dev_source, "selectkd_version": __version__,
     }
     atomic_write_json(out / "summary.json", summary)
     parallel.barrier(world)

@@ -19,3 +19,11 @@ class CacheError(SelectKDError):
 
 class SelectKDWarning(UserWarning):
     """Something the user may want to stop for (it is about to redo cached work); the CLI prints one line."""
+
+
+class OptionError(SelectKDError):
+    """A numeric option is not a finite number in its valid range."""
+
+
+class TrainingError(SelectKDError):
+    """Training stopped because its numbers went wrong (a non-finite loss or gradient)."""

@@ -18,10 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import DataSpec, Rows, load_rows
+from .data import DataSpec, Rows, hold_out_dev, load_rows
 from .errors import SelectKDError
 from .models import check_max_length, load_classifier, load_tokenizer, resolve, save_model
-from .score import collate, encode, length_batches, pick_device, progress_bar
+from .ranges import COUNT, HOLDOUT, MAX_LENGTH, POSITIVE, SEED, WARMUP, ROW_LIMIT, check_ranges
+from .score import collate, encode, length_batches, load_rows_for, pick_device, progress_bar
 
 
 @dataclass
@@ -31,6 +32,7 @@ class FinetuneResult:
     train_rows: int
     seconds: float
     metrics: dict = field(default_factory=dict)
+    dev: dict = field(default_factory=dict)  # where the dev rows came from (a held-out part: how many)
 
 
 def _batches(rows: Rows, tokenizer, max_length: int, batch_size: int, shuffle_seed: int | None = None):
@@ -75,6 +77,8 @@ def _fit_head_only(model, rows: Rows, tokenizer, max_length: int, batch_size: in
     """Capture the head's input once (frozen encoder), then fit the head with L-BFGS."""
     import torch
 
+    from .losses import check_finite
+
     head = getattr(model, "classifier", None)
     if head is None:
         raise SelectKDError(f"{type(model).__name__} has no `classifier` module; use full fine-tuning (drop --head-only)")
@@ -110,6 +114,7 @@ def _fit_head_only(model, rows: Rows, tokenizer, max_length: int, batch_size: in
         return loss
 
     loss = float(opt.step(closure).detach())
+    check_finite(loss, 0.0, max_iter, 1, lambda: "nothing was saved", "check the data and run again")
     with torch.no_grad():
         train_acc = float((head(x).argmax(-1) == y).float().mean())
     return {"head_loss": round(loss, 4), "train_accuracy": round(train_acc, 4), "l2": l2, "lbfgs_iterations": max_iter}
@@ -117,7 +122,10 @@ def _fit_head_only(model, rows: Rows, tokenizer, max_length: int, batch_size: in
 
 def _fit_full(model, rows: Rows, tokenizer, *, max_length: int, batch_size: int, epochs: int, lr: float,
               warmup: float, seed: int, device: str, progress: bool) -> dict:
+    """AdamW with linear warm-up and decay; stops at the first non-finite loss, before it reaches a weight."""
     import torch
+
+    from .losses import check_finite
 
     torch.manual_seed(seed)
     steps_per_epoch = math.ceil(len(rows) / batch_size)
@@ -135,7 +143,9 @@ def _fit_full(model, rows: Rows, tokenizer, *, max_length: int, batch_size: int,
                 loss = torch.nn.functional.cross_entropy(model(**batch).logits, labels)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                check_finite(loss.detach(), grad_norm, len(losses) + 1, epoch + 1, lambda: "nothing was saved",
+                             "lower --lr and run again")
                 opt.step()
                 sched.step()
                 losses.append(float(loss.detach()))
@@ -157,6 +167,7 @@ def finetune(
     label_field: str = "label",
     limit: int | None = None,
     eval_limit: int | None = None,
+    holdout: float = 0.1,
     head_only: bool = False,
     epochs: int = 3,
     lr: float = 5e-5,
@@ -170,22 +181,28 @@ def finetune(
     progress: bool = True,
     trust_remote_code: bool = False,
 ) -> FinetuneResult:
-    """Train ``model`` as a classifier on ``data`` and save it to ``out`` (``score`` accepts it)."""
+    """Train ``model`` as a classifier on ``data`` and save it to ``out`` (``score`` accepts it).
+
+    Dev data is ``eval_data``, else the data's ``eval_split``, else a seeded stratified ``holdout``
+    fraction of the training rows (not trained on); ``eval_limit=0`` or ``holdout=0`` evaluates nothing.
+    A non-finite loss stops the run before anything is saved.
+    """
     import torch
 
     from .store import Store, atomic_write_json
 
     out = Path(out)
+    check_ranges({"--epochs": (epochs, COUNT), "--lr": (lr, POSITIVE), "--batch-size": (batch_size, COUNT),
+                  "--max-length": (max_length, MAX_LENGTH), "--warmup": (warmup, WARMUP), "--seed": (seed, SEED),
+                  "--holdout": (holdout, HOLDOUT), "--eval-limit": (eval_limit, ROW_LIMIT)})
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise SelectKDError(f"{out} already holds files; choose another --out or pass --overwrite")
     root = Store(cache_dir).root
-    rows = load_rows(DataSpec(data, split, text_field, text_pair_field, label_field, limit), root)
-    eval_rows = None
-    if eval_split and (eval_data or _has_split(data, eval_split, root)):
-        eval_rows = load_rows(DataSpec(eval_data or data, eval_split, text_field, text_pair_field, label_field, eval_limit),
-                              root, num_labels=rows.num_labels)
     ref = resolve(model, root, trust_remote_code)
     check_max_length(ref, max_length)
+    # a model saved with class names (a teacher fine-tuned before) keeps what its logits mean
+    rows = load_rows_for(DataSpec(data, split, text_field, text_pair_field, label_field, limit), root, [ref])
+    rows, eval_rows, dev = _train_and_dev(rows, data, eval_data, eval_split, eval_limit, holdout, seed, root)
     tokenizer, _ = load_tokenizer(ref)
     device = pick_device(device)
     torch.manual_seed(seed)
@@ -210,12 +227,30 @@ def finetune(
         "data": data, "split": split, "limit": limit, "model": model, "mode": "head-only" if head_only else "full",
         "epochs": None if head_only else epochs, "lr": None if head_only else lr, "batch_size": batch_size,
         "max_length": max_length, "seed": seed, "train_rows": len(rows), "seconds": round(seconds, 2),
-        "label_names": rows.label_names, "metrics": metrics,
+        "label_names": rows.label_names, "dev": dev, "metrics": metrics,
     })
     if out.exists():
         shutil.rmtree(out)
     os.replace(tmp, out)
-    return FinetuneResult(out, "head-only" if head_only else "full", len(rows), seconds, metrics)
+    return FinetuneResult(out, "head-only" if head_only else "full", len(rows), seconds, metrics, dev)
+
+
+def _train_and_dev(rows: Rows, data: str, eval_data: str | None, eval_split: str | None, eval_limit: int | None,
+                   holdout: float, seed: int, root: Path) -> tuple[Rows, Rows | None, dict]:
+    """(rows to train on, dev rows or None, where dev came from): --eval-data or the data's dev split,
+    mapped by the training rows' label names; else a held-out part of the training rows."""
+    if eval_limit == 0 or not eval_split:
+        return rows, None, {"rows": 0}
+    if eval_data or _has_split(data, eval_split, root):
+        names = tuple(rows.label_names) if rows.label_names else None
+        spec = DataSpec(eval_data or data, eval_split, rows.spec.text_field, rows.spec.text_pair_field,
+                        rows.spec.label_field, eval_limit, names)
+        dev = load_rows(spec, root, num_labels=rows.num_labels)
+        return rows, dev, {"data": eval_data or data, "split": eval_split, "rows": len(dev)}
+    if not holdout:
+        return rows, None, {"rows": 0}
+    train, dev, source = hold_out_dev(rows, holdout, seed, eval_limit)
+    return rows.take(train, "holdout train"), dev, source
 
 
 def _has_split(data: str, split: str, root: Path) -> bool:

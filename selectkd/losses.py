@@ -7,9 +7,12 @@ uncertainty, keep a top fraction of a batch, or average; nothing here reduces ov
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
+
+from .errors import TrainingError
 
 KD_LOSSES = ("mse", "kl")
 ADOPTIONS = ("hard", "soft", "soft-instance")
@@ -124,3 +127,15 @@ def top_fraction(criterion: torch.Tensor, fraction: float) -> torch.Tensor:
     """Indices of the top ``int(B * fraction)`` rows by ``criterion`` (at least one)."""
     k = max(1, int(len(criterion) * fraction))
     return torch.topk(criterion, k).indices
+
+
+def check_finite(loss: torch.Tensor | float, grad_norm: torch.Tensor | float, step: int, epoch: int,
+                 kept: Callable[[], str],
+                 fix: str = "lower --lr, check the teacher logits and the loss options, and run again") -> None:
+    """Stop at the first non-finite loss or gradient norm, before an optimizer step writes it into the
+    weights: a NaN student must never be saved. ``kept()`` says what the user still has."""
+    loss, grad_norm = float(loss), float(grad_norm)
+    if math.isfinite(loss) and math.isfinite(grad_norm):
+        return
+    what = f"the training loss became {loss:g}" if not math.isfinite(loss) else f"the gradient norm became {grad_norm:g}"
+    raise TrainingError(f"{what} at step {step} (epoch {epoch}); {kept()}: {fix}")

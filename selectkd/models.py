@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -199,6 +200,24 @@ def load_classifier(ref: ModelRef, num_labels: int, allow_untrained_head: bool =
                 model = AutoModelForSequenceClassification.from_pretrained(ref.source, config=config, **_load_kwargs(ref))
     model.eval()
     return model, trained
+
+
+GENERIC_LABEL = re.compile(r"^LABEL_\d+$")  # what transformers names classes it was told nothing about
+
+
+def label_names(ref: ModelRef) -> list[str] | None:
+    """The class names a local model's trained head was saved with, in id order (``finetune`` writes
+    them); None for a model without a head or with only LABEL_0, LABEL_1, ..."""
+    if not ref.local:
+        return None
+    config = json.loads((Path(ref.source) / "config.json").read_text())
+    if "ForSequenceClassification" not in " ".join(config.get("architectures") or []):
+        return None
+    id2label = config.get("id2label") or {}
+    names = [str(id2label[k]) for k in sorted(id2label, key=int)]
+    if not names or len(set(names)) != len(names) or all(GENERIC_LABEL.match(n) for n in names):
+        return None
+    return names
 
 
 def load_encoder(ref: ModelRef):

@@ -14,7 +14,7 @@ import errno
 import os
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -24,7 +24,8 @@ import pyarrow as pa
 from . import __version__, parallel
 from .data import DataSpec, Rows, load_rows
 from .errors import CacheError, ModelError, SelectKDError, SelectKDWarning
-from .models import ModelRef, check_max_length, load_classifier, load_encoder, load_tokenizer, resolve, tokenizer_key
+from .models import ModelRef, check_max_length, label_names, load_classifier, load_encoder, load_tokenizer, resolve, tokenizer_key
+from .ranges import COUNT, MAX_LENGTH, check_ranges
 from .store import Entry, EntryWriter, Store, part_name
 from .uncertainty import entropy, kl_divergence, least_confidence, margin, softmax
 
@@ -502,8 +503,8 @@ def score(
     if student_head not in STUDENT_HEADS:
         raise SelectKDError(f"unknown --student-head {student_head!r}; valid: {', '.join(STUDENT_HEADS)}")
     part_rows = part_rows or int(os.environ.get("SELECTKD_PART_ROWS", PART_ROWS))
-    if max_length < 8 or batch_size < 1 or part_rows < 1:
-        raise SelectKDError("--max-length must be >= 8 and --batch-size >= 1")
+    check_ranges({"--max-length": (max_length, MAX_LENGTH), "--batch-size": (batch_size, COUNT),
+                  "SELECTKD_PART_ROWS": (part_rows, COUNT)})
     if student and student_head == "probe" and not teachers:
         raise SelectKDError("--student-head probe fits the head to teacher soft labels; give --teacher, or use --student-head as-is")
     if len(set(teachers)) != len(teachers):
@@ -514,10 +515,9 @@ def score(
     rank, world, device = parallel.setup(pick_device(device))
     progress = progress and rank == 0
     spec = DataSpec(data, split, text_field, text_pair_field, label_field, limit)
-    rows = load_rows(spec, root)
-
     teacher_refs = [resolve(t, root, trust_remote_code) for t in teachers]
     student_ref = resolve(student, root, trust_remote_code) if student else None
+    rows = load_rows_for(spec, root, teacher_refs)
     _check_before_scoring(rows, [*teacher_refs, *([student_ref] if student_ref else [])], max_length, rank)
 
     def fill(entry: Entry, inputs: dict, role: str, ref: ModelRef, work) -> tuple[bool, int, dict]:
@@ -730,6 +730,24 @@ def _key(inputs: dict) -> str:
     from .store import hash_inputs
 
     return hash_inputs(inputs)
+
+
+def load_rows_for(spec: DataSpec, root: Path, teachers: Sequence[ModelRef]) -> Rows:
+    """The rows, their string labels given the ids of the teachers' own class names where the
+    teachers were saved with real names: a teacher's logit 1 means its class 1, whatever order the
+    data's names sort in (a file of "spam" rows only, or "Spam"). Teachers that disagree are refused."""
+    rows = load_rows(spec, root)
+    named = [(ref, names) for ref in teachers if (names := label_names(ref))]
+    if rows.label_names is None or not named:  # integer labels are ids already; unnamed heads say nothing
+        return rows
+    ref, names = named[0]
+    for other, other_names in named[1:]:
+        if other_names != names:
+            raise ModelError(f"teachers {ref.name} ({', '.join(names)}) and {other.name} ({', '.join(other_names)}) "
+                             f"name their classes differently; use teachers trained on the same labels")
+    if names == rows.label_names:
+        return rows
+    return load_rows(replace(spec, label_names=tuple(names)), root, names_from=f"teacher {ref.name}")
 
 
 def _check_label_count(ref: ModelRef, rows: Rows) -> None:

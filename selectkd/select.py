@@ -18,7 +18,7 @@ import os
 import re
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -29,12 +29,14 @@ from . import __version__
 from .errors import CacheError, SelectKDError
 from .store import (Entry, Store, atomic_write_json, file_sha256, files_problem, is_own_file, is_plain_name,
                     read_arrow, read_json_file, shape_problem, write_arrow)
+from .ranges import COUNT, FRACTION, MAX_LENGTH, POSITIVE, SEED, Range, check_ranges
 from .uncertainty import entropy, softmax
 
 DEFAULT_STRATEGY = "random"  # measured best at 10%: bench/results/matched_steps.md
 DEFAULT_CRITERION = "entropy"
 DEFAULT_CLUSTERS = 30
 SELECTIONS = "selections"
+DEDUP_RADIUS = Range(0, 2)  # distance between unit vectors
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 SELECTION_COLUMNS = {"uid": pa.int64(), "score": pa.float64(), "rank": pa.int64()}
 # what readers of a provenance.json rely on (export, distill --selection, cache ls)
@@ -68,6 +70,13 @@ class Pool:
 
     def __len__(self) -> int:
         return len(self.uids)
+
+    def take(self, idx: np.ndarray) -> Pool:
+        """The rows at ``idx`` (e.g. all but a held-out dev part); teacher_logits are indexed on axis 1."""
+        def part(name: str, value: np.ndarray | None) -> np.ndarray | None:
+            return None if value is None else value[:, idx] if name == "teacher_logits" else value[idx]
+
+        return Pool(**{f.name: part(f.name, getattr(self, f.name)) for f in fields(self)})
 
 
 @dataclass
@@ -197,26 +206,31 @@ def kmeans_clusters(embeddings: np.ndarray | None, k: int, seed: int = 0) -> np.
 # -- budget, strata and the choice -------------------------------------------------------------------
 
 def parse_budget(text: str | float | int) -> float | int:
-    """'0.1' -> fraction 0.1, '300' -> 300 rows (the CLI passes text)."""
+    """'0.1' -> fraction 0.1, '300' -> 300 rows, '1' and '1.0' -> the whole pool (the CLI passes text).
+
+    A count is a whole number >= 2, so "1" never means one row: read as a fraction it is every row.
+    """
     if isinstance(text, (int, float)) and not isinstance(text, bool):
-        return text
+        return 1.0 if text == 1 else text
     s = str(text).strip()
     try:
-        return int(s)
+        value: float | int = int(s)
     except ValueError:
-        pass
-    try:
-        return float(s)
-    except ValueError:
-        raise SelectionError(f"--budget {text!r} is neither a fraction like 0.1 nor a row count like 300") from None
+        try:
+            value = float(s)
+        except ValueError:
+            raise SelectionError(f"--budget {text!r} is neither a fraction like 0.1 nor a row count like 300") from None
+    return 1.0 if value == 1 else value
 
 
 def check_budget(budget: float | int) -> None:
     """Refuse a budget that no pool could satisfy, before any scoring work."""
     if isinstance(budget, bool) or not isinstance(budget, (int, float, np.integer, np.floating)):
-        raise SelectionError(f"budget {budget!r} must be a fraction in (0, 1] or a row count")
+        raise SelectionError(f"budget {budget!r} must be a fraction in (0, 1] or a row count >= 2")
+    if not np.isfinite(budget):
+        raise SelectionError(f"budget {budget} is not a finite number; give a fraction in (0, 1] or a row count >= 2")
     if budget <= 0:
-        raise SelectionError(f"budget {budget} must be > 0; give a fraction in (0, 1] or a row count")
+        raise SelectionError(f"budget {budget} must be > 0; give a fraction in (0, 1] or a row count >= 2")
     if isinstance(budget, (float, np.floating)) and budget > 1:
         hint = int(budget) if float(budget).is_integer() else 300
         raise SelectionError(f"budget {budget} is more than 1 as a fraction; give a fraction in (0, 1] "
@@ -224,7 +238,8 @@ def check_budget(budget: float | int) -> None:
 
 
 def budget_rows(budget: float | int, pool_rows: int) -> int:
-    """The number of rows a budget means: a float in (0, 1] is a fraction, an int a count."""
+    """The number of rows a parsed budget means: a float in (0, 1] is a fraction, an int a count
+    (``parse_budget`` has already made a user's 1 the fraction 1.0)."""
     check_budget(budget)
     if isinstance(budget, (int, np.integer)):
         if budget > pool_rows:
@@ -662,6 +677,7 @@ def select(
     The cache entries are the ones ``score`` makes from the same arguments: complete ones
     are reused at once, missing ones computed (or, with ``no_compute``, reported as an
     error). The default, random, is what measured best at 10% (bench/results/matched_steps.md).
+    ``budget`` is a fraction in (0, 1] or a row count >= 2; 1 means every row, as on the command line.
     """
     if not student:
         raise SelectionError("select ranks rows by the student's cached scores; give --student")
@@ -673,7 +689,11 @@ def select(
             raise SelectionError(f"criterion {criterion} needs teacher logits; give --teacher")
     if drop_disagreement and not teachers:
         raise SelectionError("--drop-disagreement compares the teachers' prediction with the label; give --teacher")
+    budget = parse_budget(budget)  # 1 is every row, as --help says
     check_budget(budget)
+    check_ranges({"--clusters": (clusters, COUNT), "--temperature": (temperature, POSITIVE),
+                  "--disagreement-threshold": (disagreement_threshold, FRACTION), "--dedup": (dedup, DEDUP_RADIUS),
+                  "--seed": (seed, SEED), "--max-length": (max_length, MAX_LENGTH), "--batch-size": (batch_size, COUNT)})
     if name is not None:
         check_name(name)
 

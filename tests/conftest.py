@@ -61,8 +61,10 @@ def build_tokenizer(folder: Path, texts: list[str]):
     return fast
 
 
-def build_bert(folder: Path, tokenizer, num_labels: int | None, layers: int = 2, hidden: int = 32, seed: int = 0) -> Path:
-    """A tiny BERT saved as a normal HF folder; with num_labels its (random) head is saved too."""
+def build_bert(folder: Path, tokenizer, num_labels: int | None, layers: int = 2, hidden: int = 32, seed: int = 0,
+               label_names: list[str] | None = None) -> Path:
+    """A tiny BERT saved as a normal HF folder; with num_labels its (random) head is saved too,
+    with ``label_names`` as its id2label (as `selectkd finetune` saves them)."""
     import torch
     from transformers import BertConfig, BertForSequenceClassification, BertModel
 
@@ -71,6 +73,9 @@ def build_bert(folder: Path, tokenizer, num_labels: int | None, layers: int = 2,
                         num_attention_heads=2, intermediate_size=64, max_position_embeddings=128)
     if num_labels:
         config.num_labels = num_labels
+        if label_names:
+            config.id2label = dict(enumerate(label_names))
+            config.label2id = {n: i for i, n in enumerate(label_names)}
         model = BertForSequenceClassification(config)
     else:
         model = BertModel(config)

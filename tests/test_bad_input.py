@@ -168,6 +168,31 @@ CASES = [
     Case(score("DATA.csv", "--device nonsense"), "unknown device", ("unknown --device 'nonsense'", "devices here: cpu")),
     Case(score("DATA.csv", "--device cuda:7"), "a GPU this machine does not have",
          ("--device cuda:7 is not usable", "devices here: cpu")),
+    # -- issue 10: labels and numbers -------------------------------------------------------------
+    Case(score("SPACE.csv"), "one class spelled two ways ('positive' and 'positive ')",
+         ("labels 'positive' (row 1) and 'positive ' (row 5)", "differ only in case or surrounding spaces",
+          "spell each class one way")),
+    Case(distill("--test-data CASE.csv --out RUN/"), "test labels 'Positive' where training has 'positive'",
+         ("label 'Positive' (row 1 of", "not one of the training data's labels", "did you mean 'positive'?")),
+    Case(score("DATA.csv", "--teacher NAMED/"), "teacher saved with other class names than the data's",
+         ("label 'negative' (row 0 of", "not one of teacher", "labels ('ham', 'spam')")),
+    Case(select("--budget nan"), "budget nan", ("budget nan is not a finite number", "row count >= 2")),
+    Case(distill("--budget nan --out RUN/"), "budget nan (dynamic selection)", ("budget nan is not a finite number",)),
+    Case(select("--clusters 0 --strategy coverage"), "zero clusters", ("--clusters 0 is out of range", "integer >= 1")),
+    Case(select("--seed -1"), "negative seed", ("--seed -1 is out of range", "integer >= 0")),
+    Case(score("DATA.csv", "--max-length 1"), "--max-length 1", ("--max-length 1 is out of range", "integer >= 2")),
+    Case(distill("--lr -1 --out RUN/"), "negative learning rate", ("--lr -1 is out of range", "number > 0")),
+    Case(distill("--lr nan --out RUN/"), "learning rate nan", ("--lr nan is not a finite number", "number > 0")),
+    Case(distill("--kd-loss kl --temperature 0 --out RUN/"), "KL at temperature 0 (trained to NaN before)",
+         ("--temperature 0 is out of range", "number > 0")),
+    Case(distill("--warmup 1 --out RUN/"), "warm-up over every step", ("--warmup 1 is out of range", "[0, 1)")),
+    Case(distill("--kd-alpha -0.5 --out RUN/"), "negative loss weight", ("--kd-alpha -0.5 is out of range", ">= 0")),
+    Case(distill("--holdout 1 --out RUN/"), "hold out every row", ("--holdout 1 is out of range", "[0, 1)")),
+    Case("finetune --data DATA.csv --model STUDENT/ --out RUN/ --lr nan", "learning rate nan",
+         ("--lr nan is not a finite number", "number > 0")),
+    Case("finetune --data DATA.csv --model STUDENT/ --out RUN/ --epochs 0", "zero epochs",
+         ("--epochs 0 is out of range", "integer >= 1")),
+    Case("demo --budget 0 --runs-dir RUN/", "demo budget 0", ("--budget 0 is out of range", "(0, 1]")),
     # -- assets --------------------------------------------------------------------------------------
     Case("assets install --models nope", "unknown model asset", ("unknown model asset 'nope'", "valid: minilm-l6")),
     Case("assets install --data nope", "unknown dataset asset", ("unknown data asset 'nope'", "valid: tweets")),
@@ -208,6 +233,9 @@ def make_files(base: Path, tiny) -> None:
     (base / "FULL" / "keep.txt").write_text("someone's file\n")
     (base / "CACHE_FILE.txt").write_text("not a folder\n")
     damaged_store(base / "DAMAGED")
+    write_csv(base / "SPACE.csv", [{**r, "label": r["label"] + (" " if i == 5 else "")} for i, r in enumerate(rows)])
+    write_csv(base / "CASE.csv", [{**r, "label": r["label"].replace("positive", "Positive")} for r in rows])
+    build_bert(base / "NAMED", tiny["tokenizer"], num_labels=2, seed=1, label_names=["ham", "spam"])
 
 
 def damaged_store(root: Path) -> None:
