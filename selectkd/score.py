@@ -528,9 +528,10 @@ def score(
             return True, 0, {}
         if damaged and not repair:
             entry.check(damaged)  # a damaged part is refused (the error names the fixes), never silently reused
+        if compute:  # a fully cached score reads only; writing must be possible before the lock file
+            store.check_writable()
         if rank == 0 or not compute:  # --no-compute raises here, naming the option that differs
             _no_silent_rescore(store, entry, inputs, rows, role, ref.name, compute)
-        store.check_writable()  # a fully cached score reads only; writing must be possible before the lock file
         tokenizer = load_tokenizer(ref)[0]  # a bad tokenizer is refused before the key's lock file exists
         with entry.lock() if rank == 0 else contextlib.nullcontext():
             if damaged and rank == 0:  # --repair: forget the damaged files; only they are recomputed
