@@ -15,7 +15,6 @@ import contextlib
 import json
 import math
 import os
-import shutil
 import time
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
@@ -23,14 +22,16 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__, parallel
+from .atomic import atomic_write_json, clean_stale, remove_path, replace_path, temp_name
 from .data import DataSpec, Rows, load_rows
 from .errors import CacheError, SelectKDError
 from .finetune import classification_metrics
 from .losses import (ADOPTIONS, KD_LOSSES, OBJECTIVES, adopted_kd, adoption_weights, ce, hidden_alignment, kd,
                      layer_map, objective_weights, top_fraction, uncertainty)
 from .models import load_classifier, load_tokenizer, resolve
+from .outputs import RUN, check_output
 from .score import collate, column_matrix, encode, length_batches, pick_device, progress_bar, score, tokenize
-from .store import Store, atomic_write_json
+from .store import Store
 
 IN_BATCH_CRITERIA = ("entropy", "margin", "least_confidence", "kl", "random")
 
@@ -134,7 +135,11 @@ def check_config(cfg: DistillConfig) -> None:
         raise SelectKDError("--epochs, --batch-size and --reselect-every must be >= 1")
 
 
-def prepare_run_dir(out: Path, cfg: DistillConfig, resume: bool, overwrite: bool) -> None:
+def prepare_run_dir(out: Path, cfg: DistillConfig, resume: bool, overwrite: bool, cache_root: Path | None = None) -> None:
+    """Check ``out`` (resume: the same settings; else free, or a run to replace) and save the config.
+
+    ``overwrite`` discards only a distill run (selectkd/outputs.py): renamed away whole, then deleted.
+    """
     saved = out / "config.json"
     if resume:
         if not saved.exists():
@@ -146,10 +151,10 @@ def prepare_run_dir(out: Path, cfg: DistillConfig, resume: bool, overwrite: bool
         if diff:
             raise SelectKDError(f"{out} holds a run with other settings ({', '.join(diff)}); use another --out or --overwrite")
         return
-    if out.exists() and any(out.iterdir()):
-        if not overwrite:
-            raise SelectKDError(f"{out} holds another run; pass --resume to continue it or --overwrite to replace it")
-        shutil.rmtree(out)
+    if check_output(out, RUN, overwrite, cache_root):
+        discarded = temp_name(out, "discarded")
+        os.rename(out, discarded)
+        remove_path(discarded)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(saved, asdict(cfg))
 
@@ -268,6 +273,8 @@ def distill(cfg: DistillConfig, *, resume: bool = False, overwrite: bool = False
     check_config(cfg)
     out = Path(cfg.out)
     root = Store(cfg.cache_dir).root
+    if not resume:
+        check_output(out, RUN, overwrite, root)  # refused before any work; checked again when the run starts
     rank, world, device = parallel.setup(pick_device(cfg.device))
     progress = progress and rank == 0
 
@@ -377,7 +384,7 @@ def distill(cfg: DistillConfig, *, resume: bool = False, overwrite: bool = False
 
     # -- state, or resume --------------------------------------------------------------------------
     if rank == 0:
-        prepare_run_dir(out, cfg, resume, overwrite)
+        prepare_run_dir(out, cfg, resume, overwrite, root)
     parallel.barrier(world)
     ckpt = out / "checkpoint"
     state = {"epoch": 0, "step": 0, "best_dev": None, "counters": {"train_rows": 0, "rescore_rows": 0, "eval_rows": 0,
@@ -561,8 +568,8 @@ def distill(cfg: DistillConfig, *, resume: bool = False, overwrite: bool = False
         return float(loss.detach())
 
     def save_checkpoint() -> None:
-        tmp = out / f".checkpoint.tmp-{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
+        tmp = temp_name(ckpt)
+        clean_stale(ckpt)
         tmp.mkdir()
         save_file({k: v.contiguous() for k, v in student.state_dict().items()}, str(tmp / "student.safetensors"))
         if proj is not None:
@@ -570,11 +577,7 @@ def distill(cfg: DistillConfig, *, resume: bool = False, overwrite: bool = False
         torch.save({"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "rng": torch.get_rng_state()},
                    tmp / "optim.pt")
         atomic_write_json(tmp / "state.json", {**state, "active": active.tolist() if active is not None else None})
-        old = out / f".checkpoint.old-{os.getpid()}"
-        if ckpt.exists():
-            os.replace(ckpt, old)
-        os.replace(tmp, ckpt)
-        shutil.rmtree(old, ignore_errors=True)
+        replace_path(tmp, ckpt)
 
     def log(record: dict) -> None:
         with open(out / "metrics.jsonl", "a") as f:
@@ -622,12 +625,11 @@ def distill(cfg: DistillConfig, *, resume: bool = False, overwrite: bool = False
         state["times"]["eval"] += time.perf_counter() - t0
         log({"final": True, "test": test_metrics})
     final = out / "student"
-    tmp = out / f".student.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp = temp_name(final)
+    clean_stale(final)
     student.to("cpu").save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(tmp, final)
+    replace_path(tmp, final)
     summary = {
         "best_dev": state["best_dev"], "test": test_metrics, "wall_seconds": round(time.perf_counter() - t_start, 2),
         "seconds": {k: round(v, 2) for k, v in state["times"].items()},

@@ -11,16 +11,17 @@ from __future__ import annotations
 
 import math
 import os
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from .atomic import atomic_write_json, remove_path, replace_path, temp_name
 from .data import DataSpec, Rows, load_rows
 from .errors import SelectKDError
 from .models import load_classifier, load_tokenizer, resolve
+from .outputs import FINETUNE, check_output, claim
 from .score import collate, encode, length_batches, pick_device, progress_bar
 
 
@@ -170,15 +171,18 @@ def finetune(
     progress: bool = True,
     trust_remote_code: bool = False,
 ) -> FinetuneResult:
-    """Train ``model`` as a classifier on ``data`` and save it to ``out`` (``score`` accepts it)."""
+    """Train ``model`` as a classifier on ``data`` and save it to ``out`` (``score`` accepts it).
+
+    ``overwrite`` replaces only an earlier finetune output (its ``selectkd_finetune.json``), and
+    only once the new model is saved whole beside it.
+    """
     import torch
 
-    from .store import Store, atomic_write_json
+    from .store import Store
 
     out = Path(out)
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise SelectKDError(f"{out} already holds files; choose another --out or pass --overwrite")
     root = Store(cache_dir).root
+    check_output(out, FINETUNE, overwrite, root)
     rows = load_rows(DataSpec(data, split, text_field, text_pair_field, label_field, limit), root)
     eval_rows = None
     if eval_split and (eval_data or _has_split(data, eval_split, root)):
@@ -202,19 +206,22 @@ def finetune(
     seconds = time.perf_counter() - t0
     if eval_rows is not None:
         metrics["eval"] = evaluate(net, eval_rows, tokenizer, max_length, batch_size, device)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    net.to("cpu").save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    atomic_write_json(tmp / "selectkd_finetune.json", {
-        "data": data, "split": split, "limit": limit, "model": model, "mode": "head-only" if head_only else "full",
-        "epochs": None if head_only else epochs, "lr": None if head_only else lr, "batch_size": batch_size,
-        "max_length": max_length, "seed": seed, "train_rows": len(rows), "seconds": round(seconds, 2),
-        "label_names": rows.label_names, "metrics": metrics,
-    })
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(tmp, out)
+    tmp = temp_name(out)
+    try:
+        with claim(out, FINETUNE, overwrite, root):
+            net.to("cpu").save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+            atomic_write_json(tmp / "selectkd_finetune.json", {
+                "data": data, "split": split, "limit": limit, "model": model,
+                "mode": "head-only" if head_only else "full", "epochs": None if head_only else epochs,
+                "lr": None if head_only else lr, "batch_size": batch_size, "max_length": max_length, "seed": seed,
+                "train_rows": len(rows), "seconds": round(seconds, 2), "label_names": rows.label_names,
+                "metrics": metrics,
+            })
+            replace_path(tmp, out)  # the old model stays whole until this swap
+    finally:
+        if os.path.lexists(tmp):
+            remove_path(tmp)
     return FinetuneResult(out, "head-only" if head_only else "full", len(rows), seconds, metrics)
 
 

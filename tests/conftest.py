@@ -91,10 +91,12 @@ def tiny(tmp_path_factory):
     return {"base": base, "csv": csv_path, "teacher": teacher, "student": student, "rows": rows, "tokenizer": tok}
 
 
-def run_cli(*args: str, cache: Path, check: bool | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
-    """Run the real `selectkd` command in a subprocess, as a user would."""
+def run_cli(*args: str, cache: Path, check: bool | None = None, env: dict | None = None,
+            cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """Run the real `selectkd` command in a subprocess, as a user would (in ``cwd``, if given)."""
     full_env = {**os.environ, "SELECTKD_CACHE": str(cache), **(env or {})}
-    proc = subprocess.run([sys.executable, "-m", "selectkd", *args], capture_output=True, text=True, env=full_env)
+    proc = subprocess.run([sys.executable, "-m", "selectkd", *args], capture_output=True, text=True, env=full_env,
+                          cwd=cwd)
     if check:
         assert proc.returncode == 0, proc.stderr
     return proc

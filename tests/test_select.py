@@ -15,7 +15,7 @@ from selectkd.select import (
     STRATEGIES, Pool, Selection, choose, largest_remainder, load_pool, load_selection, parse_budget,
     plot_histogram, save_selection, select, summary,
 )
-from selectkd.store import EntryWriter, Store, part_name
+from selectkd.store import EntryWriter, Store, file_sha256, part_name
 from selectkd.uncertainty import entropy, least_confidence, margin
 
 
@@ -229,8 +229,9 @@ def test_save_and_load_selection_round_trip(tmp_path):
     assert sorted(p.name for p in path.iterdir()) == ["provenance.json", "selection.arrow"]
     back = load_selection(tmp_path, "s1")
     assert back.uids.tolist() == [5, 3, 9] and back.ranks.tolist() == [0, 1, 2]
-    assert back.provenance == {"strategy": "entropy"}
-    assert not [p for p in (tmp_path / "selections").iterdir() if p.name.startswith(".")]
+    digest = file_sha256(path / "selection.arrow")
+    assert back.provenance == {"strategy": "entropy", "files": {"selection.arrow": digest}}
+    assert not [p for p in (tmp_path / "selections").iterdir() if p.name.startswith(".")]  # no temp, no lock
     with pytest.raises(SelectKDError, match="exists.*--overwrite"):
         save_selection(tmp_path, make_selection())
     save_selection(tmp_path, Selection("s1", np.array([1]), np.array([1.0]), np.arange(1), {}), overwrite=True)
