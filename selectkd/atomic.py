@@ -125,7 +125,7 @@ def restore_aside(final: Path) -> None:
             os.rename(asides[-1], final)
 
 
-def clean_stale(final: Path, tags: tuple[str, ...] = ("tmp", ASIDE)) -> None:
+def clean_stale(final: Path, tags: tuple[str, ...] = ("tmp", ASIDE, "discarded")) -> None:
     """Remove what killed writers of ``final`` left beside it (call under ``name_lock``)."""
     for path in _left_by_dead(final, tags):
         remove_path(path)

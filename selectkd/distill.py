@@ -151,6 +151,7 @@ def prepare_run_dir(out: Path, cfg: DistillConfig, resume: bool, overwrite: bool
         if diff:
             raise SelectKDError(f"{out} holds a run with other settings ({', '.join(diff)}); use another --out or --overwrite")
         return
+    clean_stale(out)
     if check_output(out, RUN, overwrite, cache_root):
         discarded = temp_name(out, "discarded")
         os.rename(out, discarded)

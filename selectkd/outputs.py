@@ -121,17 +121,15 @@ def check_output(out: Path, kind: OutputKind, overwrite: bool, cache_root: Path 
     if out.is_dir() != kind.folder:
         has, writes = ("a folder", "a file") if out.is_dir() else ("a file", "a folder")
         raise OutputError(f"{out} is {has} and this command writes {writes}; choose another --out")
-    if kind.folder:
-        if not any(out.iterdir()):
-            return False
-        here = out.resolve()
-        for inner, what in ((Path.cwd(), "the current folder"), (cache_root, "the cache")):
-            if inner is not None and _holds(here, inner):
-                raise OutputError(f"{out} holds {what}; choose another --out")
+    if kind.folder and not any(out.iterdir()):
+        return False
     if not kind.ours(out):
         what = "holds files" if kind.folder else "is a file"
         raise OutputError(f"{out} {what} selectkd did not make; choose another --out "
                           f"(--overwrite replaces only {kind.noun.replace('another', 'a')})")
+    for inner, what in ((Path.cwd(), "the current folder"), (cache_root, "the cache")):
+        if kind.folder and inner is not None and _holds(out.resolve(), inner):  # even a run of its own
+            raise OutputError(f"{out} holds {what}; choose another --out")
     if not overwrite:
         raise OutputError(f"{out} {'holds' if kind.folder else 'is'} {kind.noun}; {kind.again}")
     return True
