@@ -34,10 +34,12 @@ class OutputError(SelectKDError):
 class OutputKind:
     """One kind of output: what it is called, file or folder, how selectkd recognises its own."""
 
-    noun: str  # "a distill run": the message says "OUT holds <noun>"
+    noun: str  # the message says "OUT holds <noun>"
     folder: bool
     ours: Callable[[Path], bool]
     again: str = "choose another --out or pass --overwrite to replace it"
+    in_place: bool = False  # written into the folder as it runs (a run), not swapped in when done
+    option: str = "--out"
 
 
 def _json(path: Path) -> dict:
@@ -78,11 +80,11 @@ def _export_file(fmt: str) -> Callable[[Path], bool]:
     return ours
 
 
-RUN = OutputKind("another run", True, _is_run, "pass --resume to continue it or --overwrite to replace it")
+RUN = OutputKind("another run", True, _is_run, "pass --resume to continue it or --overwrite to replace it", True)
 FINETUNE = OutputKind("a model from `selectkd finetune`", True, lambda p: bool(_json(p / "selectkd_finetune.json")))
 EXPORT_HF = OutputKind("an earlier hf export", True,
                        lambda p: (_json(p / "provenance.json").get("export") or {}).get("format") == "hf")
-PNG = OutputKind("a PNG", False, lambda p: _head(p) == PNG_SIGNATURE)
+PNG = OutputKind("a PNG", False, lambda p: _head(p) == PNG_SIGNATURE, option="--plot")
 
 
 def _head(path: Path) -> bytes:
@@ -94,42 +96,47 @@ def export_kind(fmt: str) -> OutputKind:
     return EXPORT_HF if fmt == "hf" else OutputKind(f"an earlier {fmt} export", False, _export_file(fmt))
 
 
-def check_parent(out: Path) -> None:
+def check_parent(out: Path, option: str = "--out") -> None:
     """The nearest existing folder above ``out`` must be a folder this process may write in."""
     above = out.absolute().parent
     while not os.path.lexists(above):
         above = above.parent
     if not above.is_dir():
-        raise OutputError(f"cannot write {out}: {above} is a file, not a folder; choose another --out")
+        raise OutputError(f"cannot write {out}: {above} is a file, not a folder; choose another {option}")
     if not os.access(above, os.W_OK | os.X_OK):
-        raise OutputError(f"cannot write {out}: {above} is read-only; choose another --out")
+        raise OutputError(f"cannot write {out}: {above} is read-only; choose another {option}")
 
 
-def _holds(folder: Path, inner: Path) -> bool:
-    inner = inner.resolve()
-    return inner == folder or folder in inner.parents
+def _refuse_holding(out: Path, cache_root: Path | None) -> None:
+    """A folder that is or holds the current folder or the cache is never replaced."""
+    here = out.resolve()
+    for inner, what in ((Path.cwd(), "the current folder"), (cache_root, "the cache")):
+        if inner is not None and (inner.resolve() == here or here in inner.resolve().parents):
+            raise OutputError(f"{out} holds {what}; choose another --out")
 
 
 def check_output(out: Path, kind: OutputKind, overwrite: bool, cache_root: Path | None = None) -> bool:
     """Refuse ``out`` unless selectkd may write it; True when an old output of ``kind`` is to be replaced."""
-    check_parent(out)
+    check_parent(out, kind.option)
     restore_aside(out)  # a replace killed half-way (systems without an atomic swap) left the old one aside
     if not os.path.lexists(out):
         return False
     if out.is_symlink():
-        raise OutputError(f"{out} is a symbolic link; selectkd does not replace links, choose another --out")
+        raise OutputError(f"{out} is a symbolic link; selectkd does not replace links, choose another {kind.option}")
     if out.is_dir() != kind.folder:
         has, writes = ("a folder", "a file") if out.is_dir() else ("a file", "a folder")
-        raise OutputError(f"{out} is {has} and this command writes {writes}; choose another --out")
+        raise OutputError(f"{out} is {has} and this command writes {writes}; choose another {kind.option}")
     if kind.folder and not any(out.iterdir()):
+        if not kind.in_place:  # a swap would move the folder the user stands in
+            _refuse_holding(out, None)
         return False
     if not kind.ours(out):
         what = "holds files" if kind.folder else "is a file"
-        raise OutputError(f"{out} {what} selectkd did not make; choose another --out "
-                          f"(--overwrite replaces only {kind.noun.replace('another', 'a')})")
-    for inner, what in ((Path.cwd(), "the current folder"), (cache_root, "the cache")):
-        if kind.folder and inner is not None and _holds(out.resolve(), inner):  # even a run of its own
-            raise OutputError(f"{out} holds {what}; choose another --out")
+        replaces = "--overwrite" if kind.option == "--out" else kind.option
+        raise OutputError(f"{out} {what} selectkd did not make; choose another {kind.option} "
+                          f"({replaces} replaces only {kind.noun.replace('another', 'a')})")
+    if kind.folder:
+        _refuse_holding(out, cache_root)  # even when it is selectkd's own
     if not overwrite:
         raise OutputError(f"{out} {'holds' if kind.folder else 'is'} {kind.noun}; {kind.again}")
     return True
@@ -166,7 +173,7 @@ def claim(out: Path, kind: OutputKind, overwrite: bool, cache_root: Path | None 
     except OSError as exc:
         if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR):
             raise
-        fix = "free some space" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else "choose another --out"
+        fix = "free some space" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else f"choose another {kind.option}"
         raise OutputError(f"cannot write {out}: {exc.strerror}; {fix}") from None
     finally:
         for folder in reversed(made):

@@ -135,7 +135,7 @@ CASES = [
     # -- issue 10: outputs --
     Case(select("--name " + "n" * 300), "a 300-character selection name", ("is 300 characters long", "at most 100")),
     Case(select("--budget 30 --name p1 --plot DATA.csv"), "--plot names a file that is not a PNG",
-         ("DATA.csv is a file selectkd did not make", "choose another --out")),
+         ("DATA.csv is a file selectkd did not make", "choose another --plot")),
     Case("export --selection s1 --out DATA.csv/x.csv", "--out under a file",
          ("cannot write", "DATA.csv is a file, not a folder", "choose another --out")),
     Case("export --selection s1 --format csv --out FULL/ --overwrite", "--overwrite of a folder with a file",

@@ -278,3 +278,32 @@ def test_a_select_while_another_writes_the_name_waits_or_is_refused(world, tmp_p
         out, err = proc.communicate()
         assert proc.returncode == 0 and "saved selection" in out, err
     assert saved(name, world["cache"])["seed"] == 7
+
+
+# -- the swap itself --------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("exchange", [True, False], ids=["renameat2", "fallback"])
+def test_replace_path_swaps_a_file_or_a_folder_and_leaves_nothing_beside(tmp_path, monkeypatch, exchange):
+    from selectkd import atomic
+
+    if exchange:
+        a, b = tmp_path / "a", tmp_path / "b"
+        a.write_text("a")
+        b.mkdir()
+        if not atomic._exchange(a, b):
+            pytest.skip("this filesystem has no RENAME_EXCHANGE; the fallback case covers it")
+        assert a.is_dir() and b.read_text() == "a"
+        atomic.remove_path(a), atomic.remove_path(b)
+    else:
+        monkeypatch.setattr(atomic, "_exchange", lambda a, b: False)
+    for folder in (False, True):
+        final, new = tmp_path / f"final-{folder}", tmp_path / f"new-{folder}"
+        for path, text in ((final, "old"), (new, "new")):
+            if folder:
+                path.mkdir()
+                (path / "f").write_text(text)
+            else:
+                path.write_text(text)
+        atomic.replace_path(new, final)
+        assert (final / "f" if folder else final).read_text() == "new" and not new.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["final-False", "final-True"]

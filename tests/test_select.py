@@ -361,6 +361,14 @@ def test_plot_histogram_writes_a_png(scored, tmp_path):
     sel = run_select(scored, budget=0.2, strategy="margin", name="plotted", sample=True)
     path = plot_histogram(sel, tmp_path / "h.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    first = path.read_bytes()
+    plot_histogram(sel, path, bins=7)  # a PNG is replaced by the new one
+    assert path.read_bytes() != first and sorted(p.name for p in tmp_path.iterdir()) == ["h.png"]
+    notes = tmp_path / "notes.png"
+    notes.write_text("not a picture")
+    with pytest.raises(SelectKDError, match="notes.png is a file selectkd did not make; choose another --plot"):
+        plot_histogram(sel, notes)
+    assert notes.read_text() == "not a picture"
 
 
 def test_cli_select_list_and_summary(scored, tmp_path):
