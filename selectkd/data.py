@@ -21,6 +21,7 @@ from .errors import DataError
 from .fingerprint import path_fingerprint
 
 FILE_BUILDERS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
+FILE_SPLIT = "train"  # a single data file has one split; --split names no part of it
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,12 @@ class Rows:
     label_names: list[str] | None
     fingerprint: str
     source: dict = field(default_factory=dict)
+    source_fingerprint: str = ""  # of the source before split and limit are applied
+
+    @property
+    def split_ignored(self) -> bool:
+        """A single file has one split: whatever --split says, every row of it is read."""
+        return "file" in self.source and self.spec.split != FILE_SPLIT
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -58,10 +65,22 @@ class Rows:
         return np.asarray(self.dataset.with_format("numpy")["label"], dtype=np.int64)
 
     def key_inputs(self) -> dict:
-        """What about the data changes the numbers in a cache entry."""
+        """What about the data changes the numbers in a cache entry (not --split on a single file)."""
         s = self.spec
-        return {"data": self.fingerprint, "split": s.split, "text_field": s.text_field,
+        return {"data": self.fingerprint, "split": _key_split(s, self.source), "text_field": s.text_field,
                 "text_pair_field": s.text_pair_field, "label_field": s.label_field, "limit": s.limit}
+
+    def fingerprint_for(self, split: str | None, limit: int | None) -> str:
+        """The fingerprint these rows would have with another split and limit of the same source."""
+        return _rows_fingerprint(self.source_fingerprint, split, limit)
+
+
+def _key_split(spec: DataSpec, source: dict) -> str:
+    return FILE_SPLIT if "file" in source else spec.split
+
+
+def _rows_fingerprint(source_fp: str, split: str | None, limit: int | None) -> str:
+    return hashlib.sha256(json.dumps([source_fp, split, limit]).encode()).hexdigest()[:24]
 
 
 def _open_source(spec: DataSpec, root: Path):
@@ -69,9 +88,10 @@ def _open_source(spec: DataSpec, root: Path):
     import datasets
 
     if spec.data in assets.DATASETS:
-        folder = assets.data_dir(root, spec.data)
-        if not assets.is_installed(folder):
-            raise DataError(f"built-in dataset {spec.data!r} is not installed; run `selectkd assets install --data {spec.data}`")
+        folder = assets.find_installed(assets.data_dir, root, spec.data)
+        if folder is None:
+            raise DataError(f"built-in dataset {spec.data!r} is not installed in {assets.searched(root)}; run "
+                            f"`selectkd assets install --data {spec.data} --cache-dir {root}`")
         dd = datasets.load_from_disk(str(folder))
         if spec.split not in dd:
             raise DataError(f"{spec.data!r} has no split {spec.split!r}; splits: {', '.join(dd)}")
@@ -251,5 +271,5 @@ def load_rows(spec: DataSpec, root: Path, num_labels: int | None = None) -> Rows
     if spec.text_pair_field:
         cols["text_pair"] = list(ds[spec.text_pair_field])
     rows = datasets.Dataset.from_dict(cols)
-    fingerprint = hashlib.sha256(json.dumps([source_fp, spec.split, spec.limit]).encode()).hexdigest()[:24]
-    return Rows(spec, rows, n_labels, names, fingerprint, source)
+    fingerprint = _rows_fingerprint(source_fp, _key_split(spec, source), spec.limit)
+    return Rows(spec, rows, n_labels, names, fingerprint, source, source_fp)

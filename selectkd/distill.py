@@ -28,7 +28,7 @@ from .errors import CacheError, SelectKDError
 from .finetune import classification_metrics
 from .losses import (ADOPTIONS, KD_LOSSES, OBJECTIVES, adopted_kd, adoption_weights, ce, hidden_alignment, kd,
                      layer_map, objective_weights, top_fraction, uncertainty)
-from .models import load_classifier, load_tokenizer, resolve
+from .models import check_max_length, follow_umask, load_classifier, load_tokenizer, resolve, save_model
 from .outputs import RUN, check_output
 from .score import collate, column_matrix, encode, length_batches, pick_device, progress_bar, score, tokenize
 from .store import Store
@@ -295,6 +295,7 @@ def distill(cfg: DistillConfig, *, resume: bool = False, overwrite: bool = False
 
     # -- student and teacher signals -------------------------------------------------------------
     student_ref = resolve(cfg.student, root, cfg.trust_remote_code)
+    check_max_length(student_ref, cfg.max_length)
     tokenizer, student_tok_fp = load_tokenizer(student_ref)
     use_pt = cfg.pt_alpha > 0
     sample_texts = list(rows.dataset["text"][:200])
@@ -578,6 +579,7 @@ def distill(cfg: DistillConfig, *, resume: bool = False, overwrite: bool = False
         torch.save({"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "rng": torch.get_rng_state()},
                    tmp / "optim.pt")
         atomic_write_json(tmp / "state.json", {**state, "active": active.tolist() if active is not None else None})
+        follow_umask(tmp)
         replace_path(tmp, ckpt)
 
     def log(record: dict) -> None:
@@ -628,8 +630,7 @@ def distill(cfg: DistillConfig, *, resume: bool = False, overwrite: bool = False
     final = out / "student"
     tmp = temp_name(final)
     clean_stale(final)
-    student.to("cpu").save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
+    save_model(student.to("cpu"), tokenizer, tmp)
     replace_path(tmp, final)
     summary = {
         "best_dev": state["best_dev"], "test": test_metrics, "wall_seconds": round(time.perf_counter() - t_start, 2),

@@ -15,3 +15,7 @@ class ModelError(SelectKDError):
 
 class CacheError(SelectKDError):
     """A cache entry is damaged, locked or incompatible."""
+
+
+class SelectKDWarning(UserWarning):
+    """Something the user may want to stop for (it is about to redo cached work); the CLI prints one line."""

@@ -2,8 +2,9 @@
 
 The rows are reloaded from the dataset the selection recorded (its fingerprint must still
 match), keep their original columns, and gain ``uid``, ``label_id``, the selection's
-``score`` and ``rank``, the student's uncertainty and one ``logits_<key>`` column per
-teacher, looked up by uid in the cache. ``<out>.provenance.json`` (inside the folder for
+``score`` and ``rank``, the student's uncertainty and, per teacher, ``logits_<teacher>`` and
+``kl_<teacher>`` (KL(teacher || student)), looked up by uid in the cache; <teacher> is the
+teacher's folder or model name and the provenance maps each such column to its cache key. ``<out>.provenance.json`` (inside the folder for
 ``hf``) holds the selection's provenance plus what the export added, and the data file's
 sha256. Every file is written under a temp name and renamed into place.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from pathlib import Path
 
@@ -19,10 +21,10 @@ import numpy as np
 import pyarrow as pa
 
 from . import __version__
-from .errors import SelectKDError
-from .select import Selection, load_selection, positions_of
 from .atomic import atomic_write_json, clean_stale, remove_path, replace_path, temp_name
+from .errors import SelectKDError
 from .outputs import check_output, check_sidecar, claim, export_kind, sidecar
+from .select import Selection, load_selection, positions_of
 from .store import Store, file_sha256
 
 FORMATS = ("arrow", "parquet", "jsonl", "csv", "hf")
@@ -49,32 +51,44 @@ def provenance_path(out: Path, fmt: str) -> Path:
     return out / "provenance.json" if fmt == "hf" else sidecar(out)
 
 
-def logits_columns(teacher_keys: list[str]) -> list[str]:
-    """``logits_<first 8 chars of key>``, longer only where two keys share the prefix."""
-    width = 8
-    while len({k[:width] for k in teacher_keys}) < len(teacher_keys):
-        width += 4
-    return [f"logits_{k[:width]}" for k in teacher_keys]
+def teacher_labels(teachers: list[str]) -> list[str]:
+    """Column-safe, unique labels for the teachers as the user named them: a folder's own name, a
+    built-in or hub model's name; ``_2``, ``_3`` ... where two would be the same."""
+    labels: list[str] = []
+    for name in teachers:
+        label = re.sub(r"[^0-9A-Za-z_]+", "_", Path(name.rstrip("/")).name).strip("_") or "teacher"
+        unique, n = label, 2
+        while unique in labels:
+            unique, n = f"{label}_{n}", n + 1
+        labels.append(unique)
+    return labels
+
+
+def data_location(made_from: dict) -> str:
+    """Where the selection's rows come from: a file or folder by its absolute path (a selection made
+    before paths were recorded absolute keeps it in ``source``), a built-in or hub data set by name."""
+    source = made_from.get("source") or {}
+    return source.get("file") or source.get("folder") or made_from["data"]
 
 
 def selected_rows(selection: Selection, root: Path):
     """The selected rows in rank order with every original column, plus what selectkd adds.
 
-    Returns (datasets.Dataset, {added name: column name}, {logits column: teacher key}).
+    Returns (datasets.Dataset, {added name: column name}, {teacher column: teacher key}).
     """
     import datasets
     from datasets.table import InMemoryTable
 
     from . import data as data_mod
     from .data import DataSpec, load_rows
-    from .score import column_matrix
 
     prov = selection.provenance
     d = prov["data"]
-    spec = DataSpec(d["data"], d["split"], d["text_field"], d.get("text_pair_field"), d["label_field"], d.get("limit"))
+    spec = DataSpec(data_location(d), d["split"], d["text_field"], d.get("text_pair_field"), d["label_field"],
+                    d.get("limit"))
     rows = load_rows(spec, root)
     if rows.fingerprint != d["fingerprint"]:
-        raise ExportError(f"the data {d['data']} ({d['split']}) changed since selection {selection.name!r} was made; "
+        raise ExportError(f"the data {spec.data} ({d['split']}) changed since selection {selection.name!r} was made; "
                           f"re-run `selectkd select` on the current data")
     # the rows as the user gave them, every column; row i here is row i of load_rows
     raw, _, _ = data_mod._open_source(spec, root)
@@ -88,17 +102,7 @@ def selected_rows(selection: Selection, root: Path):
                                   "label_id": pa.array(rows.labels[at], pa.int64()),
                                   "score": pa.array(selection.scores, pa.float64()),
                                   "rank": pa.array(selection.ranks, pa.int64())}
-    store = Store(root)
-    student = store.entry("student", prov["cache"]["student"])
-    scores = student.read_file("scores.arrow")
-    s_at = positions_of(scores.column("uid").to_numpy(), selection.uids)
-    for name in ("entropy", "margin", "least_confidence"):
-        added[name] = pa.array(scores.column(name).to_numpy()[s_at])
-    teacher_keys = prov["cache"]["teachers"]
-    for column, key in zip(logits_columns(teacher_keys), teacher_keys):
-        t = store.entry("teacher", key).read_parts()
-        logits = column_matrix(t, "logits")[positions_of(t.column("uid").to_numpy(), selection.uids)]
-        added[column] = pa.array(list(np.asarray(logits, dtype=np.float32)), pa.list_(pa.float32()))
+    teachers = teacher_columns(selection, Store(root), added)
 
     names = {}
     for name, values in added.items():
@@ -109,7 +113,29 @@ def selected_rows(selection: Selection, root: Path):
         names[name] = final
     features.update(datasets.Features.from_arrow_schema(pa.schema([table.schema.field(n) for n in names.values()])))
     ds = datasets.Dataset(InMemoryTable(table), info=datasets.DatasetInfo(features=datasets.Features(features)))
-    return ds, names, dict(zip(logits_columns(teacher_keys), teacher_keys))
+    return ds, names, {names[column]: key for column, key in teachers.items()}
+
+
+def teacher_columns(selection: Selection, store: Store, added: dict[str, pa.Array]) -> dict[str, str]:
+    """Add the student's scores and, per teacher, ``logits_<teacher>`` and ``kl_<teacher>`` (KL(teacher ||
+    student)) to ``added``, looked up by uid; return {teacher column: teacher cache key}."""
+    from .score import column_matrix
+
+    prov = selection.provenance
+    scores = store.entry("student", prov["cache"]["student"]).read_file("scores.arrow")
+    s_at = positions_of(scores.column("uid").to_numpy(), selection.uids)
+    for name in ("entropy", "margin", "least_confidence"):
+        added[name] = pa.array(scores.column(name).to_numpy()[s_at])
+    keys = prov["cache"]["teachers"]
+    kl = column_matrix(scores, "kl")[s_at] if keys else None
+    made = {}
+    for i, (label, key) in enumerate(zip(teacher_labels(prov.get("models", {}).get("teachers") or keys), keys)):
+        t = store.entry("teacher", key).read_parts()
+        logits = column_matrix(t, "logits")[positions_of(t.column("uid").to_numpy(), selection.uids)]
+        added[f"logits_{label}"] = pa.array(list(np.asarray(logits, dtype=np.float32)), pa.list_(pa.float32()))
+        added[f"kl_{label}"] = pa.array(kl[:, i].astype(np.float32))
+        made.update({f"logits_{label}": key, f"kl_{label}": key})
+    return made
 
 
 def _flat_for_csv(table: pa.Table) -> pa.Table:
@@ -193,13 +219,13 @@ def export(
     if fmt != "hf":
         check_sidecar(out, overwrite)
     selection = load_selection(root, selection_name)
-    ds, names, logits = selected_rows(selection, root)
+    ds, names, teacher_cols = selected_rows(selection, root)
 
     provenance = {
         **{k: v for k, v in selection.provenance.items() if k != "files"},  # those name the selection's files
         "export": {
             "selection": selection.name, "format": fmt, "path": str(out.resolve()), "rows": len(ds),
-            "columns": list(ds.column_names), "added_columns": names, "teacher_logits": logits,
+            "columns": list(ds.column_names), "added_columns": names, "teacher_columns": teacher_cols,
             "selectkd_version": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         },
     }

@@ -20,7 +20,7 @@ import numpy as np
 from .atomic import atomic_write_json, remove_path, replace_path, temp_name
 from .data import DataSpec, Rows, load_rows
 from .errors import SelectKDError
-from .models import load_classifier, load_tokenizer, resolve
+from .models import check_max_length, load_classifier, load_tokenizer, resolve, save_model
 from .outputs import FINETUNE, check_output, claim
 from .score import collate, encode, length_batches, pick_device, progress_bar
 
@@ -189,6 +189,7 @@ def finetune(
         eval_rows = load_rows(DataSpec(eval_data or data, eval_split, text_field, text_pair_field, label_field, eval_limit),
                               root, num_labels=rows.num_labels)
     ref = resolve(model, root, trust_remote_code)
+    check_max_length(ref, max_length)
     tokenizer, _ = load_tokenizer(ref)
     device = pick_device(device)
     torch.manual_seed(seed)
@@ -209,8 +210,7 @@ def finetune(
     tmp = temp_name(out)
     try:
         with claim(out, FINETUNE, overwrite, root):
-            net.to("cpu").save_pretrained(tmp)
-            tokenizer.save_pretrained(tmp)
+            save_model(net.to("cpu"), tokenizer, tmp)
             atomic_write_json(tmp / "selectkd_finetune.json", {
                 "data": data, "split": split, "limit": limit, "model": model,
                 "mode": "head-only" if head_only else "full", "epochs": None if head_only else epochs,
@@ -229,7 +229,8 @@ def _has_split(data: str, split: str, root: Path) -> bool:
     from . import assets
 
     if data in assets.DATASETS:
-        return (assets.data_dir(root, data) / split).exists()
+        folder = assets.find_installed(assets.data_dir, root, data)
+        return folder is not None and (folder / split).exists()
     path = Path(data)
     return path.is_dir() and (path / split).is_dir()
 

@@ -22,13 +22,10 @@ def path_fingerprint(path: Path, root: Path) -> str:
     path = Path(path).resolve()
     st = path.stat()
     memo_path = Path(root) / "fingerprints.json"
-    try:
-        memo = json.loads(memo_path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        memo = {}
+    memo = _read_memo(memo_path)
     stamp = [st.st_size, st.st_mtime_ns]
     hit = memo.get(str(path))
-    if hit and hit[:2] == stamp:
+    if isinstance(hit, list) and len(hit) == 3 and hit[:2] == stamp and isinstance(hit[2], str):
         return hit[2]
     digest = file_sha256(path)
     memo[str(path)] = [*stamp, digest]
@@ -38,6 +35,15 @@ def path_fingerprint(path: Path, root: Path) -> str:
     except OSError:
         pass  # a read-only store still works, only slower
     return digest
+
+
+def _read_memo(path: Path) -> dict:
+    """The remembered hashes; anything unreadable or of another shape is only a memo lost, rebuilt as we go."""
+    try:
+        memo = json.loads(path.read_text())
+    except (OSError, ValueError):  # missing, a folder, a store root that is a file; bad UTF-8 or JSON
+        return {}
+    return memo if isinstance(memo, dict) else {}
 
 
 def model_fingerprint(folder: Path, root: Path) -> str:

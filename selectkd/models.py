@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +38,31 @@ class ModelRef:
     local: bool
     fingerprint: str
     trust_remote_code: bool = False  # every load of this model runs its own code only when True
+    max_positions: int | None = None  # the longest input its position embeddings take (None: unknown)
+
+
+# Models whose position ids start after the padding index, so padding_idx + 1 positions are never used.
+OFFSET_POSITIONS = {"roberta", "xlm-roberta", "xlm-roberta-xl", "camembert", "mpnet", "longformer", "data2vec-text",
+                    "roberta-prelayernorm", "ibert"}
+
+
+def _max_positions(config: dict) -> int | None:
+    """Longest input a config's position embeddings take: max_position_embeddings less any offset."""
+    n = config.get("max_position_embeddings")
+    if not isinstance(n, int) or isinstance(n, bool):
+        return None
+    if config.get("model_type") in OFFSET_POSITIONS:
+        pad = config.get("pad_token_id")
+        n -= (pad if isinstance(pad, int) else 1) + 1
+    return n
+
+
+def check_max_length(ref: ModelRef, max_length: int) -> None:
+    """A --max-length beyond the position embeddings fails mid-run; refuse it before anything is written."""
+    if ref.max_positions is not None and max_length > ref.max_positions:
+        raise ModelError(f"--max-length {max_length} is more than {ref.name} takes: its position embeddings hold "
+                         f"{ref.max_positions} tokens (max_position_embeddings in its config); "
+                         f"use --max-length {ref.max_positions} or less")
 
 
 def _load_kwargs(ref: ModelRef) -> dict:
@@ -52,12 +78,16 @@ def _one_line(exc: BaseException, width: int) -> str:
     return f"{type(exc).__name__}: {' '.join(str(exc).split())[:width]}"
 
 
-def _check_no_remote_code(path: Path, trust_remote_code: bool) -> str:
-    """Refuse a folder that ships model code unless trusted; return a fingerprint of that code."""
+def _read_config(path: Path) -> dict:
     try:
-        config = json.loads((path / "config.json").read_text())
+        return json.loads((path / "config.json").read_text())
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise ModelError(f"{path / 'config.json'} is not valid JSON; re-save the model with save_pretrained") from None
+
+
+def _check_no_remote_code(path: Path, trust_remote_code: bool) -> str:
+    """Refuse a folder that ships model code unless trusted; return a fingerprint of that code."""
+    config = _read_config(path)
     if not config.get("auto_map"):
         return ""
     code = sorted(p for p in path.glob("*.py") if p.is_file())
@@ -74,17 +104,19 @@ def resolve(name: str, root: Path, trust_remote_code: bool = False) -> ModelRef:
     With ``trust_remote_code`` the folder's own code is part of the fingerprint (it makes the numbers).
     """
     if name in assets.MODELS:
-        folder = assets.model_dir(root, name)
-        if not assets.is_installed(folder):
-            raise ModelError(f"built-in model {name!r} is not installed; run `selectkd assets install --models {name}`")
-        return ModelRef(name, str(folder), True, model_fingerprint(folder, root), trust_remote_code)
+        folder = assets.find_installed(assets.model_dir, root, name)
+        if folder is None:
+            raise ModelError(f"built-in model {name!r} is not installed in {assets.searched(root)}; run "
+                             f"`selectkd assets install --models {name} --cache-dir {root}`")
+        return ModelRef(name, str(folder), True, model_fingerprint(folder, root), trust_remote_code,
+                        _max_positions(_read_config(folder)))
     path = Path(name).expanduser()
     if path.is_dir():
         if not (path / "config.json").exists():
             raise ModelError(f"{path} is not a model folder (no config.json); give a folder saved with save_pretrained")
         code = _check_no_remote_code(path, trust_remote_code)
         fingerprint = model_fingerprint(path, root) + (f"+code:{code}" if code else "")
-        return ModelRef(name, str(path), True, fingerprint, trust_remote_code)
+        return ModelRef(name, str(path), True, fingerprint, trust_remote_code, _max_positions(_read_config(path)))
     if path.exists() or name.startswith((".", "/", "~")) or name.count("/") > 1:
         raise ModelError(f"model path {name} does not exist; give a model folder, a hub name or one of: {', '.join(assets.MODELS)}")
     try:
@@ -97,7 +129,7 @@ def resolve(name: str, root: Path, trust_remote_code: bool = False) -> ModelRef:
             f"or a built-in name ({', '.join(assets.MODELS)})"
         ) from None
     revision = getattr(config, "_commit_hash", None) or "unknown"
-    return ModelRef(name, name, False, f"hub:{name}@{revision}", trust_remote_code)
+    return ModelRef(name, name, False, f"hub:{name}@{revision}", trust_remote_code, _max_positions(config.to_dict()))
 
 
 def tokenizer_key(ref: ModelRef) -> str:
@@ -179,3 +211,19 @@ def load_encoder(ref: ModelRef):
     except Exception as exc:  # noqa: BLE001
         raise ModelError(f"cannot load {ref.name} ({_one_line(exc, 160)})") from None
     return model.eval()
+
+
+def follow_umask(folder: Path) -> None:
+    """Give a written folder the modes any new file gets: safetensors writes its files 0600 whatever the umask."""
+    mask = os.umask(0)
+    os.umask(mask)
+    for path in [Path(folder), *Path(folder).rglob("*")]:
+        if not path.is_symlink():
+            path.chmod((0o777 if path.is_dir() else 0o666) & ~mask)
+
+
+def save_model(model, tokenizer, folder: Path) -> None:
+    """``save_pretrained`` of model and tokenizer into ``folder``, readable as the umask says."""
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    follow_umask(folder)

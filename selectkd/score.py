@@ -13,6 +13,7 @@ import contextlib
 import errno
 import os
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -22,8 +23,8 @@ import pyarrow as pa
 
 from . import __version__, parallel
 from .data import DataSpec, Rows, load_rows
-from .errors import CacheError, ModelError, SelectKDError
-from .models import ModelRef, load_classifier, load_encoder, load_tokenizer, resolve, tokenizer_key
+from .errors import CacheError, ModelError, SelectKDError, SelectKDWarning
+from .models import ModelRef, check_max_length, load_classifier, load_encoder, load_tokenizer, resolve, tokenizer_key
 from .store import Entry, EntryWriter, Store, part_name
 from .uncertainty import entropy, kl_divergence, least_confidence, margin, softmax
 
@@ -102,14 +103,44 @@ def collate(ids: list[list[int]], pad_id: int, type_ids: list[list[int]] | None 
 
 
 def pick_device(device: str | None = None) -> str:
-    """cuda when a GPU is usable, else cpu; avoids importing torch on machines with no GPU."""
+    """The device asked for, checked; else cuda when a GPU is usable, else cpu (no torch import without a GPU)."""
     if device:
-        return device
+        return check_device(device)
     if not any(Path("/dev").glob("nvidia*")) and not os.environ.get("CUDA_VISIBLE_DEVICES"):
         return "cpu"
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def available_devices() -> list[str]:
+    """The devices this torch build can run on here: cpu, cuda:0.. and mps."""
+    import torch
+
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+    return ["cpu", *(f"cuda:{i}" for i in range(gpus)), *(["mps"] if mps else [])]
+
+
+def check_device(device: str) -> str:
+    """``device`` when this machine can run on it; else a one-line error naming the devices it has."""
+    import torch
+
+    available = available_devices()
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise SelectKDError(f"unknown --device {device!r}; devices here: {', '.join(available)}") from None
+    usable = {torch.device(d).type for d in available}
+    if dev.type in usable and (dev.type != "cuda" or dev.index is None or f"cuda:{dev.index}" in available):
+        return device
+    if dev.type not in ("cuda", "mps"):
+        why = "selectkd runs on cpu, cuda or mps"
+    elif dev.type == "cuda" and not torch.backends.cuda.is_built():
+        why = "this torch build has no CUDA"
+    else:
+        why = f"this machine has no {dev}"
+    raise SelectKDError(f"--device {device} is not usable ({why}); devices here: {', '.join(available)}")
 
 
 def _autocast(device: str):
@@ -478,6 +509,7 @@ def score(
     if len(set(teachers)) != len(teachers):
         raise SelectKDError("the same --teacher is given twice; give each teacher once")
     store = Store(cache_dir)
+    store.check_root()
     root = store.root
     rank, world, device = parallel.setup(pick_device(device))
     progress = progress and rank == 0
@@ -486,10 +518,9 @@ def score(
 
     teacher_refs = [resolve(t, root, trust_remote_code) for t in teachers]
     student_ref = resolve(student, root, trust_remote_code) if student else None
-    for ref in [*teacher_refs, *([student_ref] if student_ref else [])]:
-        _check_label_count(ref, rows)
+    _check_before_scoring(rows, [*teacher_refs, *([student_ref] if student_ref else [])], max_length, rank)
 
-    def fill(entry: Entry, role: str, ref: ModelRef, work) -> tuple[bool, int, dict]:
+    def fill(entry: Entry, inputs: dict, role: str, ref: ModelRef, work) -> tuple[bool, int, dict]:
         """Make ``entry`` complete (rank 0 holds the key's lock; every rank computes its share)."""
         complete = entry.is_complete()
         damaged = entry.verify() if complete else []
@@ -497,15 +528,17 @@ def score(
             return True, 0, {}
         if damaged and not repair:
             entry.check(damaged)  # a damaged part is refused (the error names the fixes), never silently reused
-        if not compute:
-            raise _missing(role, ref.name, entry)
+        if rank == 0 or not compute:  # --no-compute raises here, naming the option that differs
+            _no_silent_rescore(store, entry, inputs, rows, role, ref.name, compute)
+        store.check_writable()  # a fully cached score reads only; writing must be possible before the lock file
+        tokenizer = load_tokenizer(ref)[0]  # a bad tokenizer is refused before the key's lock file exists
         with entry.lock() if rank == 0 else contextlib.nullcontext():
             if damaged and rank == 0:  # --repair: forget the damaged files; only they are recomputed
                 entry.forget(damaged)
             # another process may have finished it while we waited for the lock
             reused = parallel.broadcast(entry.is_complete() if rank == 0 else None, world)
             try:
-                result = (0, 0, {}) if reused else work(load_tokenizer(ref)[0])
+                result = (0, 0, {}) if reused else work(tokenizer)
             except OSError as exc:
                 if exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
                     if rank == 0:
@@ -524,7 +557,7 @@ def score(
         inputs = teacher_inputs(ref, tokenizer_key(ref), rows, max_length, cls_states, allow_untrained_head, device)
         entry = store.entry("teacher", _key(inputs))
         t0 = time.perf_counter()
-        reused, tokens, _ = fill(entry, "teacher", ref, lambda tok: _score_teacher(
+        reused, tokens, _ = fill(entry, inputs, "teacher", ref, lambda tok: _score_teacher(
             entry, inputs, ref, tok, rows, max_length=max_length, batch_size=batch_size, cls_states=cls_states,
             allow_untrained_head=allow_untrained_head, device=device, progress=progress, part_rows=part_rows,
             rank=rank, world=world))
@@ -538,7 +571,7 @@ def score(
                                 [e.key for e in teacher_entries], device)
         entry = store.entry("student", _key(inputs))
         t0 = time.perf_counter()
-        reused, tokens, extra = fill(entry, "student", student_ref, lambda tok: _score_student(
+        reused, tokens, extra = fill(entry, inputs, "student", student_ref, lambda tok: _score_student(
             entry, inputs, student_ref, tok, rows, teacher_entries, head=student_head, max_length=max_length,
             batch_size=batch_size, device=device, progress=progress, part_rows=part_rows, rank=rank, world=world))
         student_report = EntryReport("student", student_ref.name, "student", entry.key, len(rows), reused,
@@ -546,9 +579,151 @@ def score(
     return ScoreResult(rows, reports, student_report, store)
 
 
-def _missing(role: str, name: str, entry: Entry) -> CacheError:
+def _check_before_scoring(rows: Rows, refs: list[ModelRef], max_length: int, rank: int) -> None:
+    """What would fail mid-run is refused, and what would surprise is said, before any entry is made."""
+    if rows.split_ignored and rank == 0:
+        warnings.warn(f"{rows.spec.data} is a single file with one split: --split {rows.spec.split} is ignored; all "
+                      f"its rows are scored, under the same cache keys as without --split", SelectKDWarning)
+    for ref in refs:
+        check_max_length(ref, max_length)
+        _check_label_count(ref, rows)
+
+
+def _no_silent_rescore(store: Store, entry: Entry, inputs: dict, rows: Rows, role: str, name: str,
+                       compute: bool) -> None:
+    """A forgotten option must not pass unnoticed: --no-compute names it; otherwise a warning does, before the work."""
+    near = nearest_entry(store, entry, inputs, rows)
+    if not compute:
+        raise _missing(role, name, entry, near)
+    if near and near.forgotten and not entry.exists():
+        warnings.warn(f"scoring {role} {name} anew, though cached entry {near.key[:12]} differs only in "
+                      f"{near.described()}: to reuse it, stop now (Ctrl-C) and {near.fix()}", SelectKDWarning)
+
+
+def _missing(role: str, name: str, entry: Entry, near: NearEntry | None) -> CacheError:
+    if near is not None:
+        fix = f"{near.fix()} or drop --no-compute" if near.fix() else "score it first (drop --no-compute)"
+        return CacheError(f"no cached {role} entry for {name} with these options; the nearest, {near.key[:12]}, "
+                          f"differs in {near.described()}; {fix}")
+    if entry.exists():
+        return CacheError(f"the {role} cache entry for {name} ({entry.key[:12]}) is incomplete; finish it with "
+                          f"`selectkd score` and the same options (or drop --no-compute)")
     return CacheError(f"no complete {role} cache for {name} with these arguments ({entry.key[:12]}); run `selectkd score` "
                       f"with the same --data/--split/--teacher/--student options first (or drop --no-compute)")
+
+
+# -- the nearest cached entry: which option the user forgot ------------------------------------
+
+# key inputs a user sets with an option, and that option
+OPTIONS = {"split": "--split", "limit": "--limit", "max_length": "--max-length", "text_field": "--text-field",
+           "text_pair_field": "--text-pair-field", "label_field": "--label-field", "cls_states": "--cls-states",
+           "untrained_head_seed": "--allow-untrained-head", "head": "--student-head", "numerics": "--device",
+           "teachers": "--teacher"}
+FLAGS = {"cls_states", "untrained_head_seed"}  # on/off options: the fix adds or drops the flag
+NOT_OPTIONS = ("data", "tokenizer")  # no option brings these back: the entry must be scored
+
+
+@dataclass
+class NearEntry:
+    """A complete entry of the same kind and model whose key inputs differ from the wanted ones."""
+
+    key: str
+    diff: dict  # key input -> (cached value, asked value)
+
+    @property
+    def forgotten(self) -> bool:
+        """Only options a user forgets differ: worth a warning before scoring anew. Another split or
+        teacher is chosen on purpose, and distill sets the [CLS] states itself (--pt-alpha)."""
+        return bool(self.diff) and set(self.diff) <= set(OPTIONS) - {"split", "teachers", "cls_states"}
+
+    def described(self) -> str:
+        parts = []
+        for name, (cached, asked) in self.diff.items():
+            if name == "tokenizer":
+                parts.append("the tokenizer")
+            elif name == "data" and cached == asked:
+                parts.append(f"--data (the rows of {cached} changed since)")
+            else:
+                option = "--data" if name == "data" else OPTIONS[name]
+                parts.append(f"{option} (cached {_shown(name, cached)}, asked {_shown(name, asked)})")
+        return " and ".join(parts)
+
+    def fix(self) -> str:
+        """The options that bring the wanted key back to this entry's, or '' when none does."""
+        steps = []
+        for name, (cached, _) in self.diff.items():
+            option = OPTIONS.get(name)
+            if name in NOT_OPTIONS:
+                continue
+            if name == "teachers":
+                steps.append("give the --teacher options it was scored with")
+            elif name == "numerics":
+                steps.append(f"add --device {'cpu' if cached == 'float32' else 'cuda'}")
+            elif name in FLAGS or cached is None:
+                steps.append(f"{'add' if cached not in (None, False) else 'drop'} {option}")
+            else:
+                steps.append(f"add {option} {cached}")
+        return ", ".join(steps)
+
+
+def _shown(name: str, value) -> str:
+    if name in FLAGS:
+        return "on" if value not in (None, False) else "off"
+    if name == "teachers":
+        return "[" + ", ".join(str(k)[:12] for k in value or []) + "]"
+    return "none" if value is None else str(value)
+
+
+def _place(source: dict | None) -> str:
+    """Where rows come from, whatever the split: a file or folder path, a built-in or hub name."""
+    source = source or {}
+    return str(next((source[k] for k in ("file", "folder", "builtin", "hub") if k in source), "?"))
+
+
+def key_differences(wanted: dict, manifest: dict, rows: Rows) -> dict:
+    """Key inputs that differ, as {input: (cached, asked)}, in terms of what the user can change.
+
+    The data fingerprint folds in split and limit, so another --split or --limit of the same
+    source is not reported as other data; the teacher keys of a student follow from the teacher
+    options, so they are named only when nothing else differs.
+    """
+    cached = manifest.get("inputs") or {}
+    names = [n for n in (*OPTIONS, "tokenizer") if cached.get(n) != wanted.get(n)]
+    if "teachers" in names and len(names) > 1:
+        names.remove("teachers")
+    diff = {n: (cached.get(n), wanted.get(n)) for n in names}
+    if cached.get("data") != wanted.get("data") or cached.get("num_labels") != wanted.get("num_labels"):
+        here, there = _place(rows.source), _place(manifest.get("data_source"))
+        same_rows = cached.get("data") == rows.fingerprint_for(cached.get("split"), cached.get("limit"))
+        other_split = "split" in names and "file" not in rows.source  # a dataset's splits: fingerprints of their own
+        if here != there or not (same_rows or other_split):
+            diff["data"] = (there, here)
+    return diff
+
+
+def nearest_entry(store: Store, entry: Entry, inputs: dict, rows: Rows) -> NearEntry | None:
+    """The complete entry of ``entry``'s kind and model whose inputs differ from ``inputs`` in the fewest fields."""
+    import json
+
+    from .store import FORMAT_VERSION, canonical_json
+
+    wanted = json.loads(canonical_json(inputs))
+    best = None
+    for other in store.entries():
+        if other.kind != entry.kind or other.key == entry.key:
+            continue
+        try:
+            manifest = other.manifest()
+        except CacheError:
+            continue
+        cached = manifest.get("inputs") or {}
+        if (not manifest.get("complete") or manifest.get("format_version") != FORMAT_VERSION
+                or cached.get("model") != wanted.get("model")):
+            continue
+        diff = key_differences(wanted, manifest, rows)
+        if diff and (best is None or len(diff) < len(best.diff)):
+            best = NearEntry(other.key, diff)
+    return best
 
 
 def _key(inputs: dict) -> str:

@@ -28,7 +28,8 @@ from . import __version__
 from .atomic import atomic_write_json, clean_stale, name_lock, remove_path, replace_path, temp_name
 from .errors import CacheError, SelectKDError
 from .outputs import PNG, check_output, claim
-from .store import Entry, Store, read_arrow, write_arrow
+from .store import (Entry, Store, file_sha256, files_problem, is_own_file, is_plain_name, read_arrow, read_json_file,
+                    shape_problem, write_arrow)
 from .uncertainty import entropy, softmax
 
 DEFAULT_STRATEGY = "random"  # measured best at 10%: bench/results/matched_steps.md
@@ -37,6 +38,11 @@ DEFAULT_CLUSTERS = 30
 SELECTIONS = "selections"
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 MAX_NAME = 100
+SELECTION_COLUMNS = {"uid": pa.int64(), "score": pa.float64(), "rank": pa.int64()}
+# what readers of a provenance.json rely on (export, distill --selection, cache ls)
+PROVENANCE_FIELDS = {"cache": dict, "data": dict, "files": dict, "strategy": str, "rows": int}
+PROVENANCE_REQUIRED = ("cache", "data")
+DATA_FIELDS = ("data", "split", "text_field", "label_field", "fingerprint")
 
 
 class SelectionError(SelectKDError):
@@ -499,10 +505,12 @@ def selection_path(root: str | os.PathLike, name: str) -> Path:
 
 
 def list_selections(root: str | os.PathLike) -> list[str]:
+    """Saved selections: folders with a provenance.json (or links, reported damaged); temp folders are not."""
     folder = Path(root) / SELECTIONS
     if not folder.is_dir():
         return []
-    return sorted(p.name for p in folder.iterdir() if p.is_dir() and (p / "provenance.json").exists())
+    return sorted(p.name for p in folder.iterdir() if is_plain_name(p.name)
+                  and (p.is_symlink() or (p.is_dir() and os.path.lexists(p / "provenance.json"))))
 
 
 def save_selection(root: str | os.PathLike, selection: Selection, overwrite: bool = False) -> Path:
@@ -534,17 +542,83 @@ def save_selection(root: str | os.PathLike, selection: Selection, overwrite: boo
 
 
 def load_selection(root: str | os.PathLike | None, name: str) -> Selection:
-    import json
-
-    root = Store(root).root
-    folder = selection_path(root, name)
-    if not (folder / "provenance.json").exists():
-        have = ", ".join(list_selections(root)) or "none"
-        raise SelectionError(f"no selection {name!r} in {root / SELECTIONS} (have: {have}); make it with `selectkd select --name {name}`")
-    table = read_arrow(folder / "selection.arrow")
-    provenance = json.loads((folder / "provenance.json").read_text())
+    """A saved selection, checked as it is read: its files stay inside its folder and have the shape readers need."""
+    store = Store(root)
+    store.check_root()
+    provenance = read_provenance(store.root, name)
+    table = _read_table(store.root, name, provenance)
     return Selection(name, table.column("uid").to_numpy(), table.column("score").to_numpy(),
                      table.column("rank").to_numpy(), provenance)
+
+
+def _damaged(name: str, why: str) -> SelectionError:
+    return SelectionError(f"selection {name!r} is damaged ({why}); make it again with "
+                          f"`selectkd select ... --name {name} --overwrite`")
+
+
+def read_provenance(root: str | os.PathLike, name: str) -> dict:
+    """A selection's provenance.json: an object with the cache keys and data fields readers use."""
+    folder = selection_path(root, name)
+    if folder.is_symlink():
+        raise _damaged(name, "its folder is a symlink")
+    try:
+        provenance = read_json_file(folder / "provenance.json")
+    except (FileNotFoundError, NotADirectoryError):
+        have = ", ".join(list_selections(root)) or "none"
+        raise SelectionError(f"no selection {name!r} in {Path(root) / SELECTIONS} (have: {have}); "
+                             f"make it with `selectkd select --name {name}`") from None
+    except ValueError as exc:
+        raise _damaged(name, str(exc)) from None
+    problem = shape_problem(provenance, PROVENANCE_FIELDS, PROVENANCE_REQUIRED) or _provenance_problem(provenance)
+    if problem:
+        raise _damaged(name, f"provenance.json: {problem}")
+    return provenance
+
+
+def _provenance_problem(provenance: dict) -> str | None:
+    cache, data = provenance["cache"], provenance["data"]
+    keys = [cache.get("student"), *(cache.get("teachers") if isinstance(cache.get("teachers"), list) else [None])]
+    if not all(isinstance(k, str) for k in keys):
+        return "cache.student or cache.teachers is missing or not text"
+    missing = [f"data.{f}" for f in DATA_FIELDS if not isinstance(data.get(f), str)]
+    if missing:
+        return f"{', '.join(missing)} missing or not text"
+    return files_problem(provenance.get("files", {}))
+
+
+def _read_table(root: Path, name: str, provenance: dict) -> pa.Table:
+    """selection.arrow: a plain file that matches its recorded checksum (if any), with uid, score, rank."""
+    folder = selection_path(root, name)
+    for file, digest in provenance.get("files", {}).items():
+        if not is_own_file(folder / file) or file_sha256(folder / file) != digest:
+            raise _damaged(name, f"{file} is missing or fails its checksum")
+    path = folder / "selection.arrow"
+    if not is_own_file(path):
+        raise _damaged(name, "selection.arrow is missing or not a plain file")
+    try:
+        table = read_arrow(path)
+    except (pa.ArrowInvalid, OSError):
+        raise _damaged(name, "selection.arrow is not a readable Arrow file (truncated?)") from None
+    wrong = [c for c, kind in SELECTION_COLUMNS.items()
+             if c not in table.column_names or table.schema.field(c).type != kind or table.column(c).null_count]
+    if wrong:
+        raise _damaged(name, f"selection.arrow lacks the columns {', '.join(wrong)} as int64/float64 without nulls")
+    return table
+
+
+def selection_problem(root: str | os.PathLike, name: str) -> str | None:
+    """What `cache verify` says of a selection: damage, or cache entries it names that are gone; None if sound."""
+    try:
+        cache = load_selection(root, name).provenance["cache"]
+        store = Store(root)
+        named = [store.entry("student", cache["student"]), *(store.entry("teacher", k) for k in cache["teachers"])]
+    except SelectKDError as exc:
+        return str(exc)
+    gone = [f"{e.kind}/{e.key}" for e in named if not e.exists()]
+    if gone:
+        return (f"selection {name!r} names cache entries that are gone ({', '.join(gone)}); score them again with "
+                f"the --data/--teacher/--student it records (`selectkd cache info selection:{name}`)")
+    return None
 
 
 # -- finding the cache entries --------------------------------------------------------------------
@@ -611,6 +685,7 @@ def select(
         check_name(name)
 
     store = Store(cache_dir)
+    store.check_writable()  # a selection is always written: refuse a read-only store before any work
     common = dict(text_field=text_field, text_pair_field=text_pair_field, label_field=label_field, limit=limit,
                   max_length=max_length, cls_states=cls_states, student_head=student_head,
                   allow_untrained_head=allow_untrained_head, device=device, trust_remote_code=trust_remote_code)
@@ -648,8 +723,8 @@ def select(
         "score_higher_first": choice.ranking.higher_first,
         "cache": {"student": student_entry.key, "teachers": [e.key for e in teacher_entries]},
         "models": {"student": student, "teachers": list(teachers)},
-        "data": {
-            "data": data, "split": split, "text_field": text_field, "text_pair_field": text_pair_field,
+        "data": {  # a file or folder by its absolute path, so export finds it from any folder
+            "data": rows.source.get("file") or rows.source.get("folder") or data, "given": data, "split": split, "text_field": text_field, "text_pair_field": text_pair_field,
             "label_field": label_field, "limit": limit, "fingerprint": rows.fingerprint,
             "source": rows.source, "num_labels": rows.num_labels, "label_names": rows.label_names,
         },

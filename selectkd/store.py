@@ -10,10 +10,12 @@ A lock file per key keeps two writers apart. Reads are memory-mapped and zero-co
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
 import time
 from dataclasses import dataclass
@@ -28,10 +30,60 @@ from .errors import CacheError
 FORMAT_VERSION = 1
 DEFAULT_ROOT = "cache"
 KINDS = ("teacher", "student")
+PLAIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")  # one file or folder name: no separator, '..' or dot-file
+# what readers of a manifest rely on: required fields, and the type of every field that is present
+MANIFEST_FIELDS = {"inputs": dict, "files": dict, "complete": bool, "num_rows": int, "data_source": dict,
+                   "columns": dict, "teachers": list, "model_name": str}
+MANIFEST_REQUIRED = ("inputs", "files")
 
 
 def default_root() -> Path:
     return Path(os.environ.get("SELECTKD_CACHE") or DEFAULT_ROOT)
+
+
+def is_plain_name(name: object) -> bool:
+    """A name read from the store may only name something directly inside its own folder."""
+    return isinstance(name, str) and ".." not in name and bool(PLAIN_NAME.match(name))
+
+
+def is_own_file(path: Path) -> bool:
+    """A regular file at ``path`` itself: a symlink (which may point anywhere) or a folder is not one."""
+    return not path.is_symlink() and path.is_file()
+
+
+def shape_problem(obj: object, fields: dict[str, type], required: tuple[str, ...]) -> str | None:
+    """What is wrong with the shape of a JSON object read back from the store, or None."""
+    if not isinstance(obj, dict):
+        return f"not a JSON object but {type(obj).__name__}"
+    missing = [name for name in required if name not in obj]
+    if missing:
+        return f"no {', '.join(missing)}"
+    wrong = [name for name, kind in fields.items() if name in obj and not isinstance(obj[name], kind)]
+    return f"{', '.join(wrong)} of the wrong type" if wrong else None
+
+
+def files_problem(files: dict) -> str | None:
+    """A ``files`` map (name -> sha256) may only name plain files inside its folder."""
+    for name, digest in files.items():
+        if not is_plain_name(name):
+            return f"it names {name!r}, which is not a file inside its folder"
+        if not isinstance(digest, str):
+            return f"the checksum of {name} is not text"
+    return None
+
+
+def read_json_file(path: Path) -> object:
+    """JSON from a file of the store; ValueError for a symlink, a folder, bad UTF-8 or bad JSON."""
+    if path.is_symlink():
+        raise ValueError(f"{path.name} is a symlink")
+    try:
+        return json.loads(path.read_text())
+    except IsADirectoryError:
+        raise ValueError(f"{path.name} is a folder") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{path.name} is not UTF-8 text") from None
+    except json.JSONDecodeError:
+        raise ValueError(f"{path.name} is not valid JSON") from None
 
 
 def canonical_json(obj: Any) -> str:
@@ -88,20 +140,33 @@ class Entry:
         return self.root / self.kind / f".{self.key}.lock"
 
     def exists(self) -> bool:
-        return self.manifest_path.exists()
+        return os.path.lexists(self.manifest_path)
+
+    def damaged(self, why: str) -> CacheError:
+        return CacheError(f"cache entry {self.kind}/{self.key} is damaged ({why}); remove it with "
+                          f"`selectkd cache rm {self.key}` and re-run")
+
+    def _check_folder(self) -> None:
+        """The entry folder must be a folder of the store, not a link to one elsewhere."""
+        if self.path.is_symlink():
+            raise self.damaged("its folder is a symlink")
 
     def manifest(self) -> dict:
+        """The manifest, checked: a wrong shape or a file name that leads out of the entry is damage."""
+        self._check_folder()
         try:
-            return json.loads(self.manifest_path.read_text())
+            manifest = read_json_file(self.manifest_path)
         except FileNotFoundError:
             raise CacheError(f"no cache entry {self.kind}/{self.key}; run `selectkd score` to compute it") from None
-        except json.JSONDecodeError:
-            raise CacheError(
-                f"manifest of {self.kind}/{self.key} is damaged; remove it with `selectkd cache rm {self.key}` and re-run"
-            ) from None
+        except ValueError as exc:
+            raise self.damaged(str(exc)) from None
+        problem = shape_problem(manifest, MANIFEST_FIELDS, MANIFEST_REQUIRED) or files_problem(manifest["files"])
+        if problem:
+            raise self.damaged(f"manifest.json: {problem}")
+        return manifest
 
     def is_complete(self) -> bool:
-        return self.exists() and bool(self.manifest().get("complete"))
+        return self.exists() and self.manifest().get("complete") is True
 
     def write_manifest(self, manifest: dict) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
@@ -109,20 +174,47 @@ class Entry:
 
     @contextlib.contextmanager
     def lock(self, wait: bool = True) -> Iterator[None]:
-        """Exclusive lock per key: a second writer waits, then finds the entry complete."""
-        self.lock_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.lock_path, "a+") as f:
-            flags = fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB)
+        """Exclusive lock per key: a second writer waits, then finds the entry complete.
+
+        A run that leaves no entry behind (it failed first, or removed the entry) also takes
+        its lock file and the folders made for it away again, while it still holds the lock.
+        """
+        made = [p for p in (self.lock_path.parent, self.root) if not p.exists()]
+        f = self._acquire(wait)
+        try:
+            yield
+        finally:
+            if not os.path.lexists(self.path):
+                self.lock_path.unlink(missing_ok=True)  # a waiter holding the old file sees it go and retries
+                for folder in made:
+                    with contextlib.suppress(OSError):
+                        folder.rmdir()  # only while empty
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+            f.close()
+
+    def _acquire(self, wait: bool):
+        """The locked lock file; retried when the file was taken away while this process waited."""
+        flags = fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB)
+        while True:
+            self.lock_path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                f = open(self.lock_path, "a+")
+            except FileNotFoundError:  # its folder went between mkdir and open
+                continue
             try:
                 fcntl.flock(f.fileno(), flags)
             except BlockingIOError:
+                f.close()
                 raise CacheError(f"cache entry {self.key} is being written by another process; wait for it") from None
-            try:
-                yield
-            finally:
-                fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+            with contextlib.suppress(FileNotFoundError):
+                now = os.stat(self.lock_path)
+                mine = os.fstat(f.fileno())
+                if (now.st_dev, now.st_ino) == (mine.st_dev, mine.st_ino):
+                    return f
+            f.close()
 
     def clean_temp_files(self) -> None:
+        self._check_folder()
         if self.path.exists():
             for tmp in self.path.glob(".*.tmp-*"):
                 tmp.unlink(missing_ok=True)
@@ -136,12 +228,12 @@ class Entry:
         return sorted(name for name in self.files() if name.startswith("part-"))
 
     def verify(self, names: list[str] | None = None) -> list[str]:
-        """Recompute checksums; return the names of files that are missing or differ."""
+        """Recompute checksums; return the names of files that are missing, differ or are not plain files."""
         expected = self.files()
         bad = []
         for name in names if names is not None else sorted(expected):
             path = self.path / name
-            if not path.exists() or file_sha256(path) != expected.get(name):
+            if not is_own_file(path) or file_sha256(path) != expected.get(name):
                 bad.append(name)
         return bad
 
@@ -149,8 +241,8 @@ class Entry:
         bad = self.verify(names)
         if bad:
             raise CacheError(
-                f"cache entry {self.kind}/{self.key} is damaged ({', '.join(bad)} fails its checksum); "
-                f"recompute just that with `selectkd score ... --repair`, or remove the entry with "
+                f"cache entry {self.kind}/{self.key} is damaged ({', '.join(bad)} fails its checksum or is not a "
+                f"plain file); recompute just that with `selectkd score ... --repair`, or remove the entry with "
                 f"`selectkd cache rm {self.key}` and re-run"
             )
 
@@ -160,11 +252,17 @@ class Entry:
             shutil.rmtree(self.path, ignore_errors=True)
 
     def forget(self, names: list[str]) -> None:
-        """Drop damaged files from the manifest and mark the entry incomplete, so a run redoes them."""
+        """Drop damaged files from the manifest and mark the entry incomplete, so a run redoes them.
+
+        Only plain names inside the entry are touched; a symlink goes, never what it points at.
+        """
         manifest = self.manifest()
         for name in names:
+            path = self.path / name
+            if not is_plain_name(name) or (path.is_dir() and not path.is_symlink()):
+                raise self.damaged(f"{name!r} is not a file of the entry")
             manifest["files"].pop(name, None)
-            (self.path / name).unlink(missing_ok=True)
+            path.unlink(missing_ok=True)
         manifest["complete"] = False
         self.write_manifest(manifest)
 
@@ -186,7 +284,10 @@ class Entry:
         return read_arrow(self.path / name)
 
     def size_bytes(self) -> int:
-        return sum(p.stat().st_size for p in self.path.glob("*") if p.is_file())
+        """Bytes of the entry's own files (symlinks are not followed)."""
+        if self.path.is_symlink() or not self.path.is_dir():
+            return 0
+        return sum(p.lstat().st_size for p in self.path.iterdir() if is_own_file(p))
 
 
 class Store:
@@ -208,12 +309,36 @@ class Store:
             raise CacheError(f"unknown cache kind {kind!r}; valid: {', '.join(KINDS)}")
         return Entry(self.root, kind, self.check_key(key))
 
+    def check_root(self) -> None:
+        """The root, where it exists, must be a folder: a file there is refused before any work."""
+        if self.root.exists() and not self.root.is_dir():
+            raise CacheError(f"cache folder {self.root} is a file, not a folder; give a folder with --cache-dir "
+                             f"or SELECTKD_CACHE")
+
+    def check_writable(self) -> None:
+        """Refuse a store that cannot be written before any work, instead of failing halfway."""
+        self.check_root()
+        there = self.root.absolute()
+        while not there.exists():  # the nearest folder that exists is where the root would be made
+            there = there.parent
+        if not there.is_dir():
+            raise CacheError(f"cannot make cache folder {self.root}: {there} is a file; give a folder with "
+                             f"--cache-dir or SELECTKD_CACHE")
+        if not os.access(there, os.W_OK | os.X_OK):
+            why = ("read-only file system" if os.statvfs(there).f_flag & os.ST_RDONLY
+                   else os.strerror(errno.EACCES).lower())
+            raise CacheError(f"cannot write cache folder {self.root} ({why}); choose a writable folder with "
+                             f"--cache-dir or SELECTKD_CACHE")
+
     def entries(self) -> list[Entry]:
+        """Every folder (or link) under a kind whose name is a key; other names are not entries."""
+        self.check_root()
         found = []
         for kind in KINDS:
             folder = self.root / kind
             if folder.is_dir():
-                found += [Entry(self.root, kind, p.name) for p in sorted(folder.iterdir()) if p.is_dir()]
+                found += [Entry(self.root, kind, p.name) for p in sorted(folder.iterdir())
+                          if (p.is_dir() or p.is_symlink()) and p.name.isascii() and p.name.isalnum()]
         return found
 
     def find(self, key_prefix: str) -> Entry:
@@ -227,7 +352,11 @@ class Store:
         return matches[0]
 
     def remove(self, entry: Entry) -> None:
+        """Remove an entry whole; an entry folder that is a symlink loses the link, never its target."""
         with entry.lock():
+            if entry.path.is_symlink():
+                entry.path.unlink()
+                return
             trash = entry.path.with_name(f".{entry.key}.removing-{os.getpid()}")
             os.replace(entry.path, trash)
             shutil.rmtree(trash)
@@ -247,9 +376,9 @@ class EntryWriter:
             if self.manifest.get("inputs") != json.loads(canonical_json(inputs)):
                 raise CacheError(f"cache entry {entry.key} changed under a running job; re-run it")
             return
+        manifest = entry.manifest() if entry.exists() else None  # checked before anything in the folder is touched
         entry.path.mkdir(parents=True, exist_ok=True)
         entry.clean_temp_files()
-        manifest = entry.manifest() if entry.exists() else None
         if manifest is not None and manifest.get("inputs") != json.loads(canonical_json(inputs)):
             raise CacheError(
                 f"cache entry {entry.key} was written from other inputs; remove it with `selectkd cache rm {entry.key}`"
@@ -271,7 +400,7 @@ class EntryWriter:
         """True when ``name`` is recorded and its bytes still match (a damaged part is redone)."""
         digest = self.manifest["files"].get(name) or self._sidecar_digest(name)
         path = self.entry.path / name
-        return digest is not None and path.exists() and file_sha256(path) == digest
+        return digest is not None and is_own_file(path) and file_sha256(path) == digest
 
     def _sidecar(self, name: str) -> Path:
         return self.entry.path / f".{name}.sha256"
@@ -288,7 +417,7 @@ class EntryWriter:
         for sidecar in sorted(self.entry.path.glob(".*.sha256")):
             name = sidecar.name[1:-len(".sha256")]
             path = self.entry.path / name
-            if path.exists() and file_sha256(path) == sidecar.read_text().strip():
+            if is_plain_name(name) and is_own_file(path) and file_sha256(path) == sidecar.read_text().strip():
                 self.manifest["files"][name] = sidecar.read_text().strip()
                 adopted.append(name)
         self.entry.write_manifest(self.manifest)

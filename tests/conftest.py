@@ -93,7 +93,7 @@ def tiny(tmp_path_factory):
 
 def run_cli(*args: str, cache: Path, check: bool | None = None, env: dict | None = None,
             cwd: Path | None = None) -> subprocess.CompletedProcess:
-    """Run the real `selectkd` command in a subprocess, as a user would (in ``cwd``, if given)."""
+    """Run the real `selectkd` command in a subprocess, as a user would (in ``cwd`` when given)."""
     full_env = {**os.environ, "SELECTKD_CACHE": str(cache), **(env or {})}
     proc = subprocess.run([sys.executable, "-m", "selectkd", *args], capture_output=True, text=True, env=full_env,
                           cwd=cwd)

@@ -22,7 +22,7 @@ from .test_security import plant_remote_code
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "BAD_INPUT.md"
 PLACEHOLDER = re.compile(r"^[A-Z][A-Z0-9_]*(\.[a-z0-9]+)?(/[a-z0-9_.]+)*/?$")  # DATA.csv, RUN/, DATA.csv/x.csv
-BOOKKEEPING = re.compile(r"^(fingerprints\.json|\..*\.lock)$")  # file-hash memo and per-key locks: not output
+BOOKKEEPING = re.compile(r"^fingerprints\.json$")  # the file-hash memo; a lock file left by a failed run is output
 
 TS = "--teacher TEACHER/ --student STUDENT/"
 
@@ -132,6 +132,43 @@ CASES = [
     Case("cache rm ''", "empty key (would match every entry)", ("'' is not a cache key", "not empty")),
     Case("cache verify a/b", "key with a separator", ("'a/b' is not a cache key", "no paths")),
     Case("cache verify ''", "empty key", ("'' is not a cache key", "not empty")),
+    # -- issue 10: the store --
+    Case(score("DATA.csv", "--cache-dir CACHE_FILE.txt"), "--cache-dir is a file",
+         ("CACHE_FILE.txt is a file, not a folder", "--cache-dir or SELECTKD_CACHE")),
+    Case(select("--cache-dir CACHE_FILE.txt"), "--cache-dir is a file (select)",
+         ("CACHE_FILE.txt is a file, not a folder", "--cache-dir or SELECTKD_CACHE")),
+    Case("cache ls --cache-dir CACHE_FILE.txt", "--cache-dir is a file (cache ls)", ("is a file, not a folder", "--cache-dir")),
+    Case("cache rm 0000 --cache-dir CACHE_FILE.txt", "--cache-dir is a file (cache rm)", ("is a file, not a folder", "--cache-dir")),
+    Case(f"cache info {'a' * 24} --cache-dir DAMAGED/", "manifest.json is [1,2]",
+         ("is damaged (manifest.json: not a JSON object but list)", f"selectkd cache rm {'a' * 24}")),
+    Case(f"cache info {'b' * 24} --cache-dir DAMAGED/", "manifest.json is {}",
+         ("is damaged (manifest.json: no inputs, files)", f"selectkd cache rm {'b' * 24}")),
+    Case(f"cache info {'c' * 24} --cache-dir DAMAGED/", "manifest names a file outside the entry (../../x)",
+         ("it names '../../x', which is not a file inside its folder", "selectkd cache rm")),
+    Case(f"cache info {'d' * 24} --cache-dir DAMAGED/", "manifest.json is not JSON",
+         ("is damaged (manifest.json is not valid JSON)", "selectkd cache rm")),
+    Case("export --selection trunc --out OUT.csv --cache-dir DAMAGED/", "truncated selection.arrow",
+         ("selection 'trunc' is damaged (selection.arrow is not a readable Arrow file", "--name trunc --overwrite")),
+    Case(distill("--selection trunc --out RUN/ --cache-dir DAMAGED/"), "truncated selection.arrow (distill)",
+         ("selection 'trunc' is damaged (selection.arrow is not a readable Arrow file", "--name trunc --overwrite")),
+    Case("export --selection listprov --out OUT.csv --cache-dir DAMAGED/", "provenance.json is [1,2]",
+         ("selection 'listprov' is damaged (provenance.json: not a JSON object", "--overwrite")),
+    Case("export --selection escape --out OUT.csv --cache-dir DAMAGED/", "provenance names a file outside the selection",
+         ("it names '/etc/passwd', which is not a file inside its folder", "--overwrite")),
+    Case("cache info selection:nope", "unknown selection (cache info)", ("no selection 'nope'", "selectkd select --name nope")),
+    Case("cache verify selection:../s1", "selection name with '..' (cache verify)", ("'../s1' is not a plain folder name", "no path")),
+    # -- issue 10: surprises in keys, export and models --------------------------------------------
+    Case(select("--no-compute --max-length 64"), "--no-compute after scoring with another --max-length",
+         ("the nearest", "differs in --max-length (cached 128, asked 64)", "add --max-length 128 or drop --no-compute")),
+    Case(select("--no-compute --limit 100"), "--no-compute with a --limit the cache was not scored with",
+         ("differs in --limit (cached none, asked 100)", "drop --limit or drop --no-compute")),
+    Case(score("DATA.csv", "--max-length 100000"), "--max-length beyond the model's position embeddings",
+         ("--max-length 100000 is more than TEACHER/ takes", "hold 128 tokens", "use --max-length 128 or less")),
+    Case("finetune --data DATA.csv --model STUDENT/ --out RUN/ --max-length 100000", "--max-length beyond the model",
+         ("--max-length 100000 is more than STUDENT/ takes", "use --max-length 128 or less")),
+    Case(score("DATA.csv", "--device nonsense"), "unknown device", ("unknown --device 'nonsense'", "devices here: cpu")),
+    Case(score("DATA.csv", "--device cuda:7"), "a GPU this machine does not have",
+         ("--device cuda:7 is not usable", "devices here: cpu")),
     # -- issue 10: outputs --
     Case(select("--name " + "n" * 300), "a 300-character selection name", ("is 300 characters long", "at most 100")),
     Case(select("--budget 30 --name p1 --plot DATA.csv"), "--plot names a file that is not a PNG",
@@ -185,6 +222,32 @@ def make_files(base: Path, tiny) -> None:
     (base / "UNKNOWN_KEY.toml").write_text('data = "DATA.csv"\nmax_lenght = 16\n')
     (base / "FULL").mkdir()
     (base / "FULL" / "keep.txt").write_text("someone's file\n")
+    (base / "CACHE_FILE.txt").write_text("not a folder\n")
+    damaged_store(base / "DAMAGED")
+
+
+def damaged_store(root: Path) -> None:
+    """A store whose manifests and selections are damaged in the ways `Store` and `load_selection` refuse."""
+    import json
+
+    import pyarrow as pa
+
+    from selectkd.store import write_arrow
+
+    manifests = {"a": "[1, 2]", "b": "{}", "c": json.dumps({"inputs": {}, "files": {"../../x": "0" * 64}}), "d": "{"}
+    for letter, text in manifests.items():
+        (root / "teacher" / (letter * 24)).mkdir(parents=True)
+        (root / "teacher" / (letter * 24) / "manifest.json").write_text(text)
+    prov = {"cache": {"student": "e" * 24, "teachers": []}, "strategy": "random", "rows": 3,
+            "data": {"data": "DATA.csv", "split": "train", "text_field": "text", "label_field": "label", "fingerprint": "f"}}
+    table = pa.table({"uid": pa.array([0, 1, 2], pa.int64()), "score": pa.array([0.1, 0.2, 0.3]),
+                      "rank": pa.array([0, 1, 2], pa.int64())})
+    for name, provenance in {"trunc": prov, "listprov": [1, 2], "escape": {**prov, "files": {"/etc/passwd": "0"}}}.items():
+        (root / "selections" / name).mkdir(parents=True)
+        write_arrow(root / "selections" / name / "selection.arrow", table)
+        (root / "selections" / name / "provenance.json").write_text(json.dumps(provenance))
+    path = root / "selections" / "trunc" / "selection.arrow"
+    path.write_bytes(path.read_bytes()[:100])
 
 
 @pytest.fixture(scope="module")

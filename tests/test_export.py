@@ -8,7 +8,7 @@ import pytest
 
 import selectkd
 from selectkd.errors import SelectKDError
-from selectkd.export import FORMATS, export, logits_columns
+from selectkd.export import FORMATS, export, teacher_labels
 from selectkd.score import column_matrix
 from selectkd.select import load_selection, select
 from selectkd.store import Store
@@ -33,10 +33,10 @@ def expected(selected) -> dict:
     sel = selected["selection"]
     store = Store(selected["cache"])
     logits = {}
-    for column, key in zip(logits_columns(sel.provenance["cache"]["teachers"]), sel.provenance["cache"]["teachers"]):
+    for label, key in zip(teacher_labels(sel.provenance["models"]["teachers"]), sel.provenance["cache"]["teachers"]):
         table = store.entry("teacher", key).read_parts()
         by_uid = dict(zip(table.column("uid").to_pylist(), column_matrix(table, "logits")))
-        logits[column] = np.stack([by_uid[u] for u in sel.uids.tolist()])
+        logits[f"logits_{label}"] = np.stack([by_uid[u] for u in sel.uids.tolist()])
     rows = [selected["rows"][u] for u in sel.uids.tolist()]  # uid = row position in the CSV
     return {"uid": sel.uids.tolist(), "text": [r["text"] for r in rows], "label": [r["label"] for r in rows],
             "logits": logits, "score": sel.scores}
@@ -51,11 +51,6 @@ def check(columns: dict, want: dict) -> None:
     assert len(want["logits"]) == 2
     for name, values in want["logits"].items():
         assert np.allclose(np.array([np.asarray(v, dtype=np.float32) for v in columns[name]]), values, atol=1e-6)
-
-
-def test_logits_columns_are_named_by_teacher_key():
-    assert logits_columns(["abcdefgh1234", "zzzzzzzz9999"]) == ["logits_abcdefgh", "logits_zzzzzzzz"]
-    assert logits_columns(["abcdefgh1234", "abcdefgh5678"]) == ["logits_abcdefgh1234", "logits_abcdefgh5678"]
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
@@ -80,14 +75,16 @@ def test_export_round_trips(selected, tmp_path, fmt):
     else:
         columns = datasets.load_from_disk(str(out)).to_dict()
     check(columns, want)
-    assert {"entropy", "margin", "least_confidence", "label_id"} <= set(columns)
+    assert {"entropy", "margin", "least_confidence", "label_id", "kl_teacher", "kl_teacher2"} <= set(columns)
+    assert set(want["logits"]) == {"logits_teacher", "logits_teacher2"}
 
     prov_path = out / "provenance.json" if fmt == "hf" else tmp_path / f"subset{suffix}.provenance.json"
     prov = json.loads(prov_path.read_text())
     sel = selected["selection"]
     assert prov["cache"] == sel.provenance["cache"] and prov["strategy"] == "random"
-    keys = sel.provenance["cache"]["teachers"]
-    assert prov["export"]["teacher_logits"] == dict(zip(logits_columns(keys), keys))
+    first, second = sel.provenance["cache"]["teachers"]
+    assert prov["export"]["teacher_columns"] == {"logits_teacher": first, "kl_teacher": first,
+                                                 "logits_teacher2": second, "kl_teacher2": second}
     assert prov["export"]["format"] == fmt and prov["export"]["rows"] == 25
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 

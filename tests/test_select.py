@@ -219,8 +219,13 @@ def test_dedup_keeps_the_first_of_each_near_duplicate_group():
 
 # -- the saved record --------------------------------------------------------------------------------
 
-def make_selection(name="s1") -> Selection:
-    return Selection(name, np.array([5, 3, 9]), np.array([0.9, 0.5, 0.1]), np.arange(3), {"strategy": "entropy"})
+PROVENANCE = {"strategy": "entropy", "cache": {"student": "a" * 24, "teachers": []},
+              "data": {"data": "d.csv", "split": "train", "text_field": "text", "label_field": "label", "fingerprint": "f"}}
+
+
+def make_selection(name="s1", uids=(5, 3, 9)) -> Selection:
+    n = len(uids)
+    return Selection(name, np.array(uids), np.linspace(0.9, 0.1, n), np.arange(n), dict(PROVENANCE))
 
 
 def test_save_and_load_selection_round_trip(tmp_path):
@@ -230,11 +235,11 @@ def test_save_and_load_selection_round_trip(tmp_path):
     back = load_selection(tmp_path, "s1")
     assert back.uids.tolist() == [5, 3, 9] and back.ranks.tolist() == [0, 1, 2]
     digest = file_sha256(path / "selection.arrow")
-    assert back.provenance == {"strategy": "entropy", "files": {"selection.arrow": digest}}
+    assert back.provenance == {**PROVENANCE, "files": {"selection.arrow": digest}}
     assert not [p for p in (tmp_path / "selections").iterdir() if p.name.startswith(".")]  # no temp, no lock
     with pytest.raises(SelectKDError, match="exists.*--overwrite"):
         save_selection(tmp_path, make_selection())
-    save_selection(tmp_path, Selection("s1", np.array([1]), np.array([1.0]), np.arange(1), {}), overwrite=True)
+    save_selection(tmp_path, make_selection(uids=(1,)), overwrite=True)
     assert load_selection(tmp_path, "s1").uids.tolist() == [1]
     with pytest.raises(SelectKDError, match="no selection 'nope'.*have: s1"):
         load_selection(tmp_path, "nope")
