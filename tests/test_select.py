@@ -220,7 +220,8 @@ def test_dedup_keeps_the_first_of_each_near_duplicate_group():
 # -- the saved record --------------------------------------------------------------------------------
 
 PROVENANCE = {"strategy": "entropy", "cache": {"student": "a" * 24, "teachers": []},
-              "data": {"data": "d.csv", "split": "train", "text_field": "text", "label_field": "label", "fingerprint": "f"}}
+              "data": {"data": "d.csv", "split": "train", "text_field": "text", "label_field": "label",
+                       "fingerprint": "f"}}
 
 
 def make_selection(name="s1", uids=(5, 3, 9)) -> Selection:
