@@ -58,7 +58,7 @@ def register(app: typer.Typer) -> None:
         seed: int = typer.Option(0, "--seed", help="Random seed: batches, dropout, selection."),
         checkpoint: bool = typer.Option(True, "--checkpoint/--no-checkpoint", help="Save a checkpoint after every epoch (what --resume needs); off saves ~1 s per epoch on short runs."),
         resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
-        overwrite: bool = typer.Option(False, "--overwrite", help="Replace the run in --out."),
+        overwrite: bool = typer.Option(False, "--overwrite", help="Replace the distill run in --out (only a run: a folder of other files is refused)."),
         trust_remote_code: bool = TrustRemoteCodeOption,
         device: Optional[str] = DeviceOption,
         progress: bool = ProgressOption,

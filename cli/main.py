@@ -181,7 +181,7 @@ def finetune(
     batch_size: int = typer.Option(32, "--batch-size", help="Rows per step."),
     max_length: int = typer.Option(128, "--max-length", help="Truncate to this many tokens (at most what the model's position embeddings hold)."),
     seed: int = typer.Option(0, "--seed", help="Random seed."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out folder."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier `selectkd finetune` output in --out (nothing else)."),
     trust_remote_code: bool = TrustRemoteCodeOption,
     device: Optional[str] = DeviceOption,
     progress: bool = ProgressOption,

@@ -37,7 +37,7 @@ def select_command(
     name: Optional[str] = typer.Option(None, "--name", help="Save as <cache>/selections/NAME (default: from strategy, rows and seed)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a selection of the same name."),
     no_compute: bool = typer.Option(False, "--no-compute", help="Fail instead of scoring when the cache lacks an entry; the error names the options that differ from the nearest cached entry."),
-    plot: Optional[Path] = typer.Option(None, "--plot", help="Write a PNG histogram of the score over the pool with the subset highlighted."),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Write a PNG histogram of the score over the pool with the subset highlighted (replaces only a PNG)."),
     list_strategies: bool = typer.Option(False, "--list", help="List the strategies, one per line, and exit."),
     text_field: str = TextFieldOption,
     text_pair_field: Optional[str] = TextPairFieldOption,
@@ -58,7 +58,7 @@ def select_command(
     Missing cache entries are scored first (as `selectkd score` would), complete ones are
     reused. The selection records the exact cache keys, every parameter and the seed.
     """
-    from selectkd.select import STRATEGIES, parse_budget, plot_histogram, select, summary
+    from selectkd.select import STRATEGIES, check_plot, parse_budget, plot_histogram, select, summary
 
     if list_strategies:
         width = max(len(n) for n in STRATEGIES)
@@ -67,6 +67,8 @@ def select_command(
         return
     if not data:
         raise SelectKDError("give --data (and --teacher/--student as given to `selectkd score`)")
+    if plot is not None:
+        check_plot(plot)
     t0 = time.perf_counter()
     selection = select(
         data, split, teacher or [], student, strategy=strategy, budget=parse_budget(budget), criterion=criterion,
@@ -108,7 +110,7 @@ def export_command(
     selection: str = typer.Option(..., "--selection", help="Name of a saved selection (see <cache>/selections/)."),
     fmt: Optional[str] = typer.Option(None, "--format", help="arrow, parquet, jsonl, csv or hf (save_to_disk folder); default from --out's suffix."),
     out_path: Path = typer.Option(..., "--out", help="File to write (a folder for hf); <out>.provenance.json goes beside it."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier export of the same format at --out (nothing else)."),
     cache_dir: Optional[Path] = CacheDirOption,
     config: Optional[Path] = ConfigOption,
 ) -> None:

@@ -15,7 +15,6 @@ import contextlib
 import json
 import math
 import os
-import shutil
 import time
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
@@ -23,17 +22,19 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__, parallel
+from .atomic import atomic_write_json, clean_stale, remove_path, replace_path, temp_name
 from .data import DataSpec, Rows, load_rows
 from .errors import CacheError, SelectKDError, TrainingError
 from .finetune import classification_metrics
 from .losses import (ADOPTIONS, KD_LOSSES, OBJECTIVES, adopted_kd, adoption_weights, ce, check_finite,
                      hidden_alignment, kd, layer_map, objective_weights, top_fraction, uncertainty)
 from .models import check_max_length, follow_umask, load_classifier, load_tokenizer, resolve, save_model
+from .outputs import RUN, check_output
 from .ranges import (COUNT, FRACTION, HOLDOUT, MAX_LENGTH, NON_NEGATIVE, POSITIVE, ROW_LIMIT, SEED, WARMUP,
                      check_ranges)
 from .score import (collate, column_matrix, encode, length_batches, load_rows_for, pick_device, progress_bar, score,
                     tokenize)
-from .store import Store, atomic_write_json
+from .store import Store
 
 IN_BATCH_CRITERIA = ("entropy", "margin", "least_confidence", "kl", "random")
 
@@ -170,7 +171,11 @@ def config_diff(saved: dict, now: dict) -> list[str]:
     return sorted({k for k, v in now.items() if saved.get(k, before.get(k, MISSING)) != v} | (set(saved) - set(now)))
 
 
-def prepare_run_dir(out: Path, config: dict, resume: bool, overwrite: bool) -> None:
+def prepare_run_dir(out: Path, config: dict, resume: bool, overwrite: bool, cache_root: Path | None = None) -> None:
+    """Check ``out`` (resume: the same settings; else free, or a run to replace) and save ``config``.
+
+    ``overwrite`` discards only a distill run (selectkd/outputs.py): renamed away whole, then deleted.
+    """
     saved = out / "config.json"
     if resume:
         if not saved.exists():
@@ -179,10 +184,11 @@ def prepare_run_dir(out: Path, config: dict, resume: bool, overwrite: bool) -> N
         if diff:
             raise SelectKDError(f"{out} holds a run with other settings ({', '.join(diff)}); use another --out or --overwrite")
         return
-    if out.exists() and any(out.iterdir()):
-        if not overwrite:
-            raise SelectKDError(f"{out} holds another run; pass --resume to continue it or --overwrite to replace it")
-        shutil.rmtree(out)
+    clean_stale(out)
+    if check_output(out, RUN, overwrite, cache_root):
+        discarded = temp_name(out, "discarded")
+        os.rename(out, discarded)
+        remove_path(discarded)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(saved, config)
 
@@ -329,6 +335,8 @@ def distill(cfg: DistillConfig, *, resume: bool = False, overwrite: bool = False
     out = Path(cfg.out)
     root = Store(cfg.cache_dir).root
     config = run_config(cfg)
+    if not resume:
+        check_output(out, RUN, overwrite, root)  # refused before any work; checked again when the run starts
     rank, world, device = parallel.setup(pick_device(cfg.device))
     progress = progress and rank == 0
 
@@ -440,7 +448,7 @@ def distill(cfg: DistillConfig, *, resume: bool = False, overwrite: bool = False
 
     # -- state, or resume --------------------------------------------------------------------------
     if rank == 0:
-        prepare_run_dir(out, config, resume, overwrite)
+        prepare_run_dir(out, config, resume, overwrite, root)
     parallel.barrier(world)
     ckpt = out / "checkpoint"
     state = {"epoch": 0, "step": 0, "best_dev": None, "counters": {"train_rows": 0, "rescore_rows": 0, "eval_rows": 0,
@@ -634,8 +642,8 @@ def distill(cfg: DistillConfig, *, resume: bool = False, overwrite: bool = False
         return f"no student was saved and {last}"
 
     def save_checkpoint() -> None:
-        tmp = out / f".checkpoint.tmp-{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
+        tmp = temp_name(ckpt)
+        clean_stale(ckpt)
         tmp.mkdir()
         save_file({k: v.contiguous() for k, v in student.state_dict().items()}, str(tmp / "student.safetensors"))
         if proj is not None:
@@ -644,11 +652,7 @@ def distill(cfg: DistillConfig, *, resume: bool = False, overwrite: bool = False
                    tmp / "optim.pt")
         atomic_write_json(tmp / "state.json", {**state, "active": active.tolist() if active is not None else None})
         follow_umask(tmp)
-        old = out / f".checkpoint.old-{os.getpid()}"
-        if ckpt.exists():
-            os.replace(ckpt, old)
-        os.replace(tmp, ckpt)
-        shutil.rmtree(old, ignore_errors=True)
+        replace_path(tmp, ckpt)
 
     def log(record: dict) -> None:
         with open(out / "metrics.jsonl", "a") as f:
@@ -696,14 +700,13 @@ def distill(cfg: DistillConfig, *, resume: bool = False, overwrite: bool = False
         state["times"]["eval"] += time.perf_counter() - t0
         log({"final": True, "test": test_metrics})
     final = out / "student"
-    tmp = out / f".student.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp = temp_name(final)
+    clean_stale(final)
     if rows.label_names:  # the student's logit i means the training rows' class i, by name
         student.config.id2label = dict(enumerate(rows.label_names))
         student.config.label2id = {n: i for i, n in enumerate(rows.label_names)}
     save_model(student.to("cpu"), tokenizer, tmp)
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(tmp, final)
+    replace_path(tmp, final)
     summary = {
         "best_dev": state["best_dev"], "test": test_metrics, "wall_seconds": round(time.perf_counter() - t_start, 2),
         "seconds": {k: round(v, 2) for k, v in state["times"].items()},

@@ -5,8 +5,8 @@ match), keep their original columns, and gain ``uid``, ``label_id``, the selecti
 ``score`` and ``rank``, the student's uncertainty and, per teacher, ``logits_<teacher>`` and
 ``kl_<teacher>`` (KL(teacher || student)), looked up by uid in the cache; <teacher> is the
 teacher's folder or model name and the provenance maps each such column to its cache key. ``<out>.provenance.json`` (inside the folder for
-``hf``) holds the selection's provenance plus what the export added. Every file is written
-under a temp name and renamed into place.
+``hf``) holds the selection's provenance plus what the export added, and the data file's
+sha256. Every file is written under a temp name and renamed into place.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import time
 from pathlib import Path
 
@@ -22,9 +21,11 @@ import numpy as np
 import pyarrow as pa
 
 from . import __version__
+from .atomic import atomic_write_json, clean_stale, remove_path, replace_path, temp_name
 from .errors import SelectKDError
+from .outputs import check_output, check_sidecar, claim, export_kind, sidecar
 from .select import Selection, load_selection, positions_of
-from .store import Store, atomic_write_json
+from .store import Store, file_sha256
 
 FORMATS = ("arrow", "parquet", "jsonl", "csv", "hf")
 SUFFIXES = {".arrow": "arrow", ".parquet": "parquet", ".jsonl": "jsonl", ".csv": "csv"}
@@ -47,7 +48,7 @@ def export_format(fmt: str | None, out: Path) -> str:
 
 
 def provenance_path(out: Path, fmt: str) -> Path:
-    return out / "provenance.json" if fmt == "hf" else out.with_name(out.name + ".provenance.json")
+    return out / "provenance.json" if fmt == "hf" else sidecar(out)
 
 
 def teacher_labels(teachers: list[str]) -> list[str]:
@@ -170,24 +171,29 @@ def _write(ds, fmt: str, path: Path) -> None:
                     f.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
-    elif path.exists() or path.is_symlink():
-        path.unlink()
+def _publish_file(tmp: Path, out: Path, provenance: dict) -> None:
+    """Swap the written file in with a provenance that names its sha256, so the pair never disagrees.
 
-
-def _move_into_place(tmp: Path, out: Path) -> None:
-    """os.replace for files; a folder in the way is renamed aside first, then deleted."""
-    old = None
-    if out.is_dir() and not out.is_symlink():
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
-        os.replace(out, old)
-    elif out.is_symlink() or (out.exists() and tmp.is_dir()):
-        out.unlink()
-    os.replace(tmp, out)
-    if old is not None:
-        shutil.rmtree(old)
+    The new provenance waits under a hidden name; the old one is moved aside (hidden) before the
+    data file is swapped in, and the new one renamed in after. A kill in between leaves a file
+    with no provenance beside it, never one with another export's: the hidden provenance that
+    matches its checksum is how the next ``--overwrite`` recognises it.
+    """
+    prov = sidecar(out)
+    provenance["export"]["sha256"] = file_sha256(tmp)
+    waiting, previous = temp_name(prov), temp_name(prov, "previous")
+    atomic_write_json(waiting, provenance)
+    new_inode = os.stat(tmp).st_ino
+    try:
+        if os.path.lexists(prov):
+            os.rename(prov, previous)
+        replace_path(tmp, out)
+    finally:  # whatever happened: the provenance beside out is the one of the file now there
+        swapped = os.path.lexists(out) and os.lstat(out).st_ino == new_inode
+        keep, drop = (waiting, previous) if swapped else (previous, waiting)
+        if os.path.lexists(keep):
+            os.rename(keep, prov)
+        drop.unlink(missing_ok=True)
 
 
 def export(
@@ -199,37 +205,42 @@ def export(
 ) -> Path:
     """Write the rows of a saved selection as ``fmt`` at ``out``; return ``out``.
 
-    ``hf`` is a ``datasets`` ``save_to_disk`` folder (``datasets.load_from_disk`` reads it).
+    ``hf`` is a ``datasets`` ``save_to_disk`` folder (``datasets.load_from_disk`` reads it) that
+    holds its provenance.json and is swapped in whole. ``--overwrite`` replaces only an earlier
+    export of the same format (selectkd/outputs.py); the old one stays whole until the swap.
     """
     if out is None:
         raise ExportError("give --out, the file (or folder, for hf) to write")
     out = Path(out)
     fmt = export_format(fmt, out)
-    prov_path = provenance_path(out, fmt)
-    if (out.exists() or out.is_symlink() or (fmt != "hf" and prov_path.exists())) and not overwrite:
-        raise ExportError(f"{out} exists; choose another --out or pass --overwrite")
+    kind = export_kind(fmt)
     root = Store(cache_dir).root
+    check_output(out, kind, overwrite, root)
+    if fmt != "hf":
+        check_sidecar(out, overwrite)
     selection = load_selection(root, selection_name)
     ds, names, teacher_cols = selected_rows(selection, root)
 
     provenance = {
-        **selection.provenance,
+        **{k: v for k, v in selection.provenance.items() if k != "files"},  # those name the selection's files
         "export": {
             "selection": selection.name, "format": fmt, "path": str(out.resolve()), "rows": len(ds),
             "columns": list(ds.column_names), "added_columns": names, "teacher_columns": teacher_cols,
             "selectkd_version": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         },
     }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    _remove(tmp)
+    tmp = temp_name(out)
     try:
-        _write(ds, fmt, tmp)
-        if fmt == "hf":
-            atomic_write_json(tmp / "provenance.json", provenance)
-        _move_into_place(tmp, out)
+        with claim(out, kind, overwrite, root):
+            if fmt != "hf":
+                clean_stale(sidecar(out), ("tmp", "previous"))
+            _write(ds, fmt, tmp)
+            if fmt == "hf":
+                atomic_write_json(tmp / "provenance.json", provenance)
+                replace_path(tmp, out)
+            else:
+                _publish_file(tmp, out, provenance)
     finally:
-        _remove(tmp)
-    if fmt != "hf":
-        atomic_write_json(prov_path, provenance)
+        if os.path.lexists(tmp):
+            remove_path(tmp)
     return out

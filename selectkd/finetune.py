@@ -11,16 +11,17 @@ from __future__ import annotations
 
 import math
 import os
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from .atomic import atomic_write_json, remove_path, replace_path, temp_name
 from .data import DataSpec, Rows, hold_out_dev, load_rows
 from .errors import SelectKDError
 from .models import check_max_length, load_classifier, load_tokenizer, resolve, save_model
+from .outputs import FINETUNE, check_output, claim
 from .ranges import COUNT, HOLDOUT, MAX_LENGTH, POSITIVE, SEED, WARMUP, ROW_LIMIT, check_ranges
 from .score import collate, encode, length_batches, load_rows_for, pick_device, progress_bar
 
@@ -186,18 +187,19 @@ def finetune(
     Dev data is ``eval_data``, else the data's ``eval_split``, else a seeded stratified ``holdout``
     fraction of the training rows (not trained on); ``eval_limit=0`` or ``holdout=0`` evaluates nothing.
     A non-finite loss stops the run before anything is saved.
+    ``overwrite`` replaces only an earlier finetune output (its ``selectkd_finetune.json``), and
+    only once the new model is saved whole beside it.
     """
     import torch
 
-    from .store import Store, atomic_write_json
+    from .store import Store
 
     out = Path(out)
     check_ranges({"--epochs": (epochs, COUNT), "--lr": (lr, POSITIVE), "--batch-size": (batch_size, COUNT),
                   "--max-length": (max_length, MAX_LENGTH), "--warmup": (warmup, WARMUP), "--seed": (seed, SEED),
                   "--holdout": (holdout, HOLDOUT), "--eval-limit": (eval_limit, ROW_LIMIT)})
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise SelectKDError(f"{out} already holds files; choose another --out or pass --overwrite")
     root = Store(cache_dir).root
+    check_output(out, FINETUNE, overwrite, root)
     ref = resolve(model, root, trust_remote_code)
     check_max_length(ref, max_length)
     # a model saved with class names (a teacher fine-tuned before) keeps what its logits mean
@@ -220,18 +222,21 @@ def finetune(
     seconds = time.perf_counter() - t0
     if eval_rows is not None:
         metrics["eval"] = evaluate(net, eval_rows, tokenizer, max_length, batch_size, device)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    save_model(net.to("cpu"), tokenizer, tmp)
-    atomic_write_json(tmp / "selectkd_finetune.json", {
-        "data": data, "split": split, "limit": limit, "model": model, "mode": "head-only" if head_only else "full",
-        "epochs": None if head_only else epochs, "lr": None if head_only else lr, "batch_size": batch_size,
-        "max_length": max_length, "seed": seed, "train_rows": len(rows), "seconds": round(seconds, 2),
-        "label_names": rows.label_names, "dev": dev, "metrics": metrics,
-    })
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(tmp, out)
+    tmp = temp_name(out)
+    try:
+        with claim(out, FINETUNE, overwrite, root):
+            save_model(net.to("cpu"), tokenizer, tmp)
+            atomic_write_json(tmp / "selectkd_finetune.json", {
+                "data": data, "split": split, "limit": limit, "model": model,
+                "mode": "head-only" if head_only else "full", "epochs": None if head_only else epochs,
+                "lr": None if head_only else lr, "batch_size": batch_size, "max_length": max_length, "seed": seed,
+                "train_rows": len(rows), "seconds": round(seconds, 2), "label_names": rows.label_names,
+                "dev": dev, "metrics": metrics,
+            })
+            replace_path(tmp, out)  # the old model stays whole until this swap
+    finally:
+        if os.path.lexists(tmp):
+            remove_path(tmp)
     return FinetuneResult(out, "head-only" if head_only else "full", len(rows), seconds, metrics, dev)
 
 

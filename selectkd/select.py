@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import time
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -26,10 +25,12 @@ import numpy as np
 import pyarrow as pa
 
 from . import __version__
+from .atomic import atomic_write_json, clean_stale, name_lock, remove_path, replace_path, temp_name
 from .errors import CacheError, SelectKDError
-from .store import (Entry, Store, atomic_write_json, file_sha256, files_problem, is_own_file, is_plain_name,
-                    read_arrow, read_json_file, shape_problem, write_arrow)
+from .outputs import PNG, check_output, claim
 from .ranges import COUNT, FRACTION, MAX_LENGTH, POSITIVE, SEED, Range, check_ranges
+from .store import (Entry, Store, file_sha256, files_problem, is_own_file, is_plain_name, read_arrow, read_json_file,
+                    shape_problem, write_arrow)
 from .uncertainty import entropy, softmax
 
 DEFAULT_STRATEGY = "random"  # measured best at 10%: bench/results/matched_steps.md
@@ -38,6 +39,7 @@ DEFAULT_CLUSTERS = 30
 SELECTIONS = "selections"
 DEDUP_RADIUS = Range(0, 2)  # distance between unit vectors
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+MAX_NAME = 100
 SELECTION_COLUMNS = {"uid": pa.int64(), "score": pa.float64(), "rank": pa.int64()}
 # what readers of a provenance.json rely on (export, distill --selection, cache ls)
 PROVENANCE_FIELDS = {"cache": dict, "data": dict, "files": dict, "strategy": str, "rows": int}
@@ -503,7 +505,10 @@ class Selection:
 
 
 def check_name(name: str) -> str:
-    """A selection name is one folder name: no separators, no '..', nothing hidden or absolute."""
+    """A selection name is one folder name: no separators, no '..', nothing hidden or absolute, and
+    short enough for every filesystem (255 bytes less the temp and lock names made beside it)."""
+    if len(name) > MAX_NAME:
+        raise SelectionError(f"selection name {name[:20]!r}... is {len(name)} characters long; use at most {MAX_NAME}")
     if not name or os.path.isabs(name) or "/" in name or "\\" in name or ".." in name or not NAME_PATTERN.match(name):
         raise SelectionError(f"selection name {name!r} is not a plain folder name; use letters, digits, '.', '_', '-' "
                              f"(no path separators or '..')")
@@ -524,29 +529,31 @@ def list_selections(root: str | os.PathLike) -> list[str]:
 
 
 def save_selection(root: str | os.PathLike, selection: Selection, overwrite: bool = False) -> Path:
-    """Write into a temp folder, then rename it into place: a reader sees all of it or none."""
+    """Write into a temp folder, then swap it into place: a reader sees all of it or none.
+
+    The name's lock (``selections/.NAME.lock``) keeps two writers apart: without ``overwrite`` a
+    second one is refused at once, with it the later one waits and then replaces the first whole.
+    provenance.json records selection.arrow's sha256 under ``files``.
+    """
     final = selection_path(root, selection.name)
-    if final.exists() and not overwrite:
-        raise SelectionError(f"selection {selection.name!r} exists in {final.parent}; choose another --name or pass --overwrite")
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.with_name(f".{selection.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    write_arrow(tmp / "selection.arrow", selection.table())
-    atomic_write_json(tmp / "provenance.json", selection.provenance)
-    _replace_dir(tmp, final)
+    busy = SelectionError(f"selection {selection.name!r} is being written by another process; wait for it "
+                          f"or choose another --name")
+    with name_lock(final, wait=overwrite, busy=busy):
+        if final.exists() and not overwrite:
+            raise SelectionError(f"selection {selection.name!r} exists in {final.parent}; choose another --name "
+                                 f"or pass --overwrite")
+        clean_stale(final)
+        tmp = temp_name(final)
+        try:
+            tmp.mkdir()
+            selection.provenance["files"] = {"selection.arrow": write_arrow(tmp / "selection.arrow", selection.table())}
+            atomic_write_json(tmp / "provenance.json", selection.provenance)
+            replace_path(tmp, final)
+        finally:
+            if os.path.lexists(tmp):
+                remove_path(tmp)
     return final
-
-
-def _replace_dir(tmp: Path, final: Path) -> None:
-    """Rename ``tmp`` onto ``final``; an old ``final`` is renamed away first, then deleted."""
-    old = None
-    if final.exists():
-        old = final.with_name(f".{final.name}.old-{os.getpid()}")
-        os.replace(final, old)
-    os.replace(tmp, final)
-    if old is not None:
-        shutil.rmtree(old) if old.is_dir() else old.unlink()
 
 
 def load_selection(root: str | os.PathLike | None, name: str) -> Selection:
@@ -799,8 +806,17 @@ def summary(selection: Selection, pool: PoolStats | None = None) -> dict:
     return result
 
 
+def check_plot(path: str | os.PathLike) -> None:
+    """Refuse a --plot path that is not free or a PNG, before any work (selectkd/outputs.py)."""
+    check_output(Path(path), PNG, overwrite=True)
+
+
 def plot_histogram(selection: Selection, path: str | os.PathLike, pool: PoolStats | None = None, bins: int = 50) -> Path:
-    """A PNG of the criterion over the pool with the subset highlighted: shows what a strategy favours."""
+    """A PNG of the criterion over the pool with the subset highlighted: shows what a strategy favours.
+
+    An existing PNG at ``path`` is replaced; anything else there is refused (``check_plot`` says so
+    before the selection is made).
+    """
     pool = pool or selection.pool
     if pool is None:
         raise SelectionError("plot_histogram needs the pool the selection came from (the result of `select`)")
@@ -820,8 +836,11 @@ def plot_histogram(selection: Selection, path: str | os.PathLike, pool: PoolStat
     ax.set_title(f"selection {selection.name}")
     ax.legend()
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.png")
-    fig.savefig(tmp, format="png")
-    os.replace(tmp, path)
+    tmp = temp_name(path)
+    try:
+        with claim(path, PNG, overwrite=True):
+            fig.savefig(tmp, format="png")
+            replace_path(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path

@@ -24,6 +24,7 @@ from typing import Any, Iterator
 
 import pyarrow as pa
 
+from .atomic import _temp_beside, atomic_write_bytes, atomic_write_json
 from .errors import CacheError
 
 FORMAT_VERSION = 1
@@ -98,30 +99,6 @@ def hash_inputs(inputs: dict) -> str:
 def file_sha256(path: Path) -> str:
     with open(path, "rb") as f:
         return hashlib.file_digest(f, "sha256").hexdigest()
-
-
-@contextlib.contextmanager
-def _temp_beside(path: Path) -> Iterator[Path]:
-    """A temp name beside ``path``, removed again if writing it fails (disk full, killed I/O...)."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        yield tmp
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    with _temp_beside(path) as tmp:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-
-
-def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode())
 
 
 def write_arrow(path: Path, table: pa.Table) -> str:

@@ -21,7 +21,7 @@ from .conftest import build_bert, run_cli, write_csv
 from .test_security import plant_remote_code
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "BAD_INPUT.md"
-PLACEHOLDER = re.compile(r"^[A-Z][A-Z0-9_]*(\.[a-z0-9]+)?/?$")  # DATA.csv, TEACHER/, RUN/
+PLACEHOLDER = re.compile(r"^[A-Z][A-Z0-9_]*(\.[a-z0-9]+)?(/[a-z0-9_.]+)*/?$")  # DATA.csv, RUN/, DATA.csv/x.csv
 BOOKKEEPING = re.compile(r"^fingerprints\.json$")  # the file-hash memo; a lock file left by a failed run is output
 
 TS = "--teacher TEACHER/ --student STUDENT/"
@@ -105,12 +105,13 @@ CASES = [
     Case("export --selection s1 --format xlsx --out OUT.xlsx", "unknown export format", ("unknown format 'xlsx'", "valid: arrow")),
     Case("export --selection s1 --out OUT.txt", "format not given and not in the suffix",
          ("cannot tell the format from 'OUT.txt'", "give --format")),
-    Case("export --selection s1 --format hf --out FULL/", "--out is an existing non-empty folder",
-         ("FULL exists", "--overwrite")),
+    Case("export --selection s1 --format hf --out FULL/", "--out is a folder of the user's files",
+         ("FULL holds files selectkd did not make", "choose another --out")),
     Case("export --selection ../s1 --out OUT.csv", "selection name with '..'", ("'../s1' is not a plain folder name", "no path")),
     Case("export --selection /etc --out OUT.csv", "absolute selection name", ("'/etc' is not a plain folder name", "no path")),
     # -- distill -----------------------------------------------------------------------------------
-    Case(distill("--out FULL/"), "--out holds another run", ("holds another run", "--overwrite")),
+    Case(distill("--out FULL/"), "--out is a folder of the user's files (not a run)",
+         ("FULL holds files selectkd did not make", "choose another --out")),
     Case(distill("--out RUN/", data="FLOAT_LABELS.csv"), "a float label", ("label 0.5 in row 4", "class ids")),
     Case(distill("--selection nope --out RUN/"), "unknown selection", ("no selection 'nope'", "selectkd select --name nope")),
     Case(distill("--selection ../s1 --out RUN/"), "selection name with '..'", ("'../s1' is not a plain folder name", "no path")),
@@ -118,8 +119,8 @@ CASES = [
     Case(distill("--budget 0.1 --strategy best --out RUN/"), "unknown strategy", ("unknown strategy 'best'", "--list")),
     Case(distill("--kd-loss l3 --out RUN/"), "unknown KD loss", ("unknown --kd-loss 'l3'", "valid: mse")),
     # -- finetune ----------------------------------------------------------------------------------
-    Case("finetune --data DATA.csv --model STUDENT/ --out FULL/", "--out is an existing non-empty folder",
-         ("already holds files", "--overwrite")),
+    Case("finetune --data DATA.csv --model STUDENT/ --out FULL/", "--out is a folder of the user's files",
+         ("FULL holds files selectkd did not make", "choose another --out")),
     Case("finetune --data DATA.csv --model no-such-model --out RUN/", "unknown model name",
          ("cannot load model 'no-such-model'", "built-in name")),
     Case("finetune --data NO_LABEL.csv --model STUDENT/ --out RUN/", "label column missing",
@@ -193,6 +194,21 @@ CASES = [
     Case("finetune --data DATA.csv --model STUDENT/ --out RUN/ --epochs 0", "zero epochs",
          ("--epochs 0 is out of range", "integer >= 1")),
     Case("demo --budget 0 --runs-dir RUN/", "demo budget 0", ("--budget 0 is out of range", "(0, 1]")),
+    # -- issue 10: outputs --
+    Case(select("--name " + "n" * 300), "a 300-character selection name", ("is 300 characters long", "at most 100")),
+    Case(select("--budget 30 --name p1 --plot DATA.csv"), "--plot names a file that is not a PNG",
+         ("DATA.csv is a file selectkd did not make", "choose another --plot")),
+    Case("export --selection s1 --out DATA.csv/x.csv", "--out under a file",
+         ("cannot write", "DATA.csv is a file, not a folder", "choose another --out")),
+    Case("export --selection s1 --format csv --out FULL/ --overwrite", "--overwrite of a folder with a file",
+         ("FULL is a folder and this command writes a file", "choose another --out")),
+    Case(distill("--out FULL/ --overwrite"), "--overwrite of a folder of the user's files",
+         ("FULL holds files selectkd did not make", "--overwrite replaces only a run")),
+    Case(distill("--out DATA.csv/run/"), "--out under a file", ("DATA.csv is a file, not a folder", "another --out")),
+    Case("finetune --data DATA.csv --model STUDENT/ --out FULL/ --overwrite", "--overwrite of a user's folder",
+         ("FULL holds files selectkd did not make", "choose another --out")),
+    Case("finetune --data DATA.csv --model STUDENT/ --out DATA.csv --overwrite", "--out is a file, a folder is written",
+         ("DATA.csv is a file and this command writes a folder", "choose another --out")),
     # -- assets --------------------------------------------------------------------------------------
     Case("assets install --models nope", "unknown model asset", ("unknown model asset 'nope'", "valid: minilm-l6")),
     Case("assets install --data nope", "unknown dataset asset", ("unknown data asset 'nope'", "valid: tweets")),

@@ -89,17 +89,22 @@ def test_export_round_trips(selected, tmp_path, fmt):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 
-def test_export_refuses_an_existing_out_unless_overwrite(selected, tmp_path):
+def test_export_replaces_only_an_earlier_export_and_only_with_overwrite(selected, tmp_path):
+    mine = tmp_path / "mine.parquet"
+    mine.write_text("keep me")
+    for overwrite in (False, True):
+        with pytest.raises(SelectKDError, match="selectkd did not make; choose another --out"):
+            export("sub", "parquet", mine, cache_dir=selected["cache"], overwrite=overwrite)
+    assert mine.read_text() == "keep me"
     out = tmp_path / "s.parquet"
-    out.write_text("keep me")
-    with pytest.raises(SelectKDError, match="exists.*--overwrite"):
+    export("sub", "parquet", out, cache_dir=selected["cache"])
+    with pytest.raises(SelectKDError, match="earlier parquet export.*--overwrite"):
         export("sub", "parquet", out, cache_dir=selected["cache"])
-    assert out.read_text() == "keep me"
     export("sub", "parquet", out, cache_dir=selected["cache"], overwrite=True)
     assert out.read_bytes()[:4] == b"PAR1"
     folder = tmp_path / "ds"
     export("sub", "hf", folder, cache_dir=selected["cache"])
-    with pytest.raises(SelectKDError, match="exists"):
+    with pytest.raises(SelectKDError, match="earlier hf export.*--overwrite"):
         export("sub", "hf", folder, cache_dir=selected["cache"])
     export("sub", "hf", folder, cache_dir=selected["cache"], overwrite=True)
     assert (folder / "provenance.json").exists()

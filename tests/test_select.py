@@ -15,7 +15,7 @@ from selectkd.select import (
     STRATEGIES, Pool, Selection, choose, largest_remainder, load_pool, load_selection, parse_budget,
     plot_histogram, save_selection, select, summary,
 )
-from selectkd.store import EntryWriter, Store, part_name
+from selectkd.store import EntryWriter, Store, file_sha256, part_name
 from selectkd.uncertainty import entropy, least_confidence, margin
 
 
@@ -219,8 +219,14 @@ def test_dedup_keeps_the_first_of_each_near_duplicate_group():
 
 # -- the saved record --------------------------------------------------------------------------------
 
-def make_selection(name="s1") -> Selection:
-    return Selection(name, np.array([5, 3, 9]), np.array([0.9, 0.5, 0.1]), np.arange(3), {"strategy": "entropy"})
+PROVENANCE = {"strategy": "entropy", "cache": {"student": "a" * 24, "teachers": []},
+              "data": {"data": "d.csv", "split": "train", "text_field": "text", "label_field": "label",
+                       "fingerprint": "f"}}
+
+
+def make_selection(name="s1", uids=(5, 3, 9)) -> Selection:
+    n = len(uids)
+    return Selection(name, np.array(uids), np.linspace(0.9, 0.1, n), np.arange(n), dict(PROVENANCE))
 
 
 def test_save_and_load_selection_round_trip(tmp_path):
@@ -229,11 +235,12 @@ def test_save_and_load_selection_round_trip(tmp_path):
     assert sorted(p.name for p in path.iterdir()) == ["provenance.json", "selection.arrow"]
     back = load_selection(tmp_path, "s1")
     assert back.uids.tolist() == [5, 3, 9] and back.ranks.tolist() == [0, 1, 2]
-    assert back.provenance == {"strategy": "entropy"}
-    assert not [p for p in (tmp_path / "selections").iterdir() if p.name.startswith(".")]
+    digest = file_sha256(path / "selection.arrow")
+    assert back.provenance == {**PROVENANCE, "files": {"selection.arrow": digest}}
+    assert not [p for p in (tmp_path / "selections").iterdir() if p.name.startswith(".")]  # no temp, no lock
     with pytest.raises(SelectKDError, match="exists.*--overwrite"):
         save_selection(tmp_path, make_selection())
-    save_selection(tmp_path, Selection("s1", np.array([1]), np.array([1.0]), np.arange(1), {}), overwrite=True)
+    save_selection(tmp_path, make_selection(uids=(1,)), overwrite=True)
     assert load_selection(tmp_path, "s1").uids.tolist() == [1]
     with pytest.raises(SelectKDError, match="no selection 'nope'.*have: s1"):
         load_selection(tmp_path, "nope")
@@ -360,6 +367,14 @@ def test_plot_histogram_writes_a_png(scored, tmp_path):
     sel = run_select(scored, budget=0.2, strategy="margin", name="plotted", sample=True)
     path = plot_histogram(sel, tmp_path / "h.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    first = path.read_bytes()
+    plot_histogram(sel, path, bins=7)  # a PNG is replaced by the new one
+    assert path.read_bytes() != first and sorted(p.name for p in tmp_path.iterdir()) == ["h.png"]
+    notes = tmp_path / "notes.png"
+    notes.write_text("not a picture")
+    with pytest.raises(SelectKDError, match="notes.png is a file selectkd did not make; choose another --plot"):
+        plot_histogram(sel, notes)
+    assert notes.read_text() == "not a picture"
 
 
 def test_cli_select_list_and_summary(scored, tmp_path):
