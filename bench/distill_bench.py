@@ -23,15 +23,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from selectkd import losses
+from selectkd.cache.arrays import column_matrix
+from selectkd.cache.store import Store
+from selectkd.data.rows import DataSpec, load_rows
+from selectkd.models import load_classifier, load_tokenizer, resolve
+from selectkd.scoring.run import score, tokenize
+from selectkd.scoring.tokens import collate, length_batches
+from selectkd.selection.run import positions_of
 
-from selectkd import losses  # noqa: E402
-from selectkd.data import DataSpec, load_rows  # noqa: E402
-from selectkd.models import load_classifier, load_tokenizer, resolve  # noqa: E402
-from selectkd.score import collate, column_matrix, length_batches, score, tokenize  # noqa: E402
-from selectkd.select import positions_of  # noqa: E402
-from selectkd.store import Store  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
+
 
 
 def main() -> None:

@@ -35,7 +35,6 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 DATA = "tweets-binary"
 SPLIT = "train"
@@ -179,8 +178,9 @@ def useful_flops(pm: dict, lengths) -> dict:
 
 
 def padded_tokens_selectkd(lengths, batch_size: int) -> int:
-    from selectkd.score import length_batches
     import numpy as np
+
+    from selectkd.scoring.tokens import length_batches
 
     lengths = np.asarray(lengths)
     return int(sum(len(b) * int(lengths[b].max()) for b in length_batches(lengths, batch_size)))
@@ -188,15 +188,16 @@ def padded_tokens_selectkd(lengths, batch_size: int) -> int:
 
 # -- forward timing inside the library -------------------------------------------------------
 
-def score_module():
-    """The selectkd.score MODULE (``selectkd.score`` as an attribute is the score() function)."""
-    import selectkd.score  # noqa: F401
+def model_loaders():
+    """The modules that load scoring models (each binds its own name for load_classifier)."""
+    import selectkd.scoring.student
+    import selectkd.scoring.teacher
 
-    return sys.modules["selectkd.score"]
+    return [selectkd.scoring.teacher, selectkd.scoring.student]
 
 
 class ForwardClock:
-    """Wraps selectkd.score.load_classifier so every model it loads times its own forward calls."""
+    """Wraps the scoring modules' load_classifier so every model they load times its own forward calls."""
 
     def __init__(self):
         self.seconds = 0.0
@@ -204,8 +205,8 @@ class ForwardClock:
         self._t = None
 
     def __enter__(self):
-        S = score_module()
-        self._orig = S.load_classifier
+        modules = model_loaders()
+        self._orig = modules[0].load_classifier
         clock = self
 
         def patched(*a, **k):
@@ -214,7 +215,8 @@ class ForwardClock:
             model.register_forward_hook(lambda m, args, out: clock._stop())
             return model, trained
 
-        S.load_classifier = patched
+        for module in modules:
+            module.load_classifier = patched
         return self
 
     def _start(self):
@@ -225,12 +227,13 @@ class ForwardClock:
         self.calls += 1
 
     def __exit__(self, *exc):
-        score_module().load_classifier = self._orig
+        for module in model_loaders():
+            module.load_classifier = self._orig
         return False
 
 
 def run_selectkd(name: str, rows: int, batch_size: int, max_length: int, store: Path, tmp: Path) -> dict:
-    from selectkd.score import score
+    from selectkd.scoring.run import score
 
     cache = fresh_cache(store, tmp)
     try:
@@ -380,8 +383,10 @@ def main(argv=None) -> int:
     import torch
 
     torch.set_num_threads(os.cpu_count())
+    from selectkd.scoring.run import score
     from selectkd.models import load_classifier, load_tokenizer, resolve
-    from selectkd.score import teacher_logits, tokenize
+    from selectkd.scoring.teacher import teacher_logits
+    from selectkd.scoring.tokens import tokenize
 
     started = time.perf_counter()
     WAIT["max_s"] = args.quiet_wait
@@ -475,7 +480,7 @@ def main(argv=None) -> int:
                 # same numbers? selectkd's cached logits vs the naive loop's, row by row (by uid)
                 cache = fresh_cache(store, tmp)
                 small = min(args.rows, 256)
-                res = score_module().score(
+                res = score(
                     data=DATA, split=SPLIT, teachers=[name], limit=small, max_length=args.max_length,
                     allow_untrained_head=True, cache_dir=cache, progress=False, batch_size=args.batch_size)
                 t_uids, t_logits = teacher_logits(res.store.entry("teacher", res.teachers[0].key))

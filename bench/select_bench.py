@@ -23,25 +23,24 @@ the rest of the machine used during every run is measured from /proc/stat.
 
 from __future__ import annotations
 
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 
 _T_START = time.perf_counter()  # the worker's import phase starts here
 
-import argparse  # noqa: E402
-import datetime as dt  # noqa: E402
-import json  # noqa: E402
-import os  # noqa: E402
-import platform  # noqa: E402
-import resource  # noqa: E402
-import shutil  # noqa: E402
-import statistics  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-import tempfile  # noqa: E402
-from pathlib import Path  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 BUILD_VERSION = 2  # bump when the synthetic data changes
@@ -167,8 +166,8 @@ def write_pair(root: Path, data: str, n: int, classes: int, part_rows: int, seed
     import numpy as np
     import pyarrow as pa
 
-    from selectkd.score import fixed_list
-    from selectkd.store import EntryWriter, Store, hash_inputs, part_name
+    from selectkd.cache.arrays import fixed_list
+    from selectkd.cache.store import EntryWriter, Store, hash_inputs, part_name
     from selectkd.uncertainty import entropy, kl_divergence, least_confidence, margin, softmax
 
     store = Store(root)
@@ -289,12 +288,12 @@ class RecordingKmeans:
 
 def worker(spec: dict) -> dict:
     ph = Phases(_T_START)
-    import numpy as np
-
     import importlib
 
+    import numpy as np
+
     S = importlib.import_module("selectkd.select")  # `import selectkd.select as S` gives the function select()
-    from selectkd.store import Store
+    from selectkd.cache.store import Store
 
     case = spec["case"]
     if case in ("kmeans", "coverage_choose", "coverage_e2e"):

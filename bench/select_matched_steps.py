@@ -16,10 +16,10 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from selectkd.distillation.loop import DistillConfig, distill
 
-from selectkd.distill import DistillConfig, distill  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
+
 
 DATA, ROWS, DEV, TEST = "tweets-binary", 2000, 100, 1000
 STRATEGIES = ["random", "entropy", "coverage", "entropy-sample", "coverage-sample"]

@@ -29,14 +29,15 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from selectkd.cache.arrays import column_matrix
+from selectkd.cache.store import Store
+from selectkd.distillation.loop import DistillConfig, distill, finished_summary
+from selectkd.finetune import classification_metrics, finetune
+from selectkd.scoring.run import score
+from selectkd.selection.run import select, summary
 
-from selectkd.distill import DistillConfig, distill, finished_summary  # noqa: E402
-from selectkd.finetune import classification_metrics, finetune  # noqa: E402
-from selectkd.score import column_matrix, score  # noqa: E402
-from selectkd.select import select, summary  # noqa: E402
-from selectkd.store import Store  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
+
 
 TEACHER = "mpnet-base"
 STUDENT = "minilm-l6"

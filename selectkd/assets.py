@@ -22,8 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
+from .atomic import atomic_write_json
+from .cache.store import DEFAULT_ROOT
 from .errors import SelectKDError
-from .store import DEFAULT_ROOT, atomic_write_json
 
 SPLIT_SEED = 1234
 

@@ -15,12 +15,14 @@ from pathlib import Path
 import numpy as np
 
 from . import assets
-from .distill import DistillConfig, distill, finished_summary
+from .cache.arrays import column_matrix
+from .cache.store import Store
+from .distillation.loop import DistillConfig, distill, finished_summary
 from .finetune import classification_metrics, finetune
 from .ranges import COUNT, FRACTION, SEED, check_ranges
-from .score import column_matrix, score
-from .select import DEFAULT_STRATEGY, select
-from .store import Store
+from .scoring.run import score
+from .selection.run import select
+from .selection.strategies import DEFAULT_STRATEGY
 
 DATA = "tweets-binary"
 TEACHER = "mpnet-base"

@@ -18,12 +18,14 @@ from pathlib import Path
 import numpy as np
 
 from .atomic import atomic_write_json, remove_path, replace_path, temp_name
-from .data import DataSpec, Rows, hold_out_dev, load_rows
+from .data.rows import DataSpec, Rows, hold_out_dev, load_rows
 from .errors import SelectKDError
 from .models import check_max_length, load_classifier, load_tokenizer, resolve, save_model
 from .outputs import FINETUNE, check_output, claim
-from .ranges import COUNT, HOLDOUT, MAX_LENGTH, POSITIVE, SEED, WARMUP, ROW_LIMIT, check_ranges
-from .score import collate, encode, length_batches, load_rows_for, pick_device, progress_bar
+from .ranges import COUNT, HOLDOUT, MAX_LENGTH, POSITIVE, ROW_LIMIT, SEED, WARMUP, check_ranges
+from .runtime import pick_device, progress_bar
+from .scoring.run import load_rows_for
+from .scoring.tokens import collate, encode, length_batches
 
 
 @dataclass
@@ -78,7 +80,7 @@ def _fit_head_only(model, rows: Rows, tokenizer, max_length: int, batch_size: in
     """Capture the head's input once (frozen encoder), then fit the head with L-BFGS."""
     import torch
 
-    from .losses import check_finite
+    from .distillation.losses import check_finite
 
     head = getattr(model, "classifier", None)
     if head is None:
@@ -126,7 +128,7 @@ def _fit_full(model, rows: Rows, tokenizer, *, max_length: int, batch_size: int,
     """AdamW with linear warm-up and decay; stops at the first non-finite loss, before it reaches a weight."""
     import torch
 
-    from .losses import check_finite
+    from .distillation.losses import check_finite
 
     torch.manual_seed(seed)
     steps_per_epoch = math.ceil(len(rows) / batch_size)
@@ -192,7 +194,7 @@ def finetune(
     """
     import torch
 
-    from .store import Store
+    from .cache.store import Store
 
     out = Path(out)
     check_ranges({"--epochs": (epochs, COUNT), "--lr": (lr, POSITIVE), "--batch-size": (batch_size, COUNT),

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import assets
+from .cache.fingerprint import folder_tokenizer_fingerprint, model_fingerprint, tokenizer_fingerprint
 from .errors import ModelError
-from .fingerprint import folder_tokenizer_fingerprint, model_fingerprint, tokenizer_fingerprint
 
 
 def _quiet_transformers() -> None:

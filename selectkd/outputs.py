@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from .atomic import clean_stale, name_lock, restore_aside
+from .cache.store import file_sha256
 from .errors import SelectKDError
-from .store import file_sha256
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -54,7 +54,7 @@ def _is_run(path: Path) -> bool:
     """A distill run folder: its config.json is a DistillConfig."""
     from dataclasses import MISSING, fields
 
-    from .distill import DistillConfig
+    from .distillation.loop import DistillConfig
 
     saved = _json(path / "config.json")
     names = {f.name for f in fields(DistillConfig)}

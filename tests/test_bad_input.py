@@ -260,7 +260,7 @@ def damaged_store(root: Path) -> None:
 
     import pyarrow as pa
 
-    from selectkd.store import write_arrow
+    from selectkd.cache.store import write_arrow
 
     manifests = {"a": "[1, 2]", "b": "{}", "c": json.dumps({"inputs": {}, "files": {"../../x": "0" * 64}}), "d": "{"}
     for letter, text in manifests.items():

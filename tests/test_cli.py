@@ -2,7 +2,7 @@
 
 import json
 
-from selectkd.store import Store, part_name
+from selectkd.cache.store import Store, part_name
 
 from .conftest import run_cli, write_csv
 
@@ -55,7 +55,7 @@ def test_damaged_part_is_refused_with_the_fix(tiny, tmp_path):
 
 
 def test_string_labels_map_in_sorted_order(tiny, tmp_path):
-    from selectkd.data import DataSpec, load_rows
+    from selectkd.data.rows import DataSpec, load_rows
 
     rows = load_rows(DataSpec(str(tiny["csv"])), tmp_path)
     assert rows.label_names == ["negative", "positive"]

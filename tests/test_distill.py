@@ -13,14 +13,13 @@ import pyarrow as pa
 import pytest
 import torch
 
-from selectkd import losses
-from selectkd.distill import DistillConfig, distill
+import selectkd.distillation.losses as losses
+from selectkd.cache.store import EntryWriter, Store, part_name
+from selectkd.distillation.loop import DistillConfig, distill
 from selectkd.errors import SelectKDError
 from selectkd.finetune import finetune
-from selectkd.store import EntryWriter, Store, part_name
 
 from .conftest import build_bert, build_tokenizer, make_rows, run_cli, write_csv
-
 
 # -- losses by hand ---------------------------------------------------------------------------------
 
@@ -90,7 +89,7 @@ def test_objective_weights():
 
 
 def test_rescore_sample_keeps_every_clusters_share():
-    from selectkd.distill import rescore_sample
+    from selectkd.distillation.loop import rescore_sample
 
     groups = np.repeat([0, 1, 2], [60, 30, 10])
     picked = rescore_sample(100, 0.2, np.random.default_rng(0), groups)
@@ -127,8 +126,8 @@ def config(task, out, **kw):
 def test_end_to_end_beats_the_untrained_student_and_saves_a_loadable_model(task, tmp_path):
     from transformers import AutoModelForSequenceClassification
 
+    from selectkd.data.rows import DataSpec, load_rows
     from selectkd.finetune import evaluate
-    from selectkd.data import DataSpec, load_rows
 
     res = distill(config(task, tmp_path / "run"), progress=False)
     dev = load_rows(DataSpec(str(task["dev"])), task["cache"])
@@ -214,7 +213,7 @@ def test_bad_input_is_refused_before_any_training(task, tmp_path):
 
 
 def test_selection_from_other_data_is_refused(task, tmp_path):
-    from selectkd.select import select
+    from selectkd.selection.run import select
 
     other = write_csv(tmp_path / "other.csv", make_rows(120, seed=9, max_words=6))
     select(str(other), teachers=[task["teacher"]], student=task["student"], strategy="random", budget=20,

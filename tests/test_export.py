@@ -7,11 +7,12 @@ import pyarrow as pa
 import pytest
 
 import selectkd
+from selectkd.cache.arrays import column_matrix
+from selectkd.cache.store import Store
 from selectkd.errors import SelectKDError
-from selectkd.export import FORMATS, export, teacher_labels
-from selectkd.score import column_matrix
-from selectkd.select import load_selection, select
-from selectkd.store import Store
+from selectkd.selection.export import FORMATS, export, teacher_labels
+from selectkd.selection.run import select
+from selectkd.selection.saved import load_selection
 
 from .conftest import build_bert
 

@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from selectkd.score import column_matrix
-from selectkd.store import Store
+from selectkd.cache.arrays import column_matrix
+from selectkd.cache.store import Store
 
 from .conftest import build_bert, build_tokenizer, make_rows, run_cli, write_csv
 

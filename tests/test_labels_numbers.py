@@ -12,9 +12,9 @@ import pyarrow as pa
 import pytest
 import torch
 
-from selectkd.data import holdout_split
-from selectkd.score import column_matrix
-from selectkd.store import EntryWriter, Store, part_name
+from selectkd.cache.arrays import column_matrix
+from selectkd.cache.store import EntryWriter, Store, part_name
+from selectkd.data.rows import holdout_split
 
 from .conftest import build_bert, build_tokenizer, make_rows, run_cli, write_csv
 
@@ -110,7 +110,8 @@ def plant_teacher_logit(cache, row: int, value: float) -> None:
 
 
 def test_a_loss_that_turns_non_finite_stops_the_run_and_keeps_the_last_good_checkpoint(spam, tmp_path):
-    from selectkd.select import Pool, choose
+    from selectkd.selection.choose import choose
+    from selectkd.selection.strategies import Pool
 
     cache = tmp_path / "cache"
     common = ["--data", str(spam["train"]), "--teacher", str(spam["teacher"])]
@@ -156,7 +157,7 @@ def test_holdout_split_is_seeded_stratified_and_disjoint():
 
 
 def test_distill_and_finetune_without_dev_data_hold_out_a_dev_part(spam, tmp_path):
-    from selectkd.distill import DistillConfig, finished_summary
+    from selectkd.distillation.loop import DistillConfig, finished_summary
 
     run = tmp_path / "run"
     proc = run_cli(*distill_args(spam, run), cache=spam["cache"], check=True)
@@ -199,7 +200,7 @@ def test_budget_1_selects_every_row(tiny, tmp_path, budget):
 
 
 def test_budget_2_is_a_count():
-    from selectkd.select import budget_rows, parse_budget
+    from selectkd.selection.choose import budget_rows, parse_budget
 
     assert budget_rows(parse_budget("2"), 300) == 2 and budget_rows(parse_budget("1"), 300) == 300
     assert budget_rows(parse_budget("0.5"), 300) == 150

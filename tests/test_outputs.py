@@ -20,7 +20,7 @@ from pathlib import Path
 import pyarrow.csv as pacsv
 import pytest
 
-from selectkd.store import file_sha256
+from selectkd.cache.store import file_sha256
 
 from .conftest import run_cli
 
@@ -45,7 +45,7 @@ KILL_BETWEEN_FALLBACK_RENAMES = (
 def patched(module: str, patch: str, *args: str, cache: Path, wait: bool = True):
     """The real CLI with ``patch`` applied to ``selectkd.<module>`` (as ``m``) first."""
     code = (f"import importlib, os, signal, sys, time\nimport selectkd.atomic as atomic\n"
-            f"m = importlib.import_module('selectkd.{module}')\n"  # selectkd.export is also a function's name
+            f"m = importlib.import_module('selectkd.{module}')\n"
             f"{patch}\nfrom selectkd.cli.main import main\nmain(sys.argv[1:])\n")
     proc = subprocess.Popen([sys.executable, "-c", code, *args], env={**os.environ, "SELECTKD_CACHE": str(cache)},
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -186,7 +186,7 @@ def test_export_killed_mid_replace_never_pairs_a_file_with_another_exports_prove
     prov = tmp_path / "OUT.csv.provenance.json"
     run_cli(*export_args("s1", out), cache=world["cache"], check=True)
     first = uids(out)
-    killed = patched("export", patch, *export_args("s2", out, "--overwrite"), cache=world["cache"])
+    killed = patched("selection.export", patch, *export_args("s2", out, "--overwrite"), cache=world["cache"])
     assert killed.returncode == -signal.SIGKILL
     now = uids(out)
     assert now == first if patch == KILL_BEFORE_SWAP else now != first
@@ -258,7 +258,7 @@ def waits_for_a_lock(pid: int) -> bool:
 def test_a_select_while_another_writes_the_name_waits_or_is_refused(world, tmp_path):
     name = "held"
     release = tmp_path / "release"
-    first = patched("select", hold_until(release), *select_args(world, name, "5"), cache=world["cache"], wait=False)
+    first = patched("selection.saved", hold_until(release), *select_args(world, name, "5"), cache=world["cache"], wait=False)
     lock = world["cache"] / "selections" / f".{name}.lock"
     deadline = time.monotonic() + 120
     while not lock.exists() and first.poll() is None and time.monotonic() < deadline:

@@ -7,9 +7,9 @@ import pytest
 
 import selectkd
 from selectkd import assets
+from selectkd.cache.arrays import column_matrix
+from selectkd.cache.store import Store
 from selectkd.finetune import finetune
-from selectkd.score import column_matrix
-from selectkd.store import Store
 
 REPO_CACHE = Path(__file__).resolve().parents[1] / "cache"
 

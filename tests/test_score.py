@@ -1,3 +1,4 @@
+import importlib
 import json
 import os
 import shutil
@@ -10,14 +11,15 @@ import numpy as np
 import pytest
 
 import selectkd
-import importlib
-
-score_mod = importlib.import_module("selectkd.score")
+from selectkd.cache.arrays import column_matrix
+from selectkd.cache.store import Store
 from selectkd.errors import SelectKDError
-from selectkd.score import column_matrix, length_batches
-from selectkd.store import Store
+from selectkd.scoring.tokens import length_batches
 
 from .conftest import build_bert, run_cli, write_csv
+
+score_mod = importlib.import_module("selectkd.score")
+
 
 
 def test_length_batches_group_similar_lengths():

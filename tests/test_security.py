@@ -172,8 +172,8 @@ def test_a_key_from_a_tampered_provenance_cannot_leave_the_store(tiny, tmp_path)
 
 @pytest.mark.parametrize("name", ["..", "../x", "/tmp/x", "a/b", "", ".hidden"])
 def test_cache_keys_are_never_paths(name, tmp_path):
+    from selectkd.cache.store import Store
     from selectkd.errors import CacheError
-    from selectkd.store import Store
 
     with pytest.raises(CacheError, match="is not a cache key"):
         Store(tmp_path).find(name)

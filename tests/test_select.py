@@ -5,17 +5,19 @@ import importlib
 import json
 
 import numpy as np
-import pytest
 import pyarrow as pa
+import pytest
 
 import selectkd
+from selectkd.cache.arrays import fixed_list
+from selectkd.cache.store import EntryWriter, Store, file_sha256, part_name
 from selectkd.errors import SelectKDError
-from selectkd.score import fixed_list
-from selectkd.select import (
-    STRATEGIES, Pool, Selection, choose, largest_remainder, load_pool, load_selection, parse_budget,
-    plot_histogram, save_selection, select, summary,
-)
-from selectkd.store import EntryWriter, Store, file_sha256, part_name
+from selectkd.selection.choose import choose, largest_remainder, parse_budget
+from selectkd.selection.pool import load_pool
+from selectkd.selection.report import plot_histogram, summary
+from selectkd.selection.run import select
+from selectkd.selection.saved import Selection, load_selection, save_selection
+from selectkd.selection.strategies import STRATEGIES, Pool
 from selectkd.uncertainty import entropy, least_confidence, margin
 
 

@@ -5,8 +5,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from selectkd.cache.store import EntryWriter, Store, hash_inputs, part_name
 from selectkd.errors import CacheError
-from selectkd.store import EntryWriter, Store, hash_inputs, part_name
 
 
 def test_key_is_stable_and_sensitive():

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from selectkd.store import Store, part_name
+from selectkd.cache.store import Store, part_name
 
 from .conftest import run_cli
 from .test_security import one_line_error

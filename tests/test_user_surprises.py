@@ -14,10 +14,10 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from selectkd.export import teacher_labels
+from selectkd.cache.arrays import column_matrix
+from selectkd.cache.store import Store
 from selectkd.models import _max_positions
-from selectkd.score import column_matrix
-from selectkd.store import Store
+from selectkd.selection.export import teacher_labels
 
 from .conftest import run_cli, write_csv
 

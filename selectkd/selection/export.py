@@ -20,12 +20,13 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from . import __version__
-from .atomic import atomic_write_json, clean_stale, remove_path, replace_path, temp_name
-from .errors import SelectKDError
-from .outputs import check_output, check_sidecar, claim, export_kind, sidecar
-from .select import Selection, load_selection, positions_of
-from .store import Store, file_sha256
+from .._version import __version__
+from ..atomic import atomic_write_json, clean_stale, remove_path, replace_path, temp_name
+from ..cache.store import Store, file_sha256
+from ..errors import SelectKDError
+from ..outputs import check_output, check_sidecar, claim, export_kind, sidecar
+from .pool import positions_of
+from .saved import Selection, load_selection
 
 FORMATS = ("arrow", "parquet", "jsonl", "csv", "hf")
 SUFFIXES = {".arrow": "arrow", ".parquet": "parquet", ".jsonl": "jsonl", ".csv": "csv"}
@@ -79,8 +80,8 @@ def selected_rows(selection: Selection, root: Path):
     import datasets
     from datasets.table import InMemoryTable
 
-    from . import data as data_mod
-    from .data import DataSpec, load_rows
+    from ..data import rows as data_mod
+    from ..data.rows import DataSpec, load_rows
 
     prov = selection.provenance
     d = prov["data"]
@@ -119,7 +120,7 @@ def selected_rows(selection: Selection, root: Path):
 def teacher_columns(selection: Selection, store: Store, added: dict[str, pa.Array]) -> dict[str, str]:
     """Add the student's scores and, per teacher, ``logits_<teacher>`` and ``kl_<teacher>`` (KL(teacher ||
     student)) to ``added``, looked up by uid; return {teacher column: teacher cache key}."""
-    from .score import column_matrix
+    from ..cache.arrays import column_matrix
 
     prov = selection.provenance
     scores = store.entry("student", prov["cache"]["student"]).read_file("scores.arrow")

@@ -18,11 +18,12 @@ from typing import List, Optional
 import typer
 from rich.table import Table
 
-from selectkd import __version__
-from selectkd.cli.distill_cmd import dev_source, register as register_distill
-from selectkd.cli.select_cmds import register as register_select
+from selectkd._version import __version__
+from selectkd.cli.distill_cmd import dev_source
+from selectkd.cli.distill_cmd import register as register_distill
 from selectkd.cli.options import (CacheDirOption, ConfigOption, DeviceOption, LabelFieldOption, ProgressOption,
                                   TextFieldOption, TextPairFieldOption, TrustRemoteCodeOption, err, out)
+from selectkd.cli.select_cmds import register as register_select
 from selectkd.errors import SelectKDError, SelectKDWarning
 
 app = typer.Typer(
@@ -74,7 +75,7 @@ def assets_install(
     stratified train/dev/test splits. Installed names work everywhere a model or data path does.
     """
     from selectkd import assets
-    from selectkd.store import Store
+    from selectkd.cache.store import Store
 
     store = Store(cache_dir)
     t0 = time.perf_counter()
@@ -92,7 +93,7 @@ def assets_install(
 def assets_ls(cache_dir: Optional[Path] = CacheDirOption, config: Optional[Path] = ConfigOption) -> None:
     """List the built-in models and datasets and whether they are installed."""
     from selectkd import assets
-    from selectkd.store import Store
+    from selectkd.cache.store import Store
 
     root = Store(cache_dir).root
     table = Table("name", "kind", "installed", "description")
@@ -137,7 +138,7 @@ def score(
     Several processes: `torchrun --nproc-per-node N -m selectkd score ...` shards the parts
     across ranks; the cache is the same as a one-process run's.
     """
-    from selectkd.score import score as run_score
+    from selectkd.scoring.run import score as run_score
 
     t0 = time.perf_counter()
     result = run_score(data, split, teacher or [], student, text_field=text_field, text_pair_field=text_pair_field,
@@ -227,7 +228,7 @@ def demo(
     the first time on 2 CPU cores; a second run reuses everything.
     """
     from selectkd.demo import run_demo
-    from selectkd.select import DEFAULT_STRATEGY
+    from selectkd.selection.strategies import DEFAULT_STRATEGY
 
     results = run_demo(rows, dev_rows, test_rows, epochs, budget, strategy or DEFAULT_STRATEGY, runs_dir=runs_dir,
                        cache_dir=cache_dir, progress=progress, say=lambda m: out.print(m, highlight=False))
@@ -263,7 +264,7 @@ def _entry_cells(e) -> list[str]:
 
 def _selection_cells(root: Path, name: str) -> list[str]:
     """One row of `cache ls`'s selections: what made it, from which data and cache keys."""
-    from selectkd.select import read_provenance
+    from selectkd.selection.saved import read_provenance
 
     try:
         prov = read_provenance(root, name)
@@ -279,8 +280,8 @@ def _selection_cells(root: Path, name: str) -> list[str]:
 @cache_app.command("ls")
 def cache_ls(cache_dir: Optional[Path] = CacheDirOption, config: Optional[Path] = ConfigOption) -> None:
     """List cache entries (kind, key, model, data, max length, row limit, rows, size, complete) and selections."""
-    from selectkd.select import list_selections
-    from selectkd.store import Store
+    from selectkd.cache.store import Store
+    from selectkd.selection.saved import list_selections
 
     store = Store(cache_dir)
     entries = store.entries()
@@ -300,7 +301,7 @@ def cache_ls(cache_dir: Optional[Path] = CacheDirOption, config: Optional[Path] 
 def _selection_or_entry(store, name: str):
     """NAME of `cache info`/`cache verify`: ``selection:NAME`` is a selection; a bare NAME is the selection of
     exactly that name if one exists, else a cache key or a unique prefix of one. Returns the name or the Entry."""
-    from selectkd.select import check_name, list_selections
+    from selectkd.selection.saved import check_name, list_selections
 
     store.check_root()
     if name.startswith(SELECTION_PREFIX):
@@ -318,8 +319,8 @@ def cache_info(key: str = typer.Argument(..., help="Key or a unique prefix of it
     """Print an entry's manifest (inputs, files and checksums, timings, probe fit) or a selection's provenance."""
     import json
 
-    from selectkd.select import read_provenance
-    from selectkd.store import Store
+    from selectkd.cache.store import Store
+    from selectkd.selection.saved import read_provenance
 
     store = Store(cache_dir)
     target = _selection_or_entry(store, key)
@@ -352,8 +353,8 @@ def cache_verify(key: Optional[str] = typer.Argument(None, help="Key or prefix, 
     """
     from rich.markup import escape
 
-    from selectkd.select import list_selections, selection_problem
-    from selectkd.store import Store
+    from selectkd.cache.store import Store
+    from selectkd.selection.saved import list_selections, selection_problem
 
     store = Store(cache_dir)
     if key is None:
@@ -378,7 +379,7 @@ def cache_verify(key: Optional[str] = typer.Argument(None, help="Key or prefix, 
 def cache_rm(keys: List[str] = typer.Argument(..., help="Keys or unique prefixes."),
              cache_dir: Optional[Path] = CacheDirOption, config: Optional[Path] = ConfigOption) -> None:
     """Remove entries (whole: the folder is renamed away before it is deleted)."""
-    from selectkd.store import Store
+    from selectkd.cache.store import Store
 
     store = Store(cache_dir)
     store.check_writable()

@@ -15,7 +15,7 @@ from rich.table import Table
 from selectkd.cli.options import (CacheDirOption, ConfigOption, DeviceOption, LabelFieldOption, ProgressOption,
                                   TextFieldOption, TextPairFieldOption, TrustRemoteCodeOption, out)
 from selectkd.errors import SelectKDError
-from selectkd.select import DEFAULT_STRATEGY
+from selectkd.selection.strategies import DEFAULT_STRATEGY
 
 
 def select_command(
@@ -58,7 +58,10 @@ def select_command(
     Missing cache entries are scored first (as `selectkd score` would), complete ones are
     reused. The selection records the exact cache keys, every parameter and the seed.
     """
-    from selectkd.select import STRATEGIES, check_plot, parse_budget, plot_histogram, select, summary
+    from selectkd.selection.choose import parse_budget
+    from selectkd.selection.report import check_plot, plot_histogram, summary
+    from selectkd.selection.run import select
+    from selectkd.selection.strategies import STRATEGIES
 
     if list_strategies:
         width = max(len(n) for n in STRATEGIES)
@@ -118,7 +121,7 @@ def export_command(
 
     A file or folder --data is read from the absolute path the selection recorded (any folder works); data changed since is refused.
     """
-    from selectkd.export import export
+    from selectkd.selection.export import export
 
     t0 = time.perf_counter()
     path = export(selection, fmt, out_path, cache_dir=cache_dir, overwrite=overwrite)

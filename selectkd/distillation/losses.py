@@ -12,7 +12,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from .errors import TrainingError
+from ..errors import TrainingError
 
 KD_LOSSES = ("mse", "kl")
 ADOPTIONS = ("hard", "soft", "soft-instance")

@@ -21,20 +21,22 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__, parallel
-from .atomic import atomic_write_json, clean_stale, remove_path, replace_path, temp_name
-from .data import DataSpec, Rows, load_rows
-from .errors import CacheError, SelectKDError, TrainingError
-from .finetune import classification_metrics
-from .losses import (ADOPTIONS, KD_LOSSES, OBJECTIVES, adopted_kd, adoption_weights, ce, check_finite,
-                     hidden_alignment, kd, layer_map, objective_weights, top_fraction, uncertainty)
-from .models import check_max_length, follow_umask, load_classifier, load_tokenizer, resolve, save_model
-from .outputs import RUN, check_output
-from .ranges import (COUNT, FRACTION, HOLDOUT, MAX_LENGTH, NON_NEGATIVE, POSITIVE, ROW_LIMIT, SEED, WARMUP,
-                     check_ranges)
-from .score import (collate, column_matrix, encode, length_batches, load_rows_for, pick_device, progress_bar, score,
-                    tokenize)
-from .store import Store
+from .. import parallel
+from .._version import __version__
+from ..atomic import atomic_write_json, clean_stale, remove_path, replace_path, temp_name
+from ..cache.arrays import column_matrix
+from ..cache.store import Store
+from ..data.rows import DataSpec, Rows, load_rows
+from ..errors import CacheError, SelectKDError
+from ..finetune import classification_metrics
+from ..models import check_max_length, follow_umask, load_classifier, load_tokenizer, resolve, save_model
+from ..outputs import RUN, check_output
+from ..ranges import COUNT, FRACTION, HOLDOUT, MAX_LENGTH, NON_NEGATIVE, POSITIVE, ROW_LIMIT, SEED, WARMUP, check_ranges
+from ..runtime import pick_device, progress_bar
+from ..scoring.run import load_rows_for, score
+from ..scoring.tokens import collate, encode, length_batches, tokenize
+from .losses import (ADOPTIONS, KD_LOSSES, OBJECTIVES, adopted_kd, adoption_weights, ce, check_finite, hidden_alignment,
+                     kd, layer_map, objective_weights, top_fraction, uncertainty)
 
 IN_BATCH_CRITERIA = ("entropy", "margin", "least_confidence", "kl", "random")
 
@@ -137,7 +139,8 @@ def check_config(cfg: DistillConfig) -> None:
     if cfg.in_batch is not None and cfg.criterion not in IN_BATCH_CRITERIA:
         raise SelectKDError(f"in-batch --criterion must be one of {', '.join(IN_BATCH_CRITERIA)}")
     if cfg.budget:
-        from .select import check_budget, get_strategy, parse_budget
+        from ..selection.choose import check_budget, parse_budget
+        from ..selection.strategies import get_strategy
 
         check_budget(parse_budget(cfg.budget))
         get_strategy(cfg.strategy)  # an unknown name is refused before the run folder is made
@@ -148,7 +151,7 @@ def check_config(cfg: DistillConfig) -> None:
 def dev_holdout(cfg: DistillConfig, root: Path) -> float:
     """The fraction of the training rows held out as dev: ``cfg.holdout`` when no other dev data
     is given or found (no --eval-data, no dev split, --eval-limit not 0), else none."""
-    from .finetune import _has_split
+    from ..finetune import _has_split
 
     if cfg.eval_data or cfg.eval_limit == 0 or _has_split(cfg.data, cfg.eval_split, root):
         return 0.0
@@ -222,7 +225,7 @@ def rescore_sample(n_rows: int, fraction: float, rng: np.random.Generator,
                    groups: np.ndarray | None = None) -> np.ndarray:
     """The rows to re-score: a random ``fraction`` of the pool, or the same fraction of every
     group (k-means cluster), shared by largest remainder so each cluster keeps its share."""
-    from .select import largest_remainder
+    from ..selection.choose import largest_remainder
 
     k = max(1, int(round(fraction * n_rows)))
     if groups is None:
@@ -283,7 +286,7 @@ def cached_signals(cfg: DistillConfig, rows: Rows, need_cls: bool, progress: boo
 
 def _rows(cfg: DistillConfig, data: str | None, split: str, limit: int | None, root: Path, train: Rows) -> Rows | None:
     """Dev or test rows, their labels mapped by the training rows' names (None: no such data)."""
-    from .finetune import _has_split
+    from ..finetune import _has_split
 
     if data is None and not _has_split(cfg.data, split, root):
         return None
@@ -309,7 +312,7 @@ class RunData:
 def run_data(cfg: DistillConfig, holdout: float, root: Path) -> RunData:
     """Load the rows; with ``holdout`` > 0 (no other dev data), a seeded stratified dev part of the
     training rows that is never trained on."""
-    from .data import hold_out_dev
+    from ..data.rows import hold_out_dev
 
     teachers = [resolve(t, root, cfg.trust_remote_code) for t in cfg.teachers]
     spec = DataSpec(cfg.data, cfg.split, cfg.text_field, cfg.text_pair_field, cfg.label_field, cfg.limit)
@@ -328,7 +331,10 @@ def distill(cfg: DistillConfig, *, resume: bool = False, overwrite: bool = False
     import torch
     from safetensors.torch import load_file, save_file
 
-    from .select import Pool, choose, load_selection, positions_of
+    from ..selection.choose import choose
+    from ..selection.pool import positions_of
+    from ..selection.saved import load_selection
+    from ..selection.strategies import Pool
 
     t_start = time.perf_counter()
     check_config(cfg)
@@ -429,7 +435,7 @@ def distill(cfg: DistillConfig, *, resume: bool = False, overwrite: bool = False
         if len(active) < len(static_uids):
             data.dev_source["selection_rows_held_out"] = len(static_uids) - len(active)
     elif cfg.budget:
-        from .select import budget_rows, parse_budget
+        from ..selection.choose import budget_rows, parse_budget
 
         active = None
         n_active = budget_rows(parse_budget(cfg.budget), len(all_rows))
@@ -520,7 +526,11 @@ def distill(cfg: DistillConfig, *, resume: bool = False, overwrite: bool = False
                 if need_emb:
                     emb[r::world] = em
         state["counters"]["rescore_rows"] += len(pool_idx)
-        from .uncertainty import entropy as h, kl_divergence, least_confidence as lc, margin as mg, softmax
+        from ..uncertainty import entropy as h
+        from ..uncertainty import kl_divergence
+        from ..uncertainty import least_confidence as lc
+        from ..uncertainty import margin as mg
+        from ..uncertainty import softmax
 
         p = softmax(logits)
         t_logits = np.stack([s.logits[pool_idx] for s in signals]) if signals[0].logits is not None else None
@@ -543,7 +553,8 @@ def distill(cfg: DistillConfig, *, resume: bool = False, overwrite: bool = False
         if cfg.rescore_by != "cluster":
             return None
         if "c" not in row_clusters:
-            from .select import kmeans_clusters, load_pool
+            from ..selection.pool import load_pool
+            from ..selection.strategies import kmeans_clusters
 
             res = score(cfg.data, cfg.split, cfg.teachers, cfg.student, text_field=cfg.text_field,
                         text_pair_field=cfg.text_pair_field, label_field=cfg.label_field, limit=cfg.limit,
@@ -558,7 +569,7 @@ def distill(cfg: DistillConfig, *, resume: bool = False, overwrite: bool = False
 
     def initial_selection() -> np.ndarray:
         """Dynamic mode, epoch 0: the student's fresh head knows nothing, so use the cached probe scores."""
-        from .select import load_pool, needs_teacher_logits
+        from ..selection.pool import load_pool, needs_teacher_logits
 
         res = score(cfg.data, cfg.split, cfg.teachers, cfg.student, text_field=cfg.text_field,
                     text_pair_field=cfg.text_pair_field, label_field=cfg.label_field, limit=cfg.limit,

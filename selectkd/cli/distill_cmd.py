@@ -71,7 +71,8 @@ def register(app: typer.Typer) -> None:
         (`--resume` continues to the same result). At the end: test scores, the student as a
         normal HF folder, and where the time went.
         """
-        from selectkd.distill import DistillConfig, distill as run
+        from selectkd.distillation.loop import DistillConfig
+        from selectkd.distillation.loop import distill as run
 
         values = dict(locals())
         names = {f.name for f in fields(DistillConfig)}

@@ -24,8 +24,8 @@ from typing import Any, Iterator
 
 import pyarrow as pa
 
-from .atomic import _temp_beside, atomic_write_bytes, atomic_write_json
-from .errors import CacheError
+from ..atomic import _temp_beside, atomic_write_bytes, atomic_write_json
+from ..errors import CacheError
 
 FORMAT_VERSION = 1
 DEFAULT_ROOT = "cache"

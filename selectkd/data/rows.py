@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from . import assets
-from .errors import DataError
-from .fingerprint import path_fingerprint
+from .. import assets
+from ..cache.fingerprint import path_fingerprint
+from ..errors import DataError
 
 FILE_BUILDERS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
 FILE_SPLIT = "train"  # a single data file has one split; --split names no part of it
@@ -99,7 +99,7 @@ def hold_out_dev(rows: Rows, fraction: float, seed: int, limit: int | None = Non
 def holdout_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """(train positions, dev positions): a seeded dev part of ``fraction`` of the rows, every class in
     its share (largest remainder), never a class's last row; sorted. No dev rows when too few."""
-    from .select import largest_remainder
+    from ..selection.choose import largest_remainder
 
     counts = np.bincount(labels)
     quotas = np.minimum(largest_remainder(counts, int(round(fraction * len(labels)))), np.maximum(counts - 1, 0))

@@ -1,0 +1,1 @@
+"""Rows from a dataset: (uid, text[, text_pair], label), through `datasets`."""

@@ -1,0 +1,84 @@
+"""Where and how the models run: the device, its numerics (bf16 autocast on CUDA), progress bars."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+from typing import Iterator
+
+from .errors import SelectKDError
+
+
+def pick_device(device: str | None = None) -> str:
+    """The device asked for, checked; else cuda when a GPU is usable, else cpu (no torch import without a GPU)."""
+    if device:
+        return check_device(device)
+    if not any(Path("/dev").glob("nvidia*")) and not os.environ.get("CUDA_VISIBLE_DEVICES"):
+        return "cpu"
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def available_devices() -> list[str]:
+    """The devices this torch build can run on here: cpu, cuda:0.. and mps."""
+    import torch
+
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+    return ["cpu", *(f"cuda:{i}" for i in range(gpus)), *(["mps"] if mps else [])]
+
+
+def check_device(device: str) -> str:
+    """``device`` when this machine can run on it; else a one-line error naming the devices it has."""
+    import torch
+
+    available = available_devices()
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise SelectKDError(f"unknown --device {device!r}; devices here: {', '.join(available)}") from None
+    usable = {torch.device(d).type for d in available}
+    if dev.type in usable and (dev.type != "cuda" or dev.index is None or f"cuda:{dev.index}" in available):
+        return device
+    if dev.type not in ("cuda", "mps"):
+        why = "selectkd runs on cpu, cuda or mps"
+    elif dev.type == "cuda" and not torch.backends.cuda.is_built():
+        why = "this torch build has no CUDA"
+    else:
+        why = f"this machine has no {dev}"
+    raise SelectKDError(f"--device {device} is not usable ({why}); devices here: {', '.join(available)}")
+
+
+def _autocast(device: str):
+    import torch
+
+    if device.startswith("cuda"):
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def numeric_mode(device: str) -> str:
+    return "bf16-autocast" if device.startswith("cuda") else "float32"
+
+
+@contextlib.contextmanager
+def progress_bar(description: str, total: int, enabled: bool) -> Iterator:
+    """A rich progress bar in rows, with rows/s; a no-op when disabled."""
+    if not enabled:
+        yield lambda n: None
+        return
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn,
+                               TimeRemainingColumn)
+    from rich.text import Text
+
+    class RowsPerSecond(ProgressColumn):
+        def render(self, task) -> Text:
+            return Text(f"{task.speed:,.0f} rows/s" if task.speed else "- rows/s")
+
+    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), RowsPerSecond(),
+               TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn()]
+    with Progress(*columns, transient=False) as bar:
+        task = bar.add_task(description, total=total)
+        yield lambda n: bar.advance(task, n)

@@ -1,0 +1,92 @@
+"""What a selection looks like: the summary table (class balance, score spread) and a histogram PNG."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ..atomic import replace_path, temp_name
+from ..errors import SelectKDError
+from ..outputs import PNG, check_output, claim
+from .pool import positions_of
+from .saved import PoolStats, Selection
+from .strategies import SelectionError
+
+
+def _stats(values: np.ndarray) -> dict:
+    if len(values) == 0:
+        return {"min": None, "median": None, "max": None}
+    return {"min": float(np.min(values)), "median": float(np.median(values)), "max": float(np.max(values))}
+
+
+def summary(selection: Selection, pool: PoolStats | None = None) -> dict:
+    """What a summary table shows: sizes, class balance of pool vs subset, score spread, clusters covered."""
+    pool = pool or selection.pool
+    if pool is None:
+        raise SelectionError("summary needs the pool the selection came from (the result of `select`)")
+    at = positions_of(pool.uids, selection.uids)
+    n_classes = int(max(pool.labels.max(initial=0) + 1, len(pool.label_names or [])))
+    pool_counts = np.bincount(pool.labels, minlength=n_classes)
+    sub_counts = np.bincount(pool.labels[at], minlength=n_classes)
+    names = pool.label_names or [str(i) for i in range(n_classes)]
+    classes = [{"label": names[c], "pool": int(pool_counts[c]), "pool_share": float(pool_counts[c] / len(pool.uids)),
+                "subset": int(sub_counts[c]), "subset_share": float(sub_counts[c] / max(1, len(at)))}
+               for c in range(n_classes)]
+    result = {
+        "name": selection.name,
+        "strategy": selection.provenance.get("strategy"),
+        "criterion": pool.criterion,
+        "pool_rows": int(len(pool.uids)),
+        "eligible_rows": int(pool.eligible.sum()),
+        "subset_rows": int(len(at)),
+        "dropped": dict(selection.provenance.get("dropped", {})),
+        "classes": classes,
+        "score": {"pool": _stats(pool.scores), "subset": _stats(pool.scores[at])},
+        "clusters": None,
+    }
+    if pool.clusters is not None:
+        result["clusters"] = {"total": int(len(np.unique(pool.clusters))),
+                              "covered": int(len(np.unique(pool.clusters[at])))}
+    return result
+
+
+def check_plot(path: str | os.PathLike) -> None:
+    """Refuse a --plot path that is not free or a PNG, before any work (selectkd/outputs.py)."""
+    check_output(Path(path), PNG, overwrite=True)
+
+
+def plot_histogram(selection: Selection, path: str | os.PathLike, pool: PoolStats | None = None, bins: int = 50) -> Path:
+    """A PNG of the criterion over the pool with the subset highlighted: shows what a strategy favours.
+
+    An existing PNG at ``path`` is replaced; anything else there is refused (``check_plot`` says so
+    before the selection is made).
+    """
+    pool = pool or selection.pool
+    if pool is None:
+        raise SelectionError("plot_histogram needs the pool the selection came from (the result of `select`)")
+    try:
+        from matplotlib.figure import Figure  # no pyplot: no global backend, Agg renders the PNG
+    except ImportError:
+        raise SelectKDError("--plot needs matplotlib; install it with `pip install 'selectkd[plot]'`") from None
+    path = Path(path)
+    at = positions_of(pool.uids, selection.uids)
+    edges = np.histogram_bin_edges(pool.scores, bins=bins)
+    fig = Figure(figsize=(7, 4), dpi=100)
+    ax = fig.add_subplot()
+    ax.hist(pool.scores, bins=edges, color="0.75", label=f"pool ({len(pool.uids):,})")
+    ax.hist(pool.scores[at], bins=edges, color="tab:red", alpha=0.8, label=f"subset ({len(at):,})")
+    ax.set_xlabel(pool.criterion or "score")
+    ax.set_ylabel("rows")
+    ax.set_title(f"selection {selection.name}")
+    ax.legend()
+    fig.tight_layout()
+    tmp = temp_name(path)
+    try:
+        with claim(path, PNG, overwrite=True):
+            fig.savefig(tmp, format="png")
+            replace_path(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path

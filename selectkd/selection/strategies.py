@@ -1,0 +1,178 @@
+"""The strategy registry: each strategy ranks a Pool of plain numpy arrays.
+
+Register one with ``@strategy(name, description)``; ``selectkd select --list`` shows them.
+PAPER.md explains why plain global top-k by uncertainty collapses at 10%."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Callable
+
+import numpy as np
+
+from ..errors import SelectKDError
+from ..uncertainty import entropy, softmax
+
+DEFAULT_STRATEGY = "random"  # measured best at 10%: bench/results/matched_steps.md
+
+
+DEFAULT_CRITERION = "entropy"
+
+
+DEFAULT_CLUSTERS = 30
+
+
+class SelectionError(SelectKDError):
+    """A selection cannot be made or found as asked (strategy, budget, name, caches)."""
+
+
+@dataclass
+class Pool:
+    """Every row of a scored split as aligned arrays: row i is ``uids[i]`` everywhere.
+
+    ``kl`` is (N, T) over teachers; ``teacher_logits`` (T, N, C); ``embeddings`` (N, D),
+    L2-normalised. The optional ones are None when the cache has no teacher / was not asked.
+    """
+
+    uids: np.ndarray
+    labels: np.ndarray
+    entropy: np.ndarray
+    margin: np.ndarray
+    least_confidence: np.ndarray
+    kl: np.ndarray | None = None
+    teacher_logits: np.ndarray | None = None
+    embeddings: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.uids)
+
+    def take(self, idx: np.ndarray) -> Pool:
+        """The rows at ``idx`` (e.g. all but a held-out dev part); teacher_logits are indexed on axis 1."""
+        def part(name: str, value: np.ndarray | None) -> np.ndarray | None:
+            return None if value is None else value[:, idx] if name == "teacher_logits" else value[idx]
+
+        return Pool(**{f.name: part(f.name, getattr(self, f.name)) for f in fields(self)})
+
+
+@dataclass
+class Ranking:
+    """A strategy's verdict: ``score`` per row, ranked highest first unless ``higher_first`` is False.
+
+    ``groups`` (int per row) asks ``choose`` to share the budget across groups in
+    proportion to their size.
+    """
+
+    score: np.ndarray
+    higher_first: bool = True
+    groups: np.ndarray | None = None
+    criterion: str | None = None
+
+    @property
+    def priority(self) -> np.ndarray:
+        """Higher = chosen first, whichever way the score reads."""
+        s = np.asarray(self.score, dtype=np.float64)
+        return s if self.higher_first else -s
+
+
+StrategyFn = Callable[..., Ranking]
+
+
+@dataclass(frozen=True)
+class Strategy:
+    name: str
+    description: str
+    fn: StrategyFn
+    needs_teachers: bool = False
+    needs_embeddings: bool = False
+
+
+STRATEGIES: dict[str, Strategy] = {}
+
+
+def strategy(name: str, description: str, *, needs_teachers: bool = False,
+             needs_embeddings: bool = False) -> Callable[[StrategyFn], StrategyFn]:
+    """Register ``fn(pool, *, rng, criterion, clusters, seed) -> Ranking`` under ``name``."""
+
+    def register(fn: StrategyFn) -> StrategyFn:
+        STRATEGIES[name] = Strategy(name, description, fn, needs_teachers, needs_embeddings)
+        return fn
+
+    return register
+
+
+def get_strategy(name: str) -> Strategy:
+    if name not in STRATEGIES:
+        raise SelectionError(f"unknown strategy {name!r}; valid: {', '.join(STRATEGIES)} (`selectkd select --list`)")
+    return STRATEGIES[name]
+
+
+def _teacher_probs(pool: Pool, what: str) -> np.ndarray:
+    """Mean of the teachers' probabilities, (N, C)."""
+    if pool.teacher_logits is None or len(pool.teacher_logits) == 0:
+        raise SelectionError(f"{what} needs teacher logits; give --teacher (scored with `selectkd score`)")
+    return np.mean([softmax(t) for t in pool.teacher_logits], axis=0)
+
+
+@strategy("entropy", "student entropy, highest first")
+def by_entropy(pool: Pool, **_: object) -> Ranking:
+    return Ranking(np.asarray(pool.entropy, dtype=np.float64), True)
+
+
+@strategy("margin", "student top-1 minus top-2 probability, smallest first")
+def by_margin(pool: Pool, **_: object) -> Ranking:
+    return Ranking(np.asarray(pool.margin, dtype=np.float64), False)
+
+
+@strategy("least_confidence", "student 1 - max probability, highest first")
+def by_least_confidence(pool: Pool, **_: object) -> Ranking:
+    return Ranking(np.asarray(pool.least_confidence, dtype=np.float64), True)
+
+
+@strategy("kl", "KL(teacher || student) averaged over teachers, largest first", needs_teachers=True)
+def by_kl(pool: Pool, **_: object) -> Ranking:
+    if pool.kl is None or pool.kl.shape[1] == 0:
+        raise SelectionError("strategy kl needs a student scored against teachers; give --teacher")
+    return Ranking(np.asarray(pool.kl, dtype=np.float64).mean(axis=1), True)
+
+
+@strategy("teacher_entropy", "entropy of the teachers' mean probabilities, highest first", needs_teachers=True)
+def by_teacher_entropy(pool: Pool, **_: object) -> Ranking:
+    return Ranking(entropy(_teacher_probs(pool, "strategy teacher_entropy")), True)
+
+
+@strategy("random", "a seeded random permutation: the baseline to beat, and the measured default at 10%")
+def by_random(pool: Pool, *, rng: np.random.Generator, **_: object) -> Ranking:
+    return Ranking(rng.random(len(pool)), True)
+
+
+@strategy("coverage", "the criterion ranked inside faiss k-means clusters of the student embeddings; "
+          "the budget is shared across clusters by size", needs_embeddings=True)
+def by_coverage(pool: Pool, *, rng: np.random.Generator, criterion: str = DEFAULT_CRITERION,
+                clusters: int = DEFAULT_CLUSTERS, seed: int = 0, **_: object) -> Ranking:
+    inner = check_criterion(criterion).fn(pool, rng=rng, seed=seed)
+    return Ranking(inner.score, inner.higher_first, kmeans_clusters(pool.embeddings, clusters, seed), criterion)
+
+
+def check_criterion(criterion: str) -> Strategy:
+    """The strategy that ranks rows inside coverage's clusters (any but coverage itself)."""
+    if criterion == "coverage" or criterion not in STRATEGIES:
+        valid = ", ".join(n for n in STRATEGIES if n != "coverage")
+        raise SelectionError(f"unknown criterion {criterion!r} for coverage; valid: {valid}")
+    return STRATEGIES[criterion]
+
+
+def kmeans_clusters(embeddings: np.ndarray | None, k: int, seed: int = 0) -> np.ndarray:
+    """Cluster id per row: spherical faiss k-means (the embeddings are unit vectors)."""
+    import faiss
+
+    if embeddings is None:
+        raise SelectionError("coverage needs the student's embeddings; give --student")
+    n = len(embeddings)
+    if k < 1 or k > n:
+        raise SelectionError(f"--clusters {k} is not in 1..{n} (the pool has {n} rows); lower --clusters")
+    x = np.ascontiguousarray(embeddings, dtype=np.float32)
+    # min_points_per_centroid=1: small pools are fine and faiss need not warn about them
+    km = faiss.Kmeans(x.shape[1], k, niter=20, seed=seed, spherical=True, min_points_per_centroid=1)
+    km.train(x)
+    _, assign = km.index.search(x, 1)
+    return assign[:, 0].astype(np.int64)
