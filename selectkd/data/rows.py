@@ -21,22 +21,10 @@ import numpy as np
 from .. import assets
 from ..cache.fingerprint import path_fingerprint
 from ..errors import DataError
+from ..specs import DataSpec
 
 FILE_BUILDERS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
 FILE_SPLIT = "train"  # a single data file has one split; --split names no part of it
-
-
-@dataclass(frozen=True)
-class DataSpec:
-    """Where the rows come from and which fields hold text and label."""
-
-    data: str
-    split: str = "train"
-    text_field: str = "text"
-    text_pair_field: str | None = None
-    label_field: str = "label"
-    limit: int | None = None
-    label_names: tuple[str, ...] | None = None  # map string labels to these ids (the training rows' names)
 
 
 @dataclass

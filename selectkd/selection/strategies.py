@@ -11,15 +11,8 @@ from typing import Callable
 import numpy as np
 
 from ..errors import SelectKDError
+from ..specs import DEFAULT_CLUSTERS, DEFAULT_CRITERION, DEFAULT_STRATEGY  # noqa: F401 (re-exported)
 from ..uncertainty import entropy, softmax
-
-DEFAULT_STRATEGY = "random"  # measured best at 10%: bench/results/matched_steps.md
-
-
-DEFAULT_CRITERION = "entropy"
-
-
-DEFAULT_CLUSTERS = 30
 
 
 class SelectionError(SelectKDError):
