@@ -20,7 +20,7 @@ import numpy as np
 from .atomic import atomic_write_json, remove_path, replace_path, temp_name
 from .data.holdout import hold_out_dev
 from .data.labels import split_spec
-from .data.rows import DataSpec, Rows, load_rows
+from .data.rows import Rows, load_rows
 from .data.sources import has_split
 from .errors import SelectKDError
 from .metrics import classification_metrics
@@ -30,6 +30,7 @@ from .ranges import COUNT, HOLDOUT, MAX_LENGTH, POSITIVE, ROW_LIMIT, SEED, WARMU
 from .runtime import pick_device, progress_bar
 from .scoring.run import load_rows_for
 from .scoring.tokens import collate, encode, length_batches
+from .specs import DataSpec
 
 
 @dataclass
