@@ -49,9 +49,11 @@ from selectkd import assets
 from selectkd.cache.arrays import column_matrix
 from selectkd.cache.store import Store, atomic_write_json
 from selectkd.distillation.loop import DistillConfig, distill, finished_summary
-from selectkd.finetune import classification_metrics, finetune
+from selectkd.finetune import finetune
+from selectkd.metrics import classification_metrics
 from selectkd.scoring.run import score
 from selectkd.selection.run import select
+from selectkd.specs import DataSpec, ScoreSpec, SelectSpec
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -279,8 +281,8 @@ def prepare(args, data: str, small_student: str) -> dict:
 def make_selection(args, data: str, prep: dict, s: dict, seed: int) -> dict:
     """Make (or remake: cheap, deterministic for a seed) a static selection; return its record."""
     t = time.perf_counter()
-    select(data, "train", [prep["teacher"]], args.student, strategy=s["strategy"], budget=s["budget"], seed=seed,
-           name=s["name"], overwrite=True, limit=args.train_rows, max_length=args.max_length,
+    select(DataSpec(data, limit=args.train_rows), ScoreSpec((prep["teacher"],), args.student, args.max_length),
+           SelectSpec(s["strategy"], s["budget"], seed=seed), name=s["name"], overwrite=True,
            cache_dir=args.cache_dir, progress=False)
     return {**s, "seconds": round(time.perf_counter() - t, 3), "command": select_command(args, data, prep, s, seed)}
 

@@ -32,9 +32,12 @@ import numpy as np
 from selectkd.cache.arrays import column_matrix
 from selectkd.cache.store import Store
 from selectkd.distillation.loop import DistillConfig, distill, finished_summary
-from selectkd.finetune import classification_metrics, finetune
+from selectkd.finetune import finetune
+from selectkd.metrics import classification_metrics
 from selectkd.scoring.run import score
-from selectkd.selection.run import select, summary
+from selectkd.selection.report import summary
+from selectkd.selection.run import select
+from selectkd.specs import DataSpec, ScoreSpec, SelectSpec
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -60,7 +63,7 @@ def parse_setting(text: str) -> Setting:
 def setting_label(setting: Setting) -> str:
     return f"{setting[0]} {setting[1]}"
 
-# (label, select() options): every strategy of the paper by name, then the remedies for the collapse
+# (label, SelectSpec fields): every strategy of the paper by name, then the remedies for the collapse
 STRATEGIES: list[tuple[str, dict]] = [
     ("random", dict(strategy="random")),
     ("entropy", dict(strategy="entropy")),
@@ -69,8 +72,8 @@ STRATEGIES: list[tuple[str, dict]] = [
     ("kl", dict(strategy="kl")),
     ("coverage", dict(strategy="coverage", criterion="entropy")),
     ("entropy+per_class", dict(strategy="entropy", per_class=True)),
-    ("entropy+sample", dict(strategy="entropy", sample=True, temperature=1.0)),
-    ("coverage+sample", dict(strategy="coverage", criterion="entropy", sample=True, temperature=1.0)),
+    ("entropy+sample", dict(strategy="entropy", sample=True, sample_temperature=1.0)),
+    ("coverage+sample", dict(strategy="coverage", criterion="entropy", sample=True, sample_temperature=1.0)),
     ("coverage+drop_disagreement", dict(strategy="coverage", criterion="entropy", drop_disagreement=True)),
 ]
 
@@ -157,8 +160,9 @@ def run_dataset(setting: Setting, seeds: list[int], budget: float, epochs: int, 
         result["full"].append(kd(f"full-s{seed}", None, seed))
         for label, opts in STRATEGIES:
             name = f"strat-{data}-{rows}-{label.replace('+', '-')}-{budget}-s{seed}"
-            sel = select(data, "train", [teacher], STUDENT, budget=budget, seed=seed, name=name, overwrite=True,
-                         limit=rows, max_length=max_length, cache_dir=cache, progress=False, **opts)
+            sel = select(DataSpec(data, limit=rows), ScoreSpec((teacher,), STUDENT, max_length),
+                         SelectSpec(budget=budget, seed=seed, **opts), name=name, overwrite=True, cache_dir=cache,
+                         progress=False)
             info = summary(sel)
             record = kd(f"{label.replace('+', '-')}-s{seed}", sel.name, seed)
             record.update({"selection": sel.name, "options": opts, "subset_rows": info["subset_rows"],

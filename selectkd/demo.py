@@ -18,11 +18,12 @@ from . import assets
 from .cache.arrays import column_matrix
 from .cache.store import Store
 from .distillation.loop import DistillConfig, distill, finished_summary
-from .finetune import classification_metrics, finetune
+from .finetune import finetune
+from .metrics import classification_metrics
 from .ranges import COUNT, FRACTION, SEED, check_ranges
 from .scoring.run import score
 from .selection.run import select
-from .selection.strategies import DEFAULT_STRATEGY
+from .specs import DEFAULT_STRATEGY, DataSpec, ScoreSpec, SelectSpec
 
 DATA = "tweets-binary"
 TEACHER = "mpnet-base"
@@ -63,8 +64,9 @@ def run_demo(rows: int = 1500, dev_rows: int = 300, test_rows: int = 500, epochs
     picked = {}
     for name, strat in ((strategy, strategy), (other, other)):
         sel_name = f"demo-{strat}-{rows}-{budget}"
-        picked[name] = select(DATA, "train", [teacher], STUDENT, strategy=strat, budget=budget, seed=seed,
-                              name=sel_name, overwrite=True, limit=rows, cache_dir=cache, progress=False).name
+        picked[name] = select(DataSpec(DATA, limit=rows), ScoreSpec((teacher,), STUDENT),
+                              SelectSpec(strat, budget, seed=seed), name=sel_name, overwrite=True, cache_dir=cache,
+                              progress=False).name
 
     runs = Path(runs_dir)
     results = [{"model": f"teacher {TEACHER}", "train rows": rows, **teacher_test, "seconds": None,

@@ -28,7 +28,7 @@ from ..cache.arrays import column_matrix
 from ..cache.store import Store
 from ..data.rows import DataSpec, Rows, load_rows
 from ..errors import CacheError, SelectKDError
-from ..finetune import classification_metrics
+from ..metrics import classification_metrics
 from ..models import check_max_length, follow_umask, load_classifier, load_tokenizer, resolve, save_model
 from ..outputs import RUN, check_output
 from ..ranges import COUNT, FRACTION, HOLDOUT, MAX_LENGTH, NON_NEGATIVE, POSITIVE, ROW_LIMIT, SEED, WARMUP, check_ranges
