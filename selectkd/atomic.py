@@ -31,28 +31,49 @@ def temp_name(final: Path, tag: str = "tmp") -> Path:
 
 
 @contextlib.contextmanager
-def _temp_beside(path: Path) -> Iterator[Path]:
-    """A temp name beside ``path``, removed again if writing it fails (disk full, killed I/O...)."""
-    tmp = temp_name(path)
+def replacing(final: Path, tag: str = "tmp") -> Iterator[Path]:
+    """Build the new file or folder under the yielded temp name beside ``final``; when the block ends it
+    replaces ``final`` (a file by one rename, a folder by ``replace_path``). If the block fails (disk
+    full, killed I/O...), the temp name is removed and ``final`` is untouched."""
+    final = Path(final)
+    tmp = temp_name(final, tag)
+    if os.path.lexists(tmp):  # left by an earlier process that had this pid
+        remove_path(tmp)
     try:
         yield tmp
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+        if tmp.is_dir() or final.is_dir():
+            replace_path(tmp, final)
+        else:
+            os.replace(tmp, final)
+    finally:
+        if os.path.lexists(tmp):
+            remove_path(tmp)
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    with _temp_beside(path) as tmp:
+    with replacing(path) as tmp:
         with open(tmp, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:
     """JSON with no NaN or Infinity (not JSON; a reader would choke on it): such a value is a bug, raised here."""
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, default=str, allow_nan=False) + "\n").encode())
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str, allow_nan=False) + "\n")
+
+
+def save_figure(fig, path: Path) -> Path:
+    """A matplotlib figure as a PNG at ``path``, whole or not at all (its folder is made)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with replacing(path) as tmp:
+        fig.savefig(tmp, format="png")
+    return path
 
 
 def remove_path(path: Path) -> None:

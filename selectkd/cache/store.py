@@ -24,16 +24,16 @@ from typing import Any, Iterator
 
 import pyarrow as pa
 
-from ..atomic import _temp_beside, atomic_write_bytes, atomic_write_json
+from ..atomic import atomic_write_bytes, atomic_write_json, replacing
 from ..errors import CacheError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: keys hash every field of the specs (cache/keys.py); 1's keys are not asked for any more
 DEFAULT_ROOT = "cache"
 KINDS = ("teacher", "student")
 PLAIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")  # one file or folder name: no separator, '..' or dot-file
 # what readers of a manifest rely on: required fields, and the type of every field that is present
 MANIFEST_FIELDS = {"inputs": dict, "files": dict, "complete": bool, "num_rows": int, "data_source": dict,
-                   "columns": dict, "teachers": list, "model_name": str}
+                   "columns": dict, "teachers": list, "model_name": str, "format_version": int}
 MANIFEST_REQUIRED = ("inputs", "files")
 
 
@@ -103,13 +103,12 @@ def file_sha256(path: Path) -> str:
 
 def write_arrow(path: Path, table: pa.Table) -> str:
     """Write ``table`` as an Arrow IPC file via temp + rename; return its sha256."""
-    with _temp_beside(path) as tmp:
+    with replacing(path) as tmp:
         with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
             writer.write_table(table)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         digest = file_sha256(tmp)
-        os.replace(tmp, path)
     return digest
 
 
@@ -151,8 +150,11 @@ class Entry:
         if self.path.is_symlink():
             raise self.damaged("its folder is a symlink")
 
-    def manifest(self) -> dict:
-        """The manifest, checked: a wrong shape or a file name that leads out of the entry is damage."""
+    def manifest(self, current: bool = True) -> dict:
+        """The manifest, checked: a wrong shape or a file name that leads out of the entry is damage.
+
+        ``current``: an entry of another cache format is refused, naming the fix (only `cache ls`/`info`
+        and the nearest-entry diagnostics read one)."""
         self._check_folder()
         try:
             manifest = read_json_file(self.manifest_path)
@@ -163,6 +165,10 @@ class Entry:
         problem = shape_problem(manifest, MANIFEST_FIELDS, MANIFEST_REQUIRED) or files_problem(manifest["files"])
         if problem:
             raise self.damaged(f"manifest.json: {problem}")
+        version = manifest.get("format_version", FORMAT_VERSION)
+        if current and version != FORMAT_VERSION:
+            raise CacheError(f"cache entry {self.kind}/{self.key} is in cache format {version}, this selectkd reads "
+                             f"{FORMAT_VERSION}; remove it with `selectkd cache rm {self.key}` and re-score")
         return manifest
 
     def is_complete(self) -> bool:
@@ -432,10 +438,9 @@ class EntryWriter:
     def write_file(self, name: str, write) -> None:
         """Write an extra file with ``write(tmp_path)``, then checksum and rename it."""
         final = self.entry.path / name
-        with _temp_beside(final) as tmp:
+        with replacing(final) as tmp:
             write(tmp)
             digest = file_sha256(tmp)
-            os.replace(tmp, final)
         self.record(name, digest)
 
     def record(self, name: str, digest: str) -> None:

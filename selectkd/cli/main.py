@@ -139,13 +139,14 @@ def score(
     across ranks; the cache is the same as a one-process run's.
     """
     from selectkd.scoring.run import score as run_score
+    from selectkd.specs import DataSpec, ScoreSpec
 
     t0 = time.perf_counter()
-    result = run_score(data, split, teacher or [], student, text_field=text_field, text_pair_field=text_pair_field,
-                       label_field=label_field, limit=limit, max_length=max_length, batch_size=batch_size,
-                       cls_states=cls_states, student_head=student_head, allow_untrained_head=allow_untrained_head,
-                       cache_dir=cache_dir, device=device, progress=progress, repair=repair,
-                       trust_remote_code=trust_remote_code)
+    data_spec = DataSpec(data, split, text_field, text_pair_field, label_field, limit)
+    scoring = ScoreSpec(teachers=tuple(teacher or ()), student=student, max_length=max_length, batch_size=batch_size,
+                        cls_states=cls_states, student_head=student_head, allow_untrained_head=allow_untrained_head,
+                        device=device, trust_remote_code=trust_remote_code)
+    result = run_score(data_spec, scoring, cache_dir=cache_dir, progress=progress, repair=repair)
     if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 reports
         return
     table = Table("role", "model", "cache key", "rows", "status", "time", "tokens/s")
@@ -250,16 +251,22 @@ SELECTION_PREFIX = "selection:"
 
 def _entry_cells(e) -> list[str]:
     """One `cache ls` row; an entry whose manifest cannot be read is listed as damaged, not fatal."""
+    from selectkd.cache.store import FORMAT_VERSION
+
     try:
-        m = e.manifest()
+        m = e.manifest(current=False)
     except SelectKDError:
         return [e.kind, e.key, *["?"] * 6, "damaged"]
+    version = m.get("format_version", FORMAT_VERSION)
+    complete = "yes" if m.get("complete") is True else "no"
+    if version != FORMAT_VERSION:
+        complete = f"old format {version} (`cache rm`)"
     inputs, src = m["inputs"], m.get("data_source", {})
     data = src.get("builtin") or src.get("file") or src.get("folder") or src.get("hub") or "?"
     limit = inputs.get("limit")
     return [e.kind, e.key, str(m.get("model_name", "?")), f"{Path(str(data)).name}:{inputs.get('split')}",
             str(inputs.get("max_length", "?")), "none" if limit is None else str(limit), f"{m.get('num_rows', 0):,}",
-            f"{e.size_bytes() / 1e6:.1f} MB", "yes" if m.get("complete") is True else "no"]
+            f"{e.size_bytes() / 1e6:.1f} MB", complete]
 
 
 def _selection_cells(root: Path, name: str) -> list[str]:
@@ -324,7 +331,7 @@ def cache_info(key: str = typer.Argument(..., help="Key or a unique prefix of it
 
     store = Store(cache_dir)
     target = _selection_or_entry(store, key)
-    shown = read_provenance(store.root, target) if isinstance(target, str) else target.manifest()
+    shown = read_provenance(store.root, target) if isinstance(target, str) else target.manifest(current=False)
     out.print_json(json.dumps(shown))
 
 

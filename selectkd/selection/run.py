@@ -99,7 +99,7 @@ def select(
     common = dict(text_field=text_field, text_pair_field=text_pair_field, label_field=label_field, limit=limit,
                   max_length=max_length, cls_states=cls_states, student_head=student_head,
                   allow_untrained_head=allow_untrained_head, device=device, trust_remote_code=trust_remote_code)
-    from ..scoring.run import score
+    from ..scoring.run import score_kw as score
 
     result = score(data, split, teachers, student, batch_size=batch_size, cache_dir=store.root, progress=progress,
                    compute=not no_compute, **common)
