@@ -287,8 +287,8 @@ def execute(args, run: Run, prep: dict) -> dict:
     out = Path(run.cfg.out)
     sel = selection_record(args, run.data, prep, run.selection, run.seed) if run.selection else None
     load = os.getloadavg()[0]
-    log(f"{run.data} seed {run.seed}: {run.name}")
-    summary, reused = distilled(run.cfg, progress=args.progress)
+    summary, reused = distilled(run.cfg, progress=args.progress,
+                                say=lambda reused: reused or log(f"{run.data} seed {run.seed}: {run.name}"))
     if not reused:
         if not args.keep_students:  # 90 MB each; the report needs the metrics, not the weights
             shutil.rmtree(out / "student", ignore_errors=True)

@@ -153,28 +153,41 @@ def clean_stale(final: Path, tags: tuple[str, ...] = ("tmp", ASIDE, "discarded")
         remove_path(path)
 
 
-@contextlib.contextmanager
-def name_lock(final: Path, wait: bool, busy: Exception) -> Iterator[None]:
-    """One writer per name: an flock on ``.NAME.lock`` beside ``final``, deleted on release.
+def locked_file(lock: Path, wait: bool, busy: Exception) -> int:
+    """An fd of ``lock`` (made, with its folder, if missing) under an exclusive flock.
 
-    ``wait=False`` raises ``busy`` at once when another process holds it. The file is removed
-    while still locked, so a waiter that then locks the unlinked file sees it is stale and retries.
+    ``wait=False`` raises ``busy`` at once when another process holds it. A lock file taken away
+    while this process waited for it (its holder removed it on release) is stale: retried.
     """
-    lock = final.with_name(f".{final.name}.lock")
     while True:
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        except FileNotFoundError:  # its folder went between mkdir and open
+            continue
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
         except BlockingIOError:
             os.close(fd)
             raise busy from None
         try:
-            current = os.stat(lock).st_ino == os.fstat(fd).st_ino
+            now, mine = os.stat(lock), os.fstat(fd)
+            if (now.st_dev, now.st_ino) == (mine.st_dev, mine.st_ino):
+                return fd
         except FileNotFoundError:
-            current = False
-        if current:
-            break
+            pass
         os.close(fd)
+
+
+@contextlib.contextmanager
+def name_lock(final: Path, wait: bool, busy: Exception) -> Iterator[None]:
+    """One writer per name: an flock on ``.NAME.lock`` beside ``final``, deleted on release.
+
+    The file is removed while still locked, so a waiter that then locks the unlinked file sees it
+    is stale and retries (``locked_file``).
+    """
+    lock = final.with_name(f".{final.name}.lock")
+    fd = locked_file(lock, wait, busy)
     try:
         yield
     finally:

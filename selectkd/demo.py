@@ -65,9 +65,7 @@ def run_demo(rows: int = 1500, dev_rows: int = 300, test_rows: int = 500, epochs
         cfg = DistillConfig(data=DATA, teachers=[teacher], student=STUDENT, out=str(runs / folder), limit=rows,
                             eval_limit=dev_rows, test_limit=test_rows, selection=selection, epochs=epochs, seed=seed,
                             cache_dir=cache)
-        say(f"[{min(step, 6)}/6] distill {STUDENT} ({label}) from the cached teacher logits "
-            f"(a finished run in {runs / folder} is reused)")
-        summary, _ = distilled(cfg, progress=progress)
+        summary, _ = distilled(cfg, progress=progress, say=_announce(say, f"[{min(step, 6)}/6] distill", label, cfg.out))
         results.append({"model": f"{STUDENT}, {label}", "train rows": summary["student_rows_forward_backward"] // epochs,
                         **summary["test"], "seconds": summary["seconds"]["train"],
                         "teacher forwards": summary["teacher_forwards"]})
@@ -75,3 +73,11 @@ def run_demo(rows: int = 1500, dev_rows: int = 300, test_rows: int = 500, epochs
     say(f"done in {time.perf_counter() - t_start:.0f} s (teacher scoring this run: {score_seconds:.0f} s; "
         f"majority class on test: {floor:.3f})")
     return results
+
+
+def _announce(say, step: str, label: str, out: str):
+    """What ``distilled`` says before a run: that it trains, or reuses the finished run in ``out``."""
+    def announce(reused: bool) -> None:
+        say(f"{step} {label}: reusing the finished run in {out}" if reused
+            else f"{step} {STUDENT} ({label}) from the cached teacher logits")
+    return announce

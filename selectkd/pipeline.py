@@ -75,12 +75,15 @@ def make_selection(data: str, teachers: Sequence[str], student: str, *, name: st
                   progress=False, **options)
 
 
-def distilled(cfg, *, progress: bool = False) -> tuple[dict, bool]:
+def distilled(cfg, *, progress: bool = False, say=None) -> tuple[dict, bool]:
     """(summary, reused) of the distillation ``cfg`` (a DistillConfig) describes: a run that finished in
-    ``cfg.out`` with exactly this config is reused, anything else there is replaced."""
+    ``cfg.out`` with exactly this config is reused, anything else there is replaced. ``say(reused)``
+    is called first (to announce the training, or the reuse)."""
     from .distillation.loop import distill, finished_summary
 
     summary = finished_summary(Path(cfg.out), cfg)
+    if say is not None:
+        say(summary is not None)
     if summary is not None:
         return summary, True
     return distill(cfg, overwrite=True, progress=progress).summary, False

@@ -5,7 +5,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from selectkd.cache.store import EntryWriter, Store, hash_inputs, part_name
+from selectkd.cache.keys import hash_inputs
+from selectkd.cache.store import EntryWriter, Store, part_name
 from selectkd.errors import CacheError
 
 

@@ -9,6 +9,7 @@ typed: the data as its rows' fingerprint, a model as its files, the device as it
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import fields
 from typing import Sequence
@@ -17,7 +18,8 @@ from ..data.rows import FILE_SPLIT, Rows
 from ..models import ModelRef
 from ..runtime import numeric_mode
 from ..specs import ScoreSpec
-from .store import canonical_json, hash_inputs
+from .files import canonical_json
+from .store import FORMAT_VERSION
 
 KINDS = ("teacher", "student")
 
@@ -70,6 +72,12 @@ def entry_key(kind: str, rows: Rows, scoring: ScoreSpec, *, model: ModelRef, tok
         inputs.update(teachers=list(teacher_keys), pooling="mean")
     inputs = json.loads(canonical_json(inputs))  # as the manifest stores them: tuples are lists
     return hash_inputs(inputs), inputs
+
+
+def hash_inputs(inputs: dict) -> str:
+    """The key of a cache entry: sha256 of the canonical JSON of its inputs and the cache format version."""
+    payload = canonical_json({"format_version": FORMAT_VERSION, **inputs})
+    return hashlib.sha256(payload.encode()).hexdigest()[:24]
 
 
 # -- what a key input is called on the command line (for "the nearest entry differs in ...") --------

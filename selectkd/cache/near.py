@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from ..data.rows import Rows
 from ..errors import CacheError
 from .keys import option_of
-from .store import FORMAT_VERSION, Entry, Store, canonical_json
+from .files import canonical_json
+from .store import FORMAT_VERSION, Entry, Store
 
 # key inputs a user chooses on purpose, or that distill sets itself (--pt-alpha asks for [CLS] states):
 # a cached entry differing in these is no sign of a forgotten option
