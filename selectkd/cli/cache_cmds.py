@@ -33,7 +33,7 @@ def _entry_cells(e) -> list[str]:
     version = m.get("format_version", FORMAT_VERSION)
     complete = "yes" if m.get("complete") is True else "no"
     if version != FORMAT_VERSION:
-        complete = f"old format {version} (`cache rm`)"
+        complete = "old format"
     inputs, src = m["inputs"], m.get("data_source", {})
     data = src.get("builtin") or src.get("file") or src.get("folder") or src.get("hub") or "?"
     limit = inputs.get("limit")
@@ -66,9 +66,14 @@ def cache_ls(cache_dir: Optional[Path] = CacheDirOption, config: Optional[Path] 
     store = Store(cache_dir)
     entries = store.entries()
     table = Table("kind", "key", "model", "data", "max len", "limit", "rows", "size", "complete")
-    for e in entries:
-        table.add_row(*_entry_cells(e))
+    rows = [_entry_cells(e) for e in entries]
+    for row in rows:
+        table.add_row(*row)
     out.print(table)
+    old = [f"{kind}/{key}" for kind, key, *_, complete in rows if complete == "old format"]
+    if old:
+        out.print(f"{len(old)} entries of an older cache format, never reused: remove them with `selectkd cache rm "
+                  f"{' '.join(k.split('/')[1] for k in old)}` ({', '.join(old)})", highlight=False, markup=False)
     names = list_selections(store.root)
     if names:
         sel = Table("selection", "strategy", "rows", "data", "made from")
