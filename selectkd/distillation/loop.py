@@ -33,7 +33,7 @@ from ..models import check_max_length, follow_umask, load_classifier, load_token
 from ..outputs import RUN, check_output
 from ..ranges import COUNT, FRACTION, HOLDOUT, MAX_LENGTH, NON_NEGATIVE, POSITIVE, ROW_LIMIT, SEED, WARMUP, check_ranges
 from ..runtime import pick_device, progress_bar
-from ..scoring.run import load_rows_for, score
+from ..scoring.run import load_rows_for, score_kw as score
 from ..scoring.tokens import collate, encode, length_batches, tokenize
 from .losses import (ADOPTIONS, KD_LOSSES, OBJECTIVES, adopted_kd, adoption_weights, ce, check_finite, hidden_alignment,
                      kd, layer_map, objective_weights, top_fraction, uncertainty)

@@ -68,12 +68,7 @@ def _scored(data: DataSpec, scoring: ScoreSpec, root: Path, no_compute: bool, pr
     """The cache entries for (data, scoring), scored now where missing unless ``no_compute``: ``ScoreResult``."""
     from ..scoring.run import score
 
-    return score(data.data, data.split, scoring.teachers, scoring.student, text_field=data.text_field,
-                 text_pair_field=data.text_pair_field, label_field=data.label_field, limit=data.limit,
-                 max_length=scoring.max_length, batch_size=scoring.batch_size, cls_states=scoring.cls_states,
-                 student_head=scoring.student_head, allow_untrained_head=scoring.allow_untrained_head,
-                 device=scoring.device, trust_remote_code=scoring.trust_remote_code, cache_dir=root,
-                 progress=progress, compute=not no_compute)
+    return score(data, scoring, cache_dir=root, progress=progress, compute=not no_compute)
 
 
 def checked_spec(scoring: ScoreSpec, spec: SelectSpec, name: str | None = None) -> SelectSpec:
