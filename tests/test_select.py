@@ -323,7 +323,7 @@ def test_teacher_and_student_from_other_data_are_refused(tmp_path):
 @pytest.fixture(scope="module")
 def scored(tiny, tmp_path_factory):
     cache = tmp_path_factory.mktemp("select-cache")
-    result = selectkd.score(str(tiny["csv"]), teachers=[str(tiny["teacher"])], student=str(tiny["student"]),
+    result = selectkd.score(DataSpec(str(tiny["csv"])), ScoreSpec((str(tiny["teacher"]),), str(tiny["student"])),
                             cache_dir=cache, progress=False)
     return {"cache": cache, "teacher_key": result.teachers[0].key, "student_key": result.student.key, **tiny}
 
