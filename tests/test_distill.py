@@ -89,7 +89,7 @@ def test_objective_weights():
 
 
 def test_rescore_sample_keeps_every_clusters_share():
-    from selectkd.distillation.loop import rescore_sample
+    from selectkd.distillation.active import rescore_sample
 
     groups = np.repeat([0, 1, 2], [60, 30, 10])
     picked = rescore_sample(100, 0.2, np.random.default_rng(0), groups)
@@ -120,7 +120,7 @@ def task(tmp_path_factory):
 def config(task, out, **kw):
     base = dict(data=str(task["train"]), teachers=[task["teacher"]], student=task["student"], out=str(out),
                 eval_data=str(task["dev"]), test_data=str(task["test"]), lr=5e-3, epochs=3, cache_dir=str(task["cache"]))
-    return DistillConfig(**{**base, **kw})
+    return DistillConfig.from_options(**{**base, **kw})
 
 
 def test_end_to_end_beats_the_untrained_student_and_saves_a_loadable_model(task, tmp_path):
@@ -243,8 +243,7 @@ def test_nan_in_cached_logits_is_refused(task, tmp_path):
     w.manifest["files"] = {}
     w.write_table(part_name(0), nan_table)
     w.finish()
-    cfg = config(task, tmp_path / "g", epochs=1)
-    cfg.cache_dir = str(cache)
+    cfg = config(task, tmp_path / "g", epochs=1, cache_dir=str(cache))
     (cache / "assets").mkdir(exist_ok=True)
     with pytest.raises(SelectKDError, match="NaN or Inf"):
         distill(cfg, progress=False)
