@@ -264,3 +264,29 @@ def test_torchrun_two_gloo_processes_train_with_ddp(task, tmp_path):
     assert summary["best_dev"]["accuracy"] > 0.6
     records = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert len([r for r in records if "epoch" in r]) == 3  # written once, by rank 0
+
+
+# -- the teacher entries a run uses ----------------------------------------------------------------------
+
+def teacher_entries(cache) -> list[str]:
+    return sorted(p.name for p in (cache / "teacher").iterdir() if (p / "manifest.json").exists())
+
+
+def test_dynamic_selection_with_alignment_keys_one_teacher_entry(task, tmp_path):
+    """The epoch-0 selection reads the same teacher entry (with [CLS] states) as the training signal."""
+    cache = tmp_path / "cache"
+    res = distill(config(task, tmp_path / "run", pt_alpha=1.0, objective="uncertainty", budget="0.1", epochs=1,
+                         cache_dir=str(cache)), progress=False)
+    assert teacher_entries(cache) == res.summary["teacher_cache_keys"]
+
+
+def test_distill_finds_a_teacher_scored_with_an_untrained_head(task, tmp_path):
+    headless = build_bert(tmp_path / "headless", task["tok"], num_labels=None, seed=4)
+    cache = tmp_path / "cache"
+    common = ["--data", str(task["train"]), "--teacher", str(headless), "--allow-untrained-head", "--no-progress"]
+    run_cli("score", *common, cache=cache, check=True)
+    scored = teacher_entries(cache)
+    run_cli("distill", *common, "--student", task["student"], "--eval-data", str(task["dev"]), "--epochs", "1",
+            "--out", str(tmp_path / "run"), cache=cache, check=True)
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert len(scored) == 1 and summary["teacher_cache_keys"] == scored and teacher_entries(cache) == scored
