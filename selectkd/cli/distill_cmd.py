@@ -93,23 +93,28 @@ def register(app: typer.Typer) -> None:
             rescore_pool=rescore_pool, rescore_by=rescore_by, eval_data=eval_data, test_data=test_data,
             eval_limit=eval_limit, test_limit=test_limit, cache_dir=str(cache_dir) if cache_dir else None)
         res = run(cfg, resume=resume, overwrite=overwrite, progress=progress)
-        s = res.summary
-        if not s:  # under torchrun, rank 0 reports
-            return
-        table = Table("", "value")
-        if s["best_dev"]:
-            table.add_row("best dev accuracy / macro-F1", f"{s['best_dev']['accuracy']:.4f} / {s['best_dev']['macro_f1']:.4f} (epoch {s['best_dev']['epoch']})")
-        if s["test"]:
-            table.add_row("test accuracy / macro-F1", f"{s['test']['accuracy']:.4f} / {s['test']['macro_f1']:.4f}")
-        else:
-            table.add_row("test accuracy", "none: no --test-data and no test split")
-        secs = s["seconds"]
-        table.add_row("wall time", f"{s['wall_seconds']:.1f} s (train {secs['train']:.1f}, re-score {secs['rescore']:.1f}, eval {secs['eval']:.1f})")
-        table.add_row("student rows fwd+bwd / fwd only", f"{s['student_rows_forward_backward']:,} / {s['student_rows_forward_only']:,}")
-        table.add_row("teacher forwards", f"{s['teacher_forwards']:,}" + (" (all from the cache)" if not s["teacher_forwards"] else ""))
-        out.print(table)
-        out.print(f"dev rows: {dev_source(s.get('dev') or {})}", highlight=False)
-        out.print(f"student saved to {res.out / 'student'}")
+        print_summary(res)
+
+
+def print_summary(res) -> None:
+    """The run's scores, its time and its model forwards, as a table (rank 0 only: the others have no summary)."""
+    s = res.summary
+    if not s:  # under torchrun, rank 0 reports
+        return
+    table = Table("", "value")
+    if s["best_dev"]:
+        table.add_row("best dev accuracy / macro-F1", f"{s['best_dev']['accuracy']:.4f} / {s['best_dev']['macro_f1']:.4f} (epoch {s['best_dev']['epoch']})")
+    if s["test"]:
+        table.add_row("test accuracy / macro-F1", f"{s['test']['accuracy']:.4f} / {s['test']['macro_f1']:.4f}")
+    else:
+        table.add_row("test accuracy", "none: no --test-data and no test split")
+    secs = s["seconds"]
+    table.add_row("wall time", f"{s['wall_seconds']:.1f} s (train {secs['train']:.1f}, re-score {secs['rescore']:.1f}, eval {secs['eval']:.1f})")
+    table.add_row("student rows fwd+bwd / fwd only", f"{s['student_rows_forward_backward']:,} / {s['student_rows_forward_only']:,}")
+    table.add_row("teacher forwards", f"{s['teacher_forwards']:,}" + (" (all from the cache)" if not s["teacher_forwards"] else ""))
+    out.print(table)
+    out.print(f"dev rows: {dev_source(s.get('dev') or {})}", highlight=False)
+    out.print(f"student saved to {res.out / 'student'}")
 
 
 def dev_source(dev: dict) -> str:
