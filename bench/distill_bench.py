@@ -29,7 +29,7 @@ from selectkd.distillation.signals import CachedSignal, LiveSignal
 from selectkd.models import load_classifier, load_tokenizer, resolve
 from selectkd.scoring.run import score
 from selectkd.scoring.tokens import length_batches, tokenize
-from selectkd.specs import TrainSpec
+from selectkd.specs import DataSpec, ScoreSpec, TrainSpec
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -48,7 +48,7 @@ def main() -> None:
     (tmp / "assets").symlink_to(assets)
     print("scoring the teacher into a fresh cache (paid once) ...", flush=True)
     t0 = time.perf_counter()
-    res = score("tweets-binary", "train", ["mpnet-base"], None, limit=args.rows, allow_untrained_head=True,
+    res = score(DataSpec("tweets-binary", limit=args.rows), ScoreSpec(("mpnet-base",), allow_untrained_head=True),
                 cache_dir=tmp, progress=False)
     score_seconds = time.perf_counter() - t0
     rows = res.rows

@@ -34,7 +34,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import shlex
 import shutil
 import subprocess
@@ -46,13 +45,14 @@ from pathlib import Path
 import numpy as np
 
 from selectkd import assets
-from selectkd.cache.arrays import column_matrix
-from selectkd.cache.store import Store, atomic_write_json
+from selectkd.atomic import atomic_write_json, atomic_write_text, replacing, save_figure
+from selectkd.cache.store import Store
 from selectkd.distillation.config import OPTION_DEFAULTS
-from selectkd.distillation.loop import DistillConfig, distill, finished_summary
-from selectkd.finetune import classification_metrics, finetune
+from selectkd.distillation.loop import DistillConfig, finished_summary
+from selectkd.pipeline import distilled, frozen_teacher, majority_baseline, make_selection, teacher_test_metrics
+from selectkd.runtime import machine
 from selectkd.scoring.run import score
-from selectkd.selection.run import select
+from selectkd.specs import DataSpec, ScoreSpec
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -226,11 +226,10 @@ def truncated_student(name: str, layers: int, root: Path) -> str:
                          f"{model.config.num_hidden_layers} layers")
     model.encoder.layer = model.encoder.layer[:layers]
     model.config.num_hidden_layers = layers
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    model.save_pretrained(tmp)
-    AutoTokenizer.from_pretrained(ref.source).save_pretrained(tmp)
     out.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(tmp, out)
+    with replacing(out) as tmp:
+        model.save_pretrained(tmp)
+        AutoTokenizer.from_pretrained(ref.source).save_pretrained(tmp)
     return str(out)
 
 
@@ -243,11 +242,11 @@ def prepare(args, data: str, small_student: str) -> dict:
     prep = {"small_student": small_student}
     for role, model in (("teacher", args.teacher), ("small_teacher", args.small_teacher)):
         out = root / "teachers" / f"reproduce-{dataset_tag(model)}-{dataset_tag(data)}-{n}-{args.max_length}"
-        if not (out / "selectkd_finetune.json").exists():
-            log(f"{data}: {role} {model}: fitting a head on frozen features of {n} rows")
-            t = time.perf_counter()
-            finetune(data, model, out, limit=n, eval_split=None, head_only=True, max_length=args.max_length,
-                     cache_dir=cache, progress=args.progress, overwrite=True)
+        t = time.perf_counter()
+        _, reused = frozen_teacher(data, model, out, n, eval_split=None, max_length=args.max_length, cache_dir=cache,
+                                   progress=args.progress)
+        if not reused:
+            log(f"{data}: {role} {model}: fitted a head on frozen features of {n} rows")
             rec[f"{role}_fit_seconds"] = round(time.perf_counter() - t, 2)
         prep[role] = str(out)
         prep[f"{role}_command"] = shlex.join(["selectkd", "finetune", "--data", shown(data), "--model", shown(model), "--head-only",
@@ -257,42 +256,40 @@ def prepare(args, data: str, small_student: str) -> dict:
               ("student", [prep["teacher"]], args.student, False)]
     for what, teachers, student, cls in scores:
         log(f"{data}: score {what}")
-        res = score(data, "train", teachers, student, limit=n, max_length=args.max_length, cls_states=cls,
+        res = score(DataSpec(data, "train", limit=n), ScoreSpec(teachers=tuple(teachers), student=student,
+                                                                 max_length=args.max_length, cls_states=cls),
                     cache_dir=cache, progress=args.progress)
         report = res.student if student else res.teachers[0]
         if not report.reused or f"score_{what}" not in rec:
             rec[f"score_{what}"] = {"seconds": round(report.seconds, 2), "rows": report.rows, "key": report.key,
                                     "reused": report.reused}
-    test = score(data, "test", [prep["teacher"], prep["small_teacher"]], None, limit=args.test_rows,
-                 max_length=args.max_length, cache_dir=cache, progress=args.progress)
-    store = Store(cache)
-    for role, rep in zip(("teacher", "small_teacher"), test.teachers):
-        logits = column_matrix(store.entry("teacher", rep.key).read_parts(), "logits")
-        rec[f"{role}_test"] = classification_metrics(logits.argmax(1), test.rows.labels, test.rows.num_labels)
-    rec["majority_test_accuracy"] = float(np.bincount(test.rows.labels).max() / len(test.rows))
+    test = score(DataSpec(data, "test", limit=args.test_rows),
+                 ScoreSpec(teachers=(prep["teacher"], prep["small_teacher"]), max_length=args.max_length),
+                 cache_dir=cache, progress=args.progress)
+    for role, metrics in zip(("teacher", "small_teacher"), teacher_test_metrics(test)):
+        rec[f"{role}_test"] = metrics
+    rec["majority_test_accuracy"] = majority_baseline(test.rows.labels, test.rows.num_labels)["accuracy"]
     rec["num_labels"] = test.rows.num_labels
     rec_path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(rec_path, rec)
     return {**prep, **rec}
 
 
-def make_selection(args, data: str, prep: dict, s: dict, seed: int) -> dict:
+def selection_record(args, data: str, prep: dict, s: dict, seed: int) -> dict:
     """Make (or remake: cheap, deterministic for a seed) a static selection; return its record."""
     t = time.perf_counter()
-    select(data, "train", [prep["teacher"]], args.student, strategy=s["strategy"], budget=s["budget"], seed=seed,
-           name=s["name"], overwrite=True, limit=args.train_rows, max_length=args.max_length,
-           cache_dir=args.cache_dir, progress=False)
+    make_selection(data, [prep["teacher"]], args.student, name=s["name"], budget=s["budget"], seed=seed,
+                   rows=args.train_rows, max_length=args.max_length, cache_dir=args.cache_dir, strategy=s["strategy"])
     return {**s, "seconds": round(time.perf_counter() - t, 3), "command": select_command(args, data, prep, s, seed)}
 
 
 def execute(args, run: Run, prep: dict) -> dict:
     out = Path(run.cfg.out)
-    sel = make_selection(args, run.data, prep, run.selection, run.seed) if run.selection else None
-    summary = finished_summary(out, run.cfg)
+    sel = selection_record(args, run.data, prep, run.selection, run.seed) if run.selection else None
     load = os.getloadavg()[0]
-    if summary is None:
-        log(f"{run.data} seed {run.seed}: {run.name}")
-        summary = distill(run.cfg, overwrite=True, progress=args.progress).summary
+    summary, reused = distilled(run.cfg, progress=args.progress,
+                                say=lambda reused: reused or log(f"{run.data} seed {run.seed}: {run.name}"))
+    if not reused:
         if not args.keep_students:  # 90 MB each; the report needs the metrics, not the weights
             shutil.rmtree(out / "student", ignore_errors=True)
     elif (out / "reproduce.json").exists():
@@ -456,7 +453,7 @@ def plot_curve(path: Path, title: str, rows: dict, budgets: list[float], prep: d
     bx.set_title(f"{title}: accuracy vs wall time")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    save_png(fig, path)
+    save_figure(fig, path)
 
 
 def plot_bars(path: Path, title: str, rows: list[dict], full: dict | None) -> None:
@@ -480,22 +477,7 @@ def plot_bars(path: Path, title: str, rows: list[dict], full: dict | None) -> No
     ax.set_xlabel("test accuracy % (mean ± std over seeds)")
     ax.set_title(title)
     fig.tight_layout()
-    save_png(fig, path)
-
-
-def save_png(fig, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.png")
-    fig.savefig(tmp, format="png")
-    os.replace(tmp, path)
-
-
-def machine() -> str:
-    import torch
-
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
-    dev = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return f"{os.cpu_count()} cores ({cpu}), {dev}, torch {torch.__version__}, Python {platform.python_version()}"
+    save_figure(fig, path)
 
 
 def git_rev() -> str:
@@ -656,9 +638,7 @@ def render(args, preps: dict[str, dict], invocations: list[dict]) -> dict:
                            for t, f, b, r, n in headline]
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "results.json", results)
-    tmp = out / f".RESULTS.md.tmp-{os.getpid()}"
-    tmp.write_text("\n".join(doc))
-    os.replace(tmp, out / "RESULTS.md")
+    atomic_write_text(out / "RESULTS.md", "\n".join(doc))
     headline_md = render_headline(headline)
     (out / "headline.md").write_text("\n".join(headline_md) + "\n")
     if out.resolve() == (REPO / "docs").resolve():
@@ -683,9 +663,7 @@ def update_readme(headline_md: list[str], n_runs: int, seconds: float, bars: lis
              f"time): {'; '.join(bars)}.", end]
     head, rest = text.split(start, 1)
     text = head + "\n".join(block) + rest.split(end, 1)[1]
-    tmp = readme.with_name(f".README.md.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, readme)
+    atomic_write_text(readme, text)
 
 
 def render_headline(headline: list) -> list[str]:

@@ -3,7 +3,7 @@
 Side by side, in one process, on the same real rows (the first ``--rows`` of the
 tweets-binary train split), same batch size and max length, torch threads = all cores:
 
-* selectkd: ``selectkd.score.score(...)`` end to end, in a fresh cache dir per call (its
+* selectkd: ``selectkd.score(DataSpec, ScoreSpec)`` end to end, in a fresh cache dir per call (its
   ``assets/`` is a symlink to the real store), plus the time spent inside the model's
   forward alone (measured with forward hooks on the model the library loads).
 * naive: the same model (``load_classifier`` exactly as the library loads it), tokenised
@@ -232,14 +232,20 @@ class ForwardClock:
         return False
 
 
-def run_selectkd(name: str, rows: int, batch_size: int, max_length: int, store: Path, tmp: Path) -> dict:
+def score_teacher(name: str, rows: int, batch_size: int, max_length: int, cache: Path):
+    """``selectkd.score`` of one teacher (its head may be untrained: only the time and the logits count)."""
     from selectkd.scoring.run import score
+    from selectkd.specs import DataSpec, ScoreSpec
 
+    scoring = ScoreSpec(teachers=(name,), max_length=max_length, batch_size=batch_size, allow_untrained_head=True)
+    return score(DataSpec(DATA, SPLIT, limit=rows), scoring, cache_dir=cache, progress=False)
+
+
+def run_selectkd(name: str, rows: int, batch_size: int, max_length: int, store: Path, tmp: Path) -> dict:
     cache = fresh_cache(store, tmp)
     try:
         with ForwardClock() as fc, Meter() as m:
-            res = score(data=DATA, split=SPLIT, teachers=[name], limit=rows, max_length=max_length,
-                        allow_untrained_head=True, cache_dir=cache, progress=False, batch_size=batch_size)
+            res = score_teacher(name, rows, batch_size, max_length, cache)
         rep = res.teachers[0]
         manifest = res.store.entry("teacher", rep.key).manifest()
         out = {**m.record(), "forward_s": round(fc.seconds, 4), "forward_calls": fc.calls,
@@ -344,7 +350,7 @@ def machine_info() -> dict:
             if line.startswith("flags") and not flags:
                 flags = [x for x in line.split(":", 1)[1].split() if x.startswith(("avx", "fma", "amx"))]
     git = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--", "selectkd", "cli"],
+    dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--", "selectkd"],
                            capture_output=True, text=True).stdout.strip()
     return {"nproc": os.cpu_count(), "cpu_model": cpu, "cpu_simd_flags": flags, "torch": torch.__version__,
             "transformers": transformers.__version__, "python": platform.python_version(),
@@ -383,7 +389,6 @@ def main(argv=None) -> int:
     import torch
 
     torch.set_num_threads(os.cpu_count())
-    from selectkd.scoring.run import score
     from selectkd.models import load_classifier, load_tokenizer, resolve
     from selectkd.scoring.teacher import teacher_logits
     from selectkd.scoring.tokens import tokenize
@@ -480,9 +485,7 @@ def main(argv=None) -> int:
                 # same numbers? selectkd's cached logits vs the naive loop's, row by row (by uid)
                 cache = fresh_cache(store, tmp)
                 small = min(args.rows, 256)
-                res = score(
-                    data=DATA, split=SPLIT, teachers=[name], limit=small, max_length=args.max_length,
-                    allow_untrained_head=True, cache_dir=cache, progress=False, batch_size=args.batch_size)
+                res = score_teacher(name, small, args.batch_size, args.max_length, cache)
                 t_uids, t_logits = teacher_logits(res.store.entry("teacher", res.teachers[0].key))
                 pos = {int(u): i for i, u in enumerate(uids)}
                 ref_logits = naive_logits[[pos[int(u)] for u in t_uids]]

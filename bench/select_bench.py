@@ -1,7 +1,7 @@
 """Benchmark the select stage at scale: a 10M-row memory-mapped cache, and coverage k-means on 1M x 384.
 
 Builds synthetic cache entries once, the way the library writes them (``EntryWriter``,
-``part_name`` parts, a ``scores.arrow`` with the columns ``_score_student`` writes), then
+``part_name`` parts, a ``scores.arrow`` made by ``scores_table``, as `score` makes it), then
 measures, each repeat in a FRESH python subprocess so that its peak RSS is that run's own:
 
 * ``entropy`` / ``random`` over a 10,000,000-row, 3-class pool: ``load_pool(student,
@@ -167,8 +167,10 @@ def write_pair(root: Path, data: str, n: int, classes: int, part_rows: int, seed
     import pyarrow as pa
 
     from selectkd.cache.arrays import fixed_list
-    from selectkd.cache.store import EntryWriter, Store, hash_inputs, part_name
-    from selectkd.uncertainty import entropy, kl_divergence, least_confidence, margin, softmax
+    from selectkd.cache.keys import hash_inputs
+    from selectkd.cache.store import EntryWriter, Store, part_name
+    from selectkd.scoring.student import scores_table
+    from selectkd.uncertainty import softmax
 
     store = Store(root)
     rng = np.random.default_rng(seed)
@@ -186,14 +188,14 @@ def write_pair(root: Path, data: str, n: int, classes: int, part_rows: int, seed
         w = EntryWriter(teacher, tin, {"role": "teacher", "model_name": "synthetic-teacher", "num_rows": n,
                                        "num_labels": classes, "label_names": [str(c) for c in range(classes)],
                                        "part_rows": part_rows, "columns": {"logits": [classes]},
-                                       "data_source": "select_bench synthetic"})
+                                       "data_source": {"synthetic": "select_bench"}})
         for i, lo in enumerate(range(0, n, part_rows)):
             hi = min(n, lo + part_rows)
             w.write_table(part_name(i), pa.table({"uid": pa.array(uids[lo:hi]), "logits": fixed_list(t_logits[lo:hi])}))
         w.finish(seconds=0.0, tokens_scored=0)
     t_teacher = time.perf_counter() - t1
 
-    # student: embedding parts (optional), then scores.arrow exactly as _score_student builds it
+    # student: embedding parts (optional), then scores.arrow by the function `score` writes it with
     t2 = time.perf_counter()
     sin = entry_inputs("student", data, {"num_labels": classes, "head": "probe", "teachers": [teacher.key],
                                          "pooling": "mean", "bench_seed": seed, "bench_version": BUILD_VERSION,
@@ -204,7 +206,7 @@ def write_pair(root: Path, data: str, n: int, classes: int, part_rows: int, seed
         w = EntryWriter(student, sin, {"role": "student", "model_name": "synthetic-student", "num_rows": n,
                                        "num_labels": classes, "label_names": [str(c) for c in range(classes)],
                                        "head": "probe", "part_rows": part_rows, "teachers": [teacher.key],
-                                       "data_source": "select_bench synthetic"})
+                                       "data_source": {"synthetic": "select_bench"}})
         if emb_dim:
             te = time.perf_counter()
             emb = blob_embeddings(np.random.default_rng(seed + 1), n, emb_dim, blobs)
@@ -213,28 +215,7 @@ def write_pair(root: Path, data: str, n: int, classes: int, part_rows: int, seed
                 w.write_table(part_name(i), pa.table({"uid": pa.array(uids[lo:hi]), "embedding": fixed_list(emb[lo:hi])}))
             del emb
             t_emb = time.perf_counter() - te
-        # the uncertainty columns, computed chunk by chunk with selectkd.uncertainty
-        ent = np.empty(n, np.float32)
-        mar = np.empty(n, np.float32)
-        lc = np.empty(n, np.float32)
-        kl = np.empty((n, 1), np.float32)
-        for lo in range(0, n, 1_000_000):
-            hi = min(n, lo + 1_000_000)
-            probs = softmax(s_logits[lo:hi])
-            ent[lo:hi] = entropy(probs)
-            mar[lo:hi] = margin(probs)
-            lc[lo:hi] = least_confidence(probs)
-            kl[lo:hi, 0] = kl_divergence(softmax(t_logits[lo:hi]), probs)
-        cols = {
-            "uid": pa.array(uids),
-            "label": pa.array(labels),
-            "logits": fixed_list(s_logits),
-            "entropy": pa.array(ent),
-            "margin": pa.array(mar),
-            "least_confidence": pa.array(lc),
-            "kl": fixed_list(kl),
-        }
-        w.write_table("scores.arrow", pa.table(cols))
+        w.write_table("scores.arrow", scores_table(uids, labels, s_logits, [softmax(t_logits)]))
         w.finish(seconds=0.0, embedding_dim=emb_dim or None)
     t_student = time.perf_counter() - t2
     return {"teacher_key": teacher.key, "student_key": student.key, "rows": n, "classes": classes,
@@ -288,12 +269,13 @@ class RecordingKmeans:
 
 def worker(spec: dict) -> dict:
     ph = Phases(_T_START)
-    import importlib
-
     import numpy as np
 
-    S = importlib.import_module("selectkd.select")  # `import selectkd.select as S` gives the function select()
     from selectkd.cache.store import Store
+    from selectkd.selection.choose import choose
+    from selectkd.selection.pool import load_pool
+    from selectkd.selection.saved import PoolStats, Selection, save_selection
+    from selectkd.selection.strategies import Pool, kmeans_clusters
 
     case = spec["case"]
     if case in ("kmeans", "coverage_choose", "coverage_e2e"):
@@ -318,20 +300,20 @@ def worker(spec: dict) -> dict:
                       "budget_rows": choice.budget_rows}, "seed": 0, "score_higher_first": choice.ranking.higher_first,
                       "pool_rows": len(pool), "eligible_rows": int(choice.eligible.sum()), "dropped": choice.dropped,
                       "rows": int(len(picked)), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-        sel = S.Selection(name, pool.uids[picked], scores[picked], np.arange(len(picked), dtype=np.int64), provenance,
-                          S.PoolStats(pool.uids, pool.labels, scores, choice.eligible, choice.ranking.groups, None,
+        sel = Selection(name, pool.uids[picked], scores[picked], np.arange(len(picked), dtype=np.int64), provenance,
+                          PoolStats(pool.uids, pool.labels, scores, choice.eligible, choice.ranking.groups, None,
                                       choice.ranking.criterion or strategy))
-        path = S.save_selection(store.root, sel, overwrite=True)
+        path = save_selection(store.root, sel, overwrite=True)
         return sel, path
 
     if case in ("entropy", "random", "coverage_e2e", "entropy_no_teacher"):
         strategy = {"coverage_e2e": "coverage", "entropy_no_teacher": "entropy"}.get(case, case)
         student = store.entry("student", spec["student_key"])
         teachers = [store.entry("teacher", spec["teacher_key"])] if spec["teacher_key"] else []
-        pool = S.load_pool(student, teachers, embeddings=strategy == "coverage", verify=spec["verify"])
+        pool = load_pool(student, teachers, embeddings=strategy == "coverage", verify=spec["verify"])
         ph.end("load_pool")
         kw = {"clusters": spec["clusters"]} if strategy == "coverage" else {}
-        choice = S.choose(pool, strategy, spec["budget"], seed=0, **kw)
+        choice = choose(pool, strategy, spec["budget"], seed=0, **kw)
         ph.end("choose")
         sel, path = save(pool, choice, strategy)
         ph.end("save_selection")
@@ -355,20 +337,20 @@ def worker(spec: dict) -> dict:
         from selectkd.uncertainty import entropy, least_confidence, margin, softmax
 
         probs = softmax(s_logits)
-        pool = S.Pool(uids=np.arange(n, dtype=np.int64), labels=labels,
+        pool = Pool(uids=np.arange(n, dtype=np.int64), labels=labels,
                       entropy=entropy(probs).astype(np.float32), margin=margin(probs).astype(np.float32),
                       least_confidence=least_confidence(probs).astype(np.float32), embeddings=emb)
         del probs, s_logits
         ph.end("generate_embeddings")
         checks["embeddings_mib"] = round(emb.nbytes / 2**20, 1)
         if case == "kmeans":
-            clusters = S.kmeans_clusters(emb, spec["clusters"], 0)
+            clusters = kmeans_clusters(emb, spec["clusters"], 0)
             ph.end("kmeans_clusters")
             sizes = np.bincount(clusters)
             checks["cluster_sizes_min_max"] = [int(sizes.min()), int(sizes.max())]
             checks["clusters_found"] = int(len(np.unique(clusters)))
         else:
-            choice = S.choose(pool, "coverage", spec["budget"], clusters=spec["clusters"], seed=0)
+            choice = choose(pool, "coverage", spec["budget"], clusters=spec["clusters"], seed=0)
             ph.end("choose")
             sel, path = save(pool, choice, "coverage")
             ph.end("save_selection")
@@ -462,12 +444,9 @@ def machine_info() -> dict:
         torch_v = torch.__version__
     except ImportError:
         torch_v = None
-    cpu = "?"
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+    from selectkd.runtime import cpu_model
+
+    cpu = cpu_model()
     mem = "?"
     with open("/proc/meminfo") as f:
         for line in f:
@@ -702,7 +681,7 @@ def render_md(res: dict) -> str:
     L.append(f"- big: {big['rows']:,} rows, {big['classes']} classes, uid = 0..N-1. Teacher entry: uid + logits "
              f"(FixedSizeList float32[{big['classes']}]) in {big['teacher_parts']} parts of {big['part_rows']:,} rows "
              f"({big['teacher_bytes'] / 2**20:.0f} MiB). Student entry: `scores.arrow` with uid, label, logits, entropy, "
-             f"margin, least_confidence, kl (one teacher) exactly as `_score_student` writes it, one record batch "
+             f"margin, least_confidence, kl (one teacher) made by `selectkd.scoring.student.scores_table`, as `score` makes it, one record batch "
              f"({big['scores_arrow_bytes'] / 2**20:.0f} MiB); no embedding parts (entropy/random never read them). "
              f"Logits from `numpy.random.default_rng({res['settings']['seed']})`, uncertainty from `selectkd.uncertainty`.")
     L.append(f"- build time: {big['seconds']['total']} s (generate logits {big['seconds']['generate_logits']} s, "
@@ -718,7 +697,7 @@ def render_md(res: dict) -> str:
     L.append("## Results")
     L.append("")
     L.append("Times are wall seconds, medians of the repeats. *total* is the sum of the phases the target is about "
-             "(in bold); *import* is `import selectkd.select` (+ faiss for coverage) in the fresh process; *generate* "
+             "(in bold); *import* is importing `selectkd.selection` (+ faiss for coverage) in the fresh process; *generate* "
              "makes the in-memory embeddings and is not part of the target. Peak RSS is the process's VmHWM "
              "(anonymous memory + touched pages of the memory-mapped cache files), max over phases = the run's peak.")
     L.append("")

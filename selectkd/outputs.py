@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from .atomic import clean_stale, name_lock, restore_aside
-from .cache.store import file_sha256
+from .cache.files import file_sha256
 from .errors import SelectKDError
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

@@ -82,3 +82,22 @@ def progress_bar(description: str, total: int, enabled: bool) -> Iterator:
     with Progress(*columns, transient=False) as bar:
         task = bar.add_task(description, total=total)
         yield lambda n: bar.advance(task, n)
+
+
+def cpu_model() -> str:
+    """The CPU's model name (Linux), for reports: numbers mean little without the machine."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "?")
+    except OSError:
+        return "?"
+
+
+def machine() -> str:
+    """One line saying what ran a measurement: cores, CPU, GPU, torch and Python."""
+    import platform
+
+    import torch
+
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return f"{os.cpu_count()} cores ({cpu_model()}), {gpu}, torch {torch.__version__}, Python {platform.python_version()}"

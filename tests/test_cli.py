@@ -76,3 +76,20 @@ def test_help_explains_every_command():
     for args in (["--help"], ["score", "--help"], ["cache", "--help"], ["assets", "install", "--help"]):
         proc = run_cli(*args, cache="/nonexistent")
         assert proc.returncode == 0 and "Usage" in proc.stdout
+
+
+def test_a_teacher_scored_with_an_untrained_head_is_found_by_select(tiny, tmp_path):
+    """Bug (issue 11): select's call to score() left --allow-untrained-head out, so it asked for another key."""
+    cache = tmp_path / "c"
+    untrained = tmp_path / "untrained-teacher"
+    import shutil
+
+    shutil.copytree(tiny["student"], untrained)  # an encoder without a classification head
+    models = ["--data", str(tiny["csv"]), "--teacher", str(untrained), "--student", str(tiny["student"])]
+    run_cli("score", *models, "--allow-untrained-head", "--no-progress", cache=cache, check=True)
+    picked = run_cli("select", *models, "--allow-untrained-head", "--no-compute", "--budget", "30", "--name", "u",
+                     "--no-progress", cache=cache)
+    assert picked.returncode == 0, picked.stderr
+    forgot = run_cli("select", *models, "--no-compute", "--budget", "30", "--name", "v", "--no-progress", cache=cache)
+    assert forgot.returncode == 2 and "differs in --allow-untrained-head (cached on, asked off)" in forgot.stderr
+    assert "add --allow-untrained-head or drop --no-compute" in forgot.stderr

@@ -135,9 +135,10 @@ def test_bad_input_is_refused_before_any_training(task, tmp_path):
 
 def test_selection_from_other_data_is_refused(task, tmp_path):
     from selectkd.selection.run import select
+    from selectkd.specs import DataSpec, ScoreSpec, SelectSpec
 
     other = write_csv(tmp_path / "other.csv", make_rows(120, seed=9, max_words=6))
-    select(str(other), teachers=[task["teacher"]], student=task["student"], strategy="random", budget=20,
+    select(DataSpec(str(other)), ScoreSpec([task["teacher"]], task["student"]), SelectSpec("random", 20),
            name="elsewhere", cache_dir=task["cache"], progress=False, overwrite=True)
     with pytest.raises(SelectKDError, match="other data"):
         distill(config(task, tmp_path / "e", selection="elsewhere"), progress=False)

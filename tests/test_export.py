@@ -13,6 +13,7 @@ from selectkd.errors import SelectKDError
 from selectkd.selection.export import FORMATS, export, teacher_labels
 from selectkd.selection.run import select
 from selectkd.selection.saved import load_selection
+from selectkd.specs import DataSpec, ScoreSpec, SelectSpec
 
 from .conftest import build_bert
 
@@ -24,8 +25,8 @@ def selected(tiny, tmp_path_factory):
     second = build_bert(base / "teacher2", tiny["tokenizer"], num_labels=2, seed=7)
     cache = base / "cache"
     teachers = [str(tiny["teacher"]), str(second)]
-    sel = select(str(tiny["csv"]), teachers=teachers, student=str(tiny["student"]), cache_dir=cache,
-                 strategy="random", budget=25, seed=3, name="sub", progress=False)
+    sel = select(DataSpec(str(tiny["csv"])), ScoreSpec(teachers, str(tiny["student"])),
+                 SelectSpec("random", 25, seed=3), name="sub", cache_dir=cache, progress=False)
     return {"cache": cache, "selection": sel, "rows": tiny["rows"]}
 
 

@@ -14,7 +14,7 @@ import torch
 
 from selectkd.cache.arrays import column_matrix
 from selectkd.cache.store import EntryWriter, Store, part_name
-from selectkd.data.rows import holdout_split
+from selectkd.data.holdout import holdout_split
 
 from .conftest import build_bert, build_tokenizer, make_rows, run_cli, write_csv
 
@@ -204,3 +204,15 @@ def test_budget_2_is_a_count():
 
     assert budget_rows(parse_budget("2"), 300) == 2 and budget_rows(parse_budget("1"), 300) == 300
     assert budget_rows(parse_budget("0.5"), 300) == 150
+
+
+# -- metrics -------------------------------------------------------------------------------------------
+
+def test_classification_metrics_hand_computed_and_empty():
+    from selectkd.metrics import classification_metrics
+
+    # class 0: tp 2, fp 0, fn 1 -> F1 4/5; class 1: tp 1, fp 1, fn 0 -> F1 2/3
+    got = classification_metrics(np.array([0, 1, 1, 0]), np.array([0, 1, 0, 0]), 2)
+    assert got == {"accuracy": 0.75, "macro_f1": round((0.8 + 2 / 3) / 2, 4)}
+    assert classification_metrics(np.array([], dtype=np.int64), np.array([], dtype=np.int64), 2) == \
+        {"accuracy": 0.0, "macro_f1": 0.0}

@@ -25,9 +25,9 @@ def test_real_minilm_scores_real_tweets(tmp_path):
                        cache_dir=cache, progress=False, eval_split=None)
     assert teacher.metrics["train_accuracy"] > 0.75
 
-    kwargs = dict(split="dev", limit=300, teachers=[str(tmp_path / "teacher")], student="minilm-l6",
-                  cache_dir=cache, progress=False)
-    res = selectkd.score("tweets-binary", **kwargs)
+    data = selectkd.DataSpec("tweets-binary", split="dev", limit=300)
+    scoring = selectkd.ScoreSpec(teachers=(str(tmp_path / "teacher"),), student="minilm-l6")
+    res = selectkd.score(data, scoring, cache_dir=cache, progress=False)
     store = Store(cache)
     t_entry = store.entry("teacher", res.teachers[0].key)
     logits = column_matrix(t_entry.read_parts(), "logits")
@@ -43,5 +43,5 @@ def test_real_minilm_scores_real_tweets(tmp_path):
     assert scores.num_rows == 300 and np.isfinite(scores.column("entropy").to_numpy()).all()
     assert store.entry("student", res.student.key).verify() == []
 
-    again = selectkd.score("tweets-binary", **kwargs)
+    again = selectkd.score(data, scoring, cache_dir=cache, progress=False)
     assert again.teachers[0].reused and again.student.reused

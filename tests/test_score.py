@@ -1,4 +1,3 @@
-import importlib
 import json
 import os
 import shutil
@@ -14,12 +13,12 @@ import selectkd
 from selectkd.cache.arrays import column_matrix
 from selectkd.cache.store import Store
 from selectkd.errors import SelectKDError
+from selectkd.scoring import student as student_mod
+from selectkd.scoring import teacher as teacher_mod
 from selectkd.scoring.tokens import length_batches
+from selectkd.specs import DataSpec, ScoreSpec
 
 from .conftest import build_bert, run_cli, write_csv
-
-score_mod = importlib.import_module("selectkd.score")
-
 
 
 def test_length_batches_group_similar_lengths():
@@ -29,8 +28,9 @@ def test_length_batches_group_similar_lengths():
 
 
 def test_score_writes_teacher_and_student_and_reuses(tiny, tmp_path, monkeypatch):
-    res = selectkd.score(str(tiny["csv"]), teachers=[str(tiny["teacher"])], student=str(tiny["student"]),
-                         cache_dir=tmp_path, progress=False, part_rows=128, cls_states=True)
+    data = DataSpec(str(tiny["csv"]))
+    scoring = ScoreSpec(teachers=(str(tiny["teacher"]),), student=str(tiny["student"]), cls_states=True)
+    res = selectkd.score(data, scoring, cache_dir=tmp_path, progress=False, part_rows=128)
     t, s = res.teachers[0], res.student
     assert not t.reused and not s.reused
     store = Store(tmp_path)
@@ -72,17 +72,17 @@ def test_score_writes_teacher_and_student_and_reuses(tiny, tmp_path, monkeypatch
     def boom(*a, **k):
         raise AssertionError("a model was loaded on a warm run")
 
-    monkeypatch.setattr(score_mod, "load_classifier", boom)
-    monkeypatch.setattr(score_mod, "load_encoder", boom)
-    again = selectkd.score(str(tiny["csv"]), teachers=[str(tiny["teacher"])], student=str(tiny["student"]),
-                           cache_dir=tmp_path, progress=False, part_rows=128, cls_states=True)
+    monkeypatch.setattr(teacher_mod, "load_classifier", boom)
+    monkeypatch.setattr(student_mod, "load_classifier", boom)
+    monkeypatch.setattr(student_mod, "load_encoder", boom)
+    again = selectkd.score(data, scoring, cache_dir=tmp_path, progress=False, part_rows=128)
     assert again.teachers[0].reused and again.student.reused
     assert again.teachers[0].key == t.key and again.student.key == s.key
 
 
-def _teacher_key(tiny, cache, **kw):
-    args = dict(teachers=[str(kw.pop("teacher", tiny["teacher"]))], cache_dir=cache, progress=False)
-    return selectkd.score(kw.pop("data", str(tiny["csv"])), **args, **kw).teachers[0].key
+def _teacher_key(tiny, cache, data=None, teacher=None, **scoring):
+    spec = ScoreSpec(teachers=(str(teacher or tiny["teacher"]),), **scoring)
+    return selectkd.score(DataSpec(str(data or tiny["csv"])), spec, cache_dir=cache, progress=False).teachers[0].key
 
 
 def test_key_sensitivity(tiny, tmp_path):
@@ -137,4 +137,5 @@ def test_sigkill_mid_run_then_rerun_gives_the_same_cache(tiny, tmp_path):
 
 def test_probe_needs_a_teacher(tiny, tmp_path):
     with pytest.raises(SelectKDError, match="--student-head as-is"):
-        selectkd.score(str(tiny["csv"]), student=str(tiny["student"]), cache_dir=tmp_path, progress=False)
+        selectkd.score(DataSpec(str(tiny["csv"])), ScoreSpec(student=str(tiny["student"])), cache_dir=tmp_path,
+                       progress=False)

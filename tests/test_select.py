@@ -17,7 +17,8 @@ from selectkd.selection.pool import load_pool
 from selectkd.selection.report import plot_histogram, summary
 from selectkd.selection.run import select
 from selectkd.selection.saved import Selection, load_selection, save_selection
-from selectkd.selection.strategies import STRATEGIES, Pool
+from selectkd.selection.strategies import STRATEGIES, Pool, batch_priority
+from selectkd.specs import DataSpec, ScoreSpec, SelectSpec
 from selectkd.uncertainty import entropy, least_confidence, margin
 
 
@@ -184,7 +185,7 @@ def test_sampling_is_seeded_and_tends_to_top_k_at_low_temperature():
     # the sampled subset still leans to uncertain rows
     assert pool.entropy[np.array(a) - 100].mean() > pool.entropy.mean()
     assert set(picked_uids(pool, "entropy", 40, sample=True, temperature=1e-4, seed=3)) == top
-    with pytest.raises(SelectKDError, match="--temperature"):
+    with pytest.raises(SelectKDError, match="--sample-temperature"):
         choose(pool, "entropy", 4, sample=True, temperature=0)
 
 
@@ -217,6 +218,36 @@ def test_dedup_keeps_the_first_of_each_near_duplicate_group():
     assert sorted(pool.uids[choice.indices].tolist()) == [100, 101, 102, 103]
     with pytest.raises(SelectKDError, match="fewer than the budget"):
         choose(pool, "entropy", 5, dedup=0.05)
+
+
+# -- in-batch priorities (distill's in-batch selection) ---------------------------------------------
+
+# student logits: p = [.5, .5], [.75, .25], [.9, .1]; teachers: [.9, .1] and [.1, .9] on every row
+BATCH_STUDENT = np.log([[1.0, 1.0], [3.0, 1.0], [9.0, 1.0]])
+BATCH_TEACHERS = np.log([[[9.0, 1.0]] * 3, [[1.0, 9.0]] * 3])
+
+
+@pytest.mark.parametrize("name, expected", [
+    ("entropy", [np.log(2), -(0.75 * np.log(0.75) + 0.25 * np.log(0.25)), -(0.9 * np.log(0.9) + 0.1 * np.log(0.1))]),
+    ("margin", [0.0, -0.5, -0.8]),  # the smallest margin first
+    ("least_confidence", [0.5, 0.25, 0.1]),
+    # KL(teacher || student), mean of the two teachers: row 0 .9 ln(.9/.5) + .1 ln(.1/.5) for both
+    ("kl", [0.9 * np.log(1.8) + 0.1 * np.log(0.2),
+            (0.9 * np.log(0.9 / 0.75) + 0.1 * np.log(0.4) + 0.1 * np.log(0.1 / 0.75) + 0.9 * np.log(3.6)) / 2,
+            (0.0 + 0.1 * np.log(1 / 9) + 0.9 * np.log(9)) / 2]),
+])
+def test_batch_priority_on_hand_computed_logits(name, expected):
+    got = batch_priority(name, BATCH_STUDENT, BATCH_TEACHERS, np.random.default_rng(0))
+    assert np.allclose(got, expected, atol=1e-9)
+
+
+def test_batch_priority_random_and_errors():
+    got = batch_priority("random", BATCH_STUDENT, None, np.random.default_rng(5))
+    assert np.array_equal(got, np.random.default_rng(5).random(3))
+    with pytest.raises(SelectKDError, match="in-batch --criterion must be one of entropy, margin"):
+        batch_priority("coverage", BATCH_STUDENT, None, np.random.default_rng(0))
+    with pytest.raises(SelectKDError, match="give --teacher"):
+        batch_priority("kl", BATCH_STUDENT, None, np.random.default_rng(0))
 
 
 # -- the saved record --------------------------------------------------------------------------------
@@ -297,10 +328,12 @@ def scored(tiny, tmp_path_factory):
     return {"cache": cache, "teacher_key": result.teachers[0].key, "student_key": result.student.key, **tiny}
 
 
-def run_select(scored, **kw):
-    args = dict(teachers=[str(scored["teacher"])], student=str(scored["student"]), cache_dir=scored["cache"],
-                progress=False)
-    return select(str(scored["csv"]), **{**args, **kw})
+def run_select(scored, *, teachers=None, student="", name=None, cache_dir=None, overwrite=False, no_compute=False,
+               **selecting):
+    scoring = ScoreSpec([str(scored["teacher"])] if teachers is None else teachers,
+                        str(scored["student"]) if student == "" else student)
+    return select(DataSpec(str(scored["csv"])), scoring, SelectSpec(**selecting), name=name,
+                  cache_dir=cache_dir or scored["cache"], overwrite=overwrite, no_compute=no_compute, progress=False)
 
 
 def test_select_end_to_end_records_the_cache_keys(scored):
@@ -328,13 +361,12 @@ def test_select_end_to_end_records_the_cache_keys(scored):
 
 
 def test_select_no_compute_finds_the_same_keys_or_says_to_score(scored, tmp_path, monkeypatch):
-    score_mod = importlib.import_module("selectkd.score")
-
     def boom(*a, **k):
         raise AssertionError("no model may run with no_compute")
 
-    monkeypatch.setattr(score_mod, "load_classifier", boom)
-    monkeypatch.setattr(score_mod, "load_encoder", boom)
+    for module, names in (("teacher", ["load_classifier"]), ("student", ["load_classifier", "load_encoder"])):
+        for name in names:
+            monkeypatch.setattr(importlib.import_module(f"selectkd.scoring.{module}"), name, boom)
     sel = run_select(scored, strategy="teacher_entropy", budget=10, no_compute=True, name="nc", per_class=True)
     assert sel.provenance["cache"]["student"] == scored["student_key"]
     empty = tmp_path / "empty"
@@ -400,3 +432,25 @@ def test_cli_select_list_and_summary(scored, tmp_path):
     assert "clusters covered" in res.stdout and "saved selection 'cli' (40 rows)" in res.stdout
     assert (tmp_path / "p.png").exists()
     assert load_selection(scored["cache"], "cli").provenance["parameters"]["clusters"] == 4
+
+
+def test_cli_select_sample_temperature_and_its_old_name(scored):
+    import typer
+    from typer.testing import CliRunner
+
+    from selectkd.cli.select_cmds import register
+    from selectkd.errors import SelectKDWarning
+
+    app = typer.Typer()
+    register(app)
+    base = ["select", "--data", str(scored["csv"]), "--teacher", str(scored["teacher"]), "--student",
+            str(scored["student"]), "--cache-dir", str(scored["cache"]), "--no-compute", "--budget", "20", "--sample",
+            "--overwrite", "--no-progress"]
+    res = CliRunner().invoke(app, [*base, "--name", "t-new", "--sample-temperature", "0.5"])
+    assert res.exit_code == 0, res.output
+    assert load_selection(scored["cache"], "t-new").provenance["parameters"]["temperature"] == 0.5
+    with pytest.warns(SelectKDWarning, match="--sample-temperature"):
+        res = CliRunner().invoke(app, [*base, "--name", "t-old", "--temperature", "0.5"])
+    assert res.exit_code == 0, res.output
+    assert load_selection(scored["cache"], "t-old").uids.tolist() == load_selection(scored["cache"], "t-new").uids.tolist()
+    assert "--temperature" not in CliRunner().invoke(app, ["select", "--help"]).output.replace("--sample-temperature", "")

@@ -5,7 +5,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from selectkd.cache.store import EntryWriter, Store, hash_inputs, part_name
+from selectkd.cache.keys import hash_inputs
+from selectkd.cache.store import EntryWriter, Store, part_name
 from selectkd.errors import CacheError
 
 
@@ -82,3 +83,56 @@ def test_lock_makes_a_second_writer_wait(tmp_path):
         waited = time.perf_counter() - t0
     p.join()
     assert waited > 0.3
+
+
+# -- every key from the specs (selectkd/cache/keys.py) ---------------------------------------------
+
+def _key(kind="teacher", data=None, scoring=None, **kw):
+    from dataclasses import replace
+    from types import SimpleNamespace
+
+    from selectkd.cache.keys import entry_key
+    from selectkd.specs import DataSpec, ScoreSpec
+
+    rows = SimpleNamespace(spec=replace(DataSpec("d.csv"), **(data or {})), fingerprint="f" * 24,
+                           source={"file": "/x/d.csv"}, num_labels=2)
+    scoring = scoring if isinstance(scoring, ScoreSpec) else ScoreSpec(teachers=("t",), student="s", **(scoring or {}))
+    return entry_key(kind, rows, scoring, model=SimpleNamespace(fingerprint="m"), tokenizer="tok", device="cpu", **kw)
+
+
+def test_a_new_spec_field_lands_in_every_key_unless_ignored():
+    from dataclasses import field, make_dataclass
+
+    from selectkd.specs import ScoreSpec
+
+    Wider = make_dataclass("Wider", [("new_knob", int, field(default=0))], bases=(ScoreSpec,), frozen=True)
+    for kind in ("teacher", "student"):
+        assert _key(kind, scoring=Wider(teachers=("t",), student="s", new_knob=1))[0] != _key(kind)[0]
+        assert _key(kind, scoring=Wider(teachers=("t",), student="s"))[1]["new_knob"] == 0
+
+
+def test_each_key_holds_what_changes_its_numbers_and_nothing_else():
+    teacher, student = _key("teacher")[0], _key("student")[0]
+    assert _key("teacher", scoring={"probe_l2": 0.5})[0] == teacher  # the student's probe
+    assert _key("student", scoring={"probe_l2": 0.5})[0] != student
+    assert _key("student", scoring={"probe_max_iter": 50})[0] != student
+    assert _key("teacher", scoring={"batch_size": 7, "trust_remote_code": True})[0] == teacher
+    assert _key("teacher", scoring={"cls_states": True})[0] != teacher
+    assert _key("student", scoring={"cls_states": True})[0] == student
+    assert _key("teacher", scoring={"allow_untrained_head": True})[0] != teacher
+    assert _key("teacher", data={"split": "dev"})[0] == teacher  # a single file has one split
+    assert _key("teacher", data={"data": "moved/d.csv"})[0] == teacher  # its rows' fingerprint, not its name
+    assert _key("teacher", data={"limit": 5})[0] != teacher
+    assert _key("student", teacher_keys=["k1"])[0] != student
+    assert "device" not in _key()[1] and _key()[1]["numerics"] == "float32"  # the device it ran on, as numerics
+
+
+def test_an_entry_of_an_older_format_is_one_line_naming_the_fix(tmp_path):
+    import json
+
+    entry = _write(Store(tmp_path))
+    manifest = json.loads(entry.manifest_path.read_text())
+    entry.manifest_path.write_text(json.dumps({**manifest, "format_version": 1}))
+    with pytest.raises(CacheError, match=r"cache format 1, this selectkd reads 2; remove it with `selectkd cache rm k1`"):
+        entry.read_parts()
+    assert entry.manifest(current=False)["format_version"] == 1  # `cache ls` and `cache info` still show it

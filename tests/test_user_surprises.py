@@ -61,6 +61,28 @@ def test_scoring_anew_under_a_near_key_warns_first(world, tmp_path):
     assert warnings_in(again.stderr) == []
 
 
+def test_an_entry_of_the_older_cache_format_is_named_with_its_fix(world, tmp_path):
+    """Cache format 2 keys hash every spec field: a format-1 entry is never reused, and --no-compute says so."""
+    cache = tmp_path / "cache"
+    shutil.copytree(world["cache"], cache)
+    old = Store(cache).entries()[0]
+    manifest = json.loads(old.manifest_path.read_text())
+    moved = old.path.with_name("a" * 24)  # an older selectkd put it under another key
+    old.path.rename(moved)
+    (moved / "manifest.json").write_text(json.dumps({**manifest, "key": "a" * 24, "format_version": 1}))
+    proc = run_cli("score", "--data", "DATA.csv", *MODELS, "--no-progress", cache=cache, cwd=world["base"])
+    assert proc.returncode == 0, proc.stderr  # scored anew, no warning about an entry that cannot be reused
+    assert warnings_in(proc.stderr) == []
+    shutil.rmtree(Store(cache).entry(old.kind, old.key).path)
+    again = run_cli("select", "--data", "DATA.csv", *MODELS, "--no-compute", "--budget", "30", "--name", "s9",
+                    "--no-progress", cache=cache, cwd=world["base"])
+    assert again.returncode == 2 and again.stderr.count("\n") == 1
+    assert f"was written in format 1: re-score it (drop --no-compute), then remove the old one with " \
+           f"`selectkd cache rm {'a' * 24}`" in again.stderr
+    listed = run_cli("cache", "ls", cache=cache, check=True).stdout
+    assert f"1 entries of an older cache format, never reused: remove them with `selectkd cache rm {'a' * 24}`" in listed
+
+
 def test_split_on_a_single_file_changes_no_key(world):
     before = entries(world["cache"])
     proc = run_cli("score", "--data", "DATA.csv", *MODELS, "--split", "dev", "--no-progress",

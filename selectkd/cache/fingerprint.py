@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 
 from ..atomic import atomic_write_json
-from .store import file_sha256
+from .files import file_sha256
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".h5", ".msgpack")
 TOKENIZER_FILES = {"tokenizer.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json",

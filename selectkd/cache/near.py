@@ -2,23 +2,19 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 from ..data.rows import Rows
 from ..errors import CacheError
-from .store import Entry, Store
+from .keys import option_of
+from .files import canonical_json
+from .store import FORMAT_VERSION, Entry, Store
 
-# key inputs a user sets with an option, and that option
-OPTIONS = {"split": "--split", "limit": "--limit", "max_length": "--max-length", "text_field": "--text-field",
-           "text_pair_field": "--text-pair-field", "label_field": "--label-field", "cls_states": "--cls-states",
-           "untrained_head_seed": "--allow-untrained-head", "head": "--student-head", "numerics": "--device",
-           "teachers": "--teacher"}
-
-
-FLAGS = {"cls_states", "untrained_head_seed"}  # on/off options: the fix adds or drops the flag
-
-
-NOT_OPTIONS = ("data", "tokenizer")  # no option brings these back: the entry must be scored
+# key inputs a user chooses on purpose, or that distill sets itself (--pt-alpha asks for [CLS] states):
+# a cached entry differing in these is no sign of a forgotten option
+ON_PURPOSE = {"split", "teachers", "cls_states"}
+NO_FIX = {"data", "tokenizer"}  # no option brings these back: the entry must be scored
 
 
 @dataclass
@@ -27,12 +23,13 @@ class NearEntry:
 
     key: str
     diff: dict  # key input -> (cached value, asked value)
+    older: int | None = None  # the cache format of an entry written by an older selectkd
 
     @property
     def forgotten(self) -> bool:
         """Only options a user forgets differ: worth a warning before scoring anew. Another split or
         teacher is chosen on purpose, and distill sets the [CLS] states itself (--pt-alpha)."""
-        return bool(self.diff) and set(self.diff) <= set(OPTIONS) - {"split", "teachers", "cls_states"}
+        return bool(self.diff) and all(option_of(n) and n not in ON_PURPOSE | NO_FIX for n in self.diff)
 
     def described(self) -> str:
         parts = []
@@ -42,7 +39,7 @@ class NearEntry:
             elif name == "data" and cached == asked:
                 parts.append(f"--data (the rows of {cached} changed since)")
             else:
-                option = "--data" if name == "data" else OPTIONS[name]
+                option = option_of(name) or name
                 parts.append(f"{option} (cached {_shown(name, cached)}, asked {_shown(name, asked)})")
         return " and ".join(parts)
 
@@ -50,14 +47,14 @@ class NearEntry:
         """The options that bring the wanted key back to this entry's, or '' when none does."""
         steps = []
         for name, (cached, _) in self.diff.items():
-            option = OPTIONS.get(name)
-            if name in NOT_OPTIONS:
+            option = option_of(name)
+            if name in NO_FIX or option is None:
                 continue
             if name == "teachers":
                 steps.append("give the --teacher options it was scored with")
             elif name == "numerics":
                 steps.append(f"add --device {'cpu' if cached == 'float32' else 'cuda'}")
-            elif name in FLAGS or cached is None:
+            elif isinstance(cached, bool) or cached is None:
                 steps.append(f"{'add' if cached not in (None, False) else 'drop'} {option}")
             else:
                 steps.append(f"add {option} {cached}")
@@ -65,8 +62,8 @@ class NearEntry:
 
 
 def _shown(name: str, value) -> str:
-    if name in FLAGS:
-        return "on" if value not in (None, False) else "off"
+    if isinstance(value, bool):
+        return "on" if value else "off"
     if name == "teachers":
         return "[" + ", ".join(str(k)[:12] for k in value or []) + "]"
     return "none" if value is None else str(value)
@@ -78,6 +75,9 @@ def _place(source: dict | None) -> str:
     return str(next((source[k] for k in ("file", "folder", "builtin", "hub") if k in source), "?"))
 
 
+UNSHOWN = {"role", "model", "data", "num_labels"}  # the same model by choice; the data is compared below
+
+
 def key_differences(wanted: dict, manifest: dict, rows: Rows) -> dict:
     """Key inputs that differ, as {input: (cached, asked)}, in terms of what the user can change.
 
@@ -86,7 +86,7 @@ def key_differences(wanted: dict, manifest: dict, rows: Rows) -> dict:
     options, so they are named only when nothing else differs.
     """
     cached = manifest.get("inputs") or {}
-    names = [n for n in (*OPTIONS, "tokenizer") if cached.get(n) != wanted.get(n)]
+    names = [n for n in {**cached, **wanted} if n not in UNSHOWN and cached.get(n) != wanted.get(n)]
     if "teachers" in names and len(names) > 1:
         names.remove("teachers")
     diff = {n: (cached.get(n), wanted.get(n)) for n in names}
@@ -100,25 +100,23 @@ def key_differences(wanted: dict, manifest: dict, rows: Rows) -> dict:
 
 
 def nearest_entry(store: Store, entry: Entry, inputs: dict, rows: Rows) -> NearEntry | None:
-    """The complete entry of ``entry``'s kind and model whose inputs differ from ``inputs`` in the fewest fields."""
-    import json
-
-    from .store import FORMAT_VERSION, canonical_json
-
+    """The complete entry of ``entry``'s kind and model whose inputs differ from ``inputs`` in the fewest
+    fields; failing that, one of an older cache format (``older`` set: no options find it, it is re-scored)."""
     wanted = json.loads(canonical_json(inputs))
-    best = None
+    best = older = None
     for other in store.entries():
         if other.kind != entry.kind or other.key == entry.key:
             continue
         try:
-            manifest = other.manifest()
+            manifest = other.manifest(current=False)
         except CacheError:
             continue
-        cached = manifest.get("inputs") or {}
-        if (not manifest.get("complete") or manifest.get("format_version") != FORMAT_VERSION
-                or cached.get("model") != wanted.get("model")):
+        if not manifest.get("complete") or (manifest.get("inputs") or {}).get("model") != wanted.get("model"):
+            continue
+        if manifest.get("format_version", FORMAT_VERSION) != FORMAT_VERSION:
+            older = older or NearEntry(other.key, {}, older=manifest["format_version"])
             continue
         diff = key_differences(wanted, manifest, rows)
         if diff and (best is None or len(diff) < len(best.diff)):
             best = NearEntry(other.key, diff)
-    return best
+    return best or older

@@ -11,11 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
-import hashlib
 import json
 import os
-import re
 import shutil
 import time
 from dataclasses import dataclass
@@ -24,99 +21,22 @@ from typing import Any, Iterator
 
 import pyarrow as pa
 
-from ..atomic import _temp_beside, atomic_write_bytes, atomic_write_json
-from ..errors import CacheError
+from ..atomic import atomic_write_bytes, atomic_write_json, locked_file, replacing
+from ..errors import CacheError, SelectKDError
+from .files import (canonical_json, file_sha256, files_problem, is_own_file, is_plain_name, read_arrow, read_json_file,
+                    shape_problem, write_arrow)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: keys hash every field of the specs (cache/keys.py); 1's keys are not asked for any more
 DEFAULT_ROOT = "cache"
 KINDS = ("teacher", "student")
-PLAIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")  # one file or folder name: no separator, '..' or dot-file
 # what readers of a manifest rely on: required fields, and the type of every field that is present
 MANIFEST_FIELDS = {"inputs": dict, "files": dict, "complete": bool, "num_rows": int, "data_source": dict,
-                   "columns": dict, "teachers": list, "model_name": str}
+                   "columns": dict, "teachers": list, "model_name": str, "format_version": int}
 MANIFEST_REQUIRED = ("inputs", "files")
 
 
 def default_root() -> Path:
     return Path(os.environ.get("SELECTKD_CACHE") or DEFAULT_ROOT)
-
-
-def is_plain_name(name: object) -> bool:
-    """A name read from the store may only name something directly inside its own folder."""
-    return isinstance(name, str) and ".." not in name and bool(PLAIN_NAME.match(name))
-
-
-def is_own_file(path: Path) -> bool:
-    """A regular file at ``path`` itself: a symlink (which may point anywhere) or a folder is not one."""
-    return not path.is_symlink() and path.is_file()
-
-
-def shape_problem(obj: object, fields: dict[str, type], required: tuple[str, ...]) -> str | None:
-    """What is wrong with the shape of a JSON object read back from the store, or None."""
-    if not isinstance(obj, dict):
-        return f"not a JSON object but {type(obj).__name__}"
-    missing = [name for name in required if name not in obj]
-    if missing:
-        return f"no {', '.join(missing)}"
-    wrong = [name for name, kind in fields.items() if name in obj and not isinstance(obj[name], kind)]
-    return f"{', '.join(wrong)} of the wrong type" if wrong else None
-
-
-def files_problem(files: dict) -> str | None:
-    """A ``files`` map (name -> sha256) may only name plain files inside its folder."""
-    for name, digest in files.items():
-        if not is_plain_name(name):
-            return f"it names {name!r}, which is not a file inside its folder"
-        if not isinstance(digest, str):
-            return f"the checksum of {name} is not text"
-    return None
-
-
-def read_json_file(path: Path) -> object:
-    """JSON from a file of the store; ValueError for a symlink, a folder, bad UTF-8 or bad JSON."""
-    if path.is_symlink():
-        raise ValueError(f"{path.name} is a symlink")
-    try:
-        return json.loads(path.read_text())
-    except IsADirectoryError:
-        raise ValueError(f"{path.name} is a folder") from None
-    except UnicodeDecodeError:
-        raise ValueError(f"{path.name} is not UTF-8 text") from None
-    except json.JSONDecodeError:
-        raise ValueError(f"{path.name} is not valid JSON") from None
-
-
-def canonical_json(obj: Any) -> str:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
-
-
-def hash_inputs(inputs: dict) -> str:
-    """The key of a cache entry: sha256 of the canonical JSON of its inputs."""
-    payload = canonical_json({"format_version": FORMAT_VERSION, **inputs})
-    return hashlib.sha256(payload.encode()).hexdigest()[:24]
-
-
-def file_sha256(path: Path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
-
-
-def write_arrow(path: Path, table: pa.Table) -> str:
-    """Write ``table`` as an Arrow IPC file via temp + rename; return its sha256."""
-    with _temp_beside(path) as tmp:
-        with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
-            writer.write_table(table)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        digest = file_sha256(tmp)
-        os.replace(tmp, path)
-    return digest
-
-
-def read_arrow(path: Path) -> pa.Table:
-    """Memory-map an Arrow IPC file: the columns point into the page cache, nothing is copied."""
-    source = pa.memory_map(str(path), "r")
-    return pa.ipc.open_file(source).read_all()
 
 
 @dataclass
@@ -151,8 +71,11 @@ class Entry:
         if self.path.is_symlink():
             raise self.damaged("its folder is a symlink")
 
-    def manifest(self) -> dict:
-        """The manifest, checked: a wrong shape or a file name that leads out of the entry is damage."""
+    def manifest(self, current: bool = True) -> dict:
+        """The manifest, checked: a wrong shape or a file name that leads out of the entry is damage.
+
+        ``current``: an entry of another cache format is refused, naming the fix (only `cache ls`/`info`
+        and the nearest-entry diagnostics read one)."""
         self._check_folder()
         try:
             manifest = read_json_file(self.manifest_path)
@@ -163,6 +86,10 @@ class Entry:
         problem = shape_problem(manifest, MANIFEST_FIELDS, MANIFEST_REQUIRED) or files_problem(manifest["files"])
         if problem:
             raise self.damaged(f"manifest.json: {problem}")
+        version = manifest.get("format_version", FORMAT_VERSION)
+        if current and version != FORMAT_VERSION:
+            raise CacheError(f"cache entry {self.kind}/{self.key} is in cache format {version}, this selectkd reads "
+                             f"{FORMAT_VERSION}; remove it with `selectkd cache rm {self.key}` and re-score")
         return manifest
 
     def is_complete(self) -> bool:
@@ -180,7 +107,8 @@ class Entry:
         its lock file and the folders made for it away again, while it still holds the lock.
         """
         made = [p for p in (self.lock_path.parent, self.root) if not p.exists()]
-        f = self._acquire(wait)
+        busy = CacheError(f"cache entry {self.key} is being written by another process; wait for it")
+        fd = locked_file(self.lock_path, wait, busy)
         try:
             yield
         finally:
@@ -189,29 +117,7 @@ class Entry:
                 for folder in made:
                     with contextlib.suppress(OSError):
                         folder.rmdir()  # only while empty
-            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
-            f.close()
-
-    def _acquire(self, wait: bool):
-        """The locked lock file; retried when the file was taken away while this process waited."""
-        flags = fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB)
-        while True:
-            self.lock_path.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                f = open(self.lock_path, "a+")
-            except FileNotFoundError:  # its folder went between mkdir and open
-                continue
-            try:
-                fcntl.flock(f.fileno(), flags)
-            except BlockingIOError:
-                f.close()
-                raise CacheError(f"cache entry {self.key} is being written by another process; wait for it") from None
-            with contextlib.suppress(FileNotFoundError):
-                now = os.stat(self.lock_path)
-                mine = os.fstat(f.fileno())
-                if (now.st_dev, now.st_ino) == (mine.st_dev, mine.st_ino):
-                    return f
-            f.close()
+            os.close(fd)
 
     def clean_temp_files(self) -> None:
         self._check_folder()
@@ -245,6 +151,18 @@ class Entry:
                 f"plain file); recompute just that with `selectkd score ... --repair`, or remove the entry with "
                 f"`selectkd cache rm {self.key}` and re-run"
             )
+
+    def problem(self) -> tuple[str | None, str]:
+        """(what is wrong with the entry and its fix, or None; a note for a sound one): `cache verify`."""
+        try:
+            bad = self.verify()
+            note = "" if self.is_complete() else " (incomplete: resume with `selectkd score`)"
+        except SelectKDError as exc:
+            return str(exc), ""
+        if bad:
+            return (f"{', '.join(bad)} fails its checksum or is not a plain file; recompute it with `selectkd score ... "
+                    f"--repair` or remove the entry with `selectkd cache rm {self.key}`"), ""
+        return None, note
 
     def discard_if_empty(self) -> None:
         """Remove an entry that records no whole file (a first attempt that failed); call under lock."""
@@ -432,10 +350,9 @@ class EntryWriter:
     def write_file(self, name: str, write) -> None:
         """Write an extra file with ``write(tmp_path)``, then checksum and rename it."""
         final = self.entry.path / name
-        with _temp_beside(final) as tmp:
+        with replacing(final) as tmp:
             write(tmp)
             digest = file_sha256(tmp)
-            os.replace(tmp, final)
         self.record(name, digest)
 
     def record(self, name: str, digest: str) -> None:

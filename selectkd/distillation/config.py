@@ -175,9 +175,9 @@ def check_config(cfg: DistillConfig) -> None:
 def dev_holdout(cfg: DistillConfig, root: Path) -> float:
     """The fraction of the training rows held out as dev: ``cfg.train.holdout`` when no other dev data
     is given or found (no --eval-data, no dev split, --eval-limit not 0), else none."""
-    from ..finetune import _has_split
+    from ..data.sources import has_split
 
-    if cfg.eval_data or cfg.eval_limit == 0 or _has_split(cfg.data.data, cfg.eval_split, root):
+    if cfg.eval_data or cfg.eval_limit == 0 or has_split(cfg.data.data, cfg.eval_split, root):
         return 0.0
     return cfg.train.holdout
 

@@ -19,11 +19,11 @@ import numpy as np
 
 from .. import parallel
 from .._version import __version__
-from ..atomic import atomic_write_json, clean_stale, replace_path, temp_name
+from ..atomic import atomic_write_json, clean_stale, replacing
 from ..cache.store import Store
 from ..data.rows import Rows, load_rows
 from ..errors import SelectKDError
-from ..finetune import classification_metrics
+from ..metrics import classification_metrics
 from ..models import check_max_length, load_classifier, load_tokenizer, resolve, save_model
 from ..outputs import RUN, check_output
 from ..runtime import _autocast, pick_device, progress_bar
@@ -244,9 +244,9 @@ class RunData:
 def _eval_rows(cfg: DistillConfig, data: str | None, split: str, limit: int | None, root: Path,
                train: Rows) -> Rows | None:
     """Dev or test rows, their labels mapped by the training rows' names (None: no such data)."""
-    from ..finetune import _has_split
+    from ..data.sources import has_split
 
-    if data is None and not _has_split(cfg.data.data, split, root):
+    if data is None and not has_split(cfg.data.data, split, root):
         return None
     if limit == 0:  # --eval-limit 0 / --test-limit 0: skip that evaluation
         return None
@@ -258,7 +258,7 @@ def _eval_rows(cfg: DistillConfig, data: str | None, split: str, limit: int | No
 def run_data(cfg: DistillConfig, rows: Rows, holdout: float, root: Path) -> RunData:
     """The dev and test rows beside the training ``rows``; with ``holdout`` > 0 (no other dev data), a
     seeded stratified dev part of the training rows that is never trained on."""
-    from ..data.rows import hold_out_dev
+    from ..data.holdout import hold_out_dev
 
     test = _eval_rows(cfg, cfg.test_data, cfg.test_split, cfg.test_limit, root, rows)
     if not holdout:
@@ -319,13 +319,12 @@ def log(out: Path, record: dict) -> None:
 
 def save_student(final: Path, student, tokenizer, label_names: list[str] | None) -> None:
     """The trained student as a normal HF folder, swapped in whole."""
-    tmp = temp_name(final)
     clean_stale(final)
     if label_names:  # the student's logit i means the training rows' class i, by name
         student.config.id2label = dict(enumerate(label_names))
         student.config.label2id = {n: i for i, n in enumerate(label_names)}
-    save_model(student.to("cpu"), tokenizer, tmp)
-    replace_path(tmp, final)
+    with replacing(final) as tmp:
+        save_model(student.to("cpu"), tokenizer, tmp)
 
 
 def run_summary(state: RunState, test: dict | None, signals: list[TeacherSignal], data: RunData,

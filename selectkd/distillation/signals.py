@@ -24,12 +24,7 @@ def _score(data: DataSpec, scoring: ScoreSpec, cache_dir: str | None, progress: 
     """The run's one call to score(): every teacher (+ the student's scores), scored or found in the cache."""
     from ..scoring.run import score
 
-    return score(data.data, data.split, scoring.teachers, scoring.student, text_field=data.text_field,
-                 text_pair_field=data.text_pair_field, label_field=data.label_field, limit=data.limit,
-                 max_length=scoring.max_length, batch_size=scoring.batch_size, cls_states=scoring.cls_states,
-                 student_head=scoring.student_head, allow_untrained_head=scoring.allow_untrained_head,
-                 cache_dir=cache_dir, device=scoring.device, progress=progress,
-                 trust_remote_code=scoring.trust_remote_code)
+    return score(data, scoring, cache_dir=cache_dir, progress=progress)
 
 
 class TeacherSignal(ABC):

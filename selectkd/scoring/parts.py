@@ -4,6 +4,8 @@ Under torchrun rank r computes parts r, r + world, ...; rank 0 records them all.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pyarrow as pa
 
@@ -17,14 +19,24 @@ from .tokens import collate, encode, length_batches
 PART_ROWS = 4096
 
 
-def forward_parts(
-    rows: Rows, tokenizer, max_length: int, writer: EntryWriter,
-    run_batch, batch_size: int, description: str, progress: bool, rank: int = 0, world: int = 1,
-) -> tuple[int, int]:
+@dataclass(frozen=True)
+class Work:
+    """Where one score call computes: the device, the rows per part, progress bars, this rank of how many."""
+
+    device: str
+    part_rows: int = PART_ROWS
+    progress: bool = False
+    rank: int = 0
+    world: int = 1
+
+
+def forward_parts(rows: Rows, tokenizer, max_length: int, writer: EntryWriter, run_batch, batch_size: int,
+                  description: str, work: Work) -> tuple[int, int]:
     """Tokenise and run ``run_batch`` over every part not yet on disk; return (rows, tokens) done.
 
     Under torchrun, rank r takes parts r, r + world, ...: each rank writes only its own parts.
     """
+    rank, world = work.rank, work.world
     ds = rows.dataset
     n = len(ds)
     part_rows = int(writer.manifest["part_rows"])  # a resumed entry keeps its part size
@@ -32,7 +44,7 @@ def forward_parts(
     pending = [i for i in range(rank, (n + part_rows - 1) // part_rows, world) if not writer.done(part_name(i))]
     todo = sum(min(part_rows, n - i * part_rows) for i in pending)
     done_rows = done_tokens = 0
-    with progress_bar(description, todo, progress) as advance:
+    with progress_bar(description, todo, work.progress) as advance:
         for part in pending:
             lo, hi = part * part_rows, min(n, (part + 1) * part_rows)
             chunk = ds[lo:hi]
@@ -57,16 +69,16 @@ def forward_parts(
     return done_rows, done_tokens
 
 
-def _writer(entry: Entry, inputs: dict, meta: dict, rank: int, world: int) -> EntryWriter:
+def open_writer(entry: Entry, inputs: dict, meta: dict, work: Work) -> EntryWriter:
     """Rank 0 opens (or resumes) the entry and its manifest; the other ranks join after it."""
-    writer = EntryWriter(entry, inputs, meta) if rank == 0 else None
-    parallel.barrier(world)
+    writer = EntryWriter(entry, inputs, meta) if work.rank == 0 else None
+    parallel.barrier(work.world)
     return writer or EntryWriter(entry, inputs, meta, primary=False)
 
 
-def _gathered(writer: EntryWriter, tokens: int, rank: int, world: int) -> tuple[bool, int]:
+def gathered(writer: EntryWriter, tokens: int, work: Work) -> tuple[bool, int]:
     """Wait for every rank's parts; rank 0 records them. (True on rank 0, tokens of all ranks)."""
-    total = sum(parallel.gather(tokens, world))
-    if rank == 0 and world > 1:
+    total = sum(parallel.gather(tokens, work.world))
+    if work.rank == 0 and work.world > 1:
         writer.adopt_shared()
-    return rank == 0, total
+    return work.rank == 0, total

@@ -19,16 +19,18 @@ from pathlib import Path
 from typing import Sequence
 
 from .. import parallel
+from ..cache.keys import entry_key
 from ..cache.near import NearEntry, nearest_entry
 from ..cache.store import Entry, Store
-from ..data.rows import DataSpec, Rows, load_rows
+from ..data.rows import Rows, load_rows
 from ..errors import CacheError, ModelError, SelectKDError, SelectKDWarning
 from ..models import ModelRef, check_max_length, label_names, load_tokenizer, resolve, tokenizer_key
-from ..ranges import COUNT, MAX_LENGTH, check_ranges
+from ..ranges import COUNT, MAX_LENGTH, NON_NEGATIVE, check_ranges
 from ..runtime import pick_device
-from .parts import PART_ROWS
-from .student import _score_student, student_inputs
-from .teacher import _score_teacher, teacher_inputs
+from ..specs import DataSpec, ScoreSpec
+from .parts import PART_ROWS, Work
+from .student import score_student
+from .teacher import score_teacher
 
 STUDENT_HEADS = ("probe", "as-is")
 
@@ -60,30 +62,23 @@ class ScoreResult:
         return [*self.teachers, *([self.student] if self.student else [])]
 
 
-def score(
-    data: str,
-    split: str = "train",
-    teachers: Sequence[str] = (),
-    student: str | None = None,
-    *,
-    text_field: str = "text",
-    text_pair_field: str | None = None,
-    label_field: str = "label",
-    limit: int | None = None,
-    max_length: int = 128,
-    batch_size: int = 64,
-    cls_states: bool = False,
-    student_head: str = "probe",
-    allow_untrained_head: bool = False,
-    cache_dir: str | Path | None = None,
-    device: str | None = None,
-    progress: bool = True,
-    part_rows: int | None = None,
-    compute: bool = True,
-    repair: bool = False,
-    trust_remote_code: bool = False,
-) -> ScoreResult:
-    """Fill the cache for (data, split) with every teacher's logits and the student's scores.
+def check_score_spec(scoring: ScoreSpec) -> None:
+    """Refuse what cannot be scored before any model is loaded or any entry made."""
+    if not scoring.teachers and not scoring.student:
+        raise SelectKDError("nothing to score; give --teacher and/or --student")
+    if scoring.student_head not in STUDENT_HEADS:
+        raise SelectKDError(f"unknown --student-head {scoring.student_head!r}; valid: {', '.join(STUDENT_HEADS)}")
+    check_ranges({"--max-length": (scoring.max_length, MAX_LENGTH), "--batch-size": (scoring.batch_size, COUNT),
+                  "probe_l2": (scoring.probe_l2, NON_NEGATIVE), "probe_max_iter": (scoring.probe_max_iter, COUNT)})
+    if scoring.student and scoring.student_head == "probe" and not scoring.teachers:
+        raise SelectKDError("--student-head probe fits the head to teacher soft labels; give --teacher, or use --student-head as-is")
+    if len(set(scoring.teachers)) != len(scoring.teachers):
+        raise SelectKDError("the same --teacher is given twice; give each teacher once")
+
+
+def score(data: DataSpec, scoring: ScoreSpec, *, cache_dir: str | Path | None = None, progress: bool = True,
+          compute: bool = True, repair: bool = False, part_rows: int | None = None) -> ScoreResult:
+    """Fill the cache for ``data`` with every teacher's logits and the student's scores.
 
     Returns which keys were written or reused. Bad input raises ``SelectKDError`` before
     anything is written under a key. ``compute=False`` only finds complete entries and
@@ -91,86 +86,98 @@ def score(
     only the damaged files of an entry that fails its checksums, instead of refusing it.
     Under torchrun every rank scores its own share of the parts; rank 0 writes the manifest.
     """
-    if not teachers and not student:
-        raise SelectKDError("nothing to score; give --teacher and/or --student")
-    if student_head not in STUDENT_HEADS:
-        raise SelectKDError(f"unknown --student-head {student_head!r}; valid: {', '.join(STUDENT_HEADS)}")
+    check_score_spec(scoring)
     part_rows = part_rows or int(os.environ.get("SELECTKD_PART_ROWS", PART_ROWS))
-    check_ranges({"--max-length": (max_length, MAX_LENGTH), "--batch-size": (batch_size, COUNT),
-                  "SELECTKD_PART_ROWS": (part_rows, COUNT)})
-    if student and student_head == "probe" and not teachers:
-        raise SelectKDError("--student-head probe fits the head to teacher soft labels; give --teacher, or use --student-head as-is")
-    if len(set(teachers)) != len(teachers):
-        raise SelectKDError("the same --teacher is given twice; give each teacher once")
+    check_ranges({"SELECTKD_PART_ROWS": (part_rows, COUNT)})
     store = Store(cache_dir)
     store.check_root()
-    root = store.root
-    rank, world, device = parallel.setup(pick_device(device))
-    progress = progress and rank == 0
-    spec = DataSpec(data, split, text_field, text_pair_field, label_field, limit)
-    teacher_refs = [resolve(t, root, trust_remote_code) for t in teachers]
-    student_ref = resolve(student, root, trust_remote_code) if student else None
-    rows = load_rows_for(spec, root, teacher_refs)
-    _check_before_scoring(rows, [*teacher_refs, *([student_ref] if student_ref else [])], max_length, rank)
+    rank, world, device = parallel.setup(pick_device(scoring.device))
+    teacher_refs = [resolve(t, store.root, scoring.trust_remote_code) for t in scoring.teachers]
+    student_ref = resolve(scoring.student, store.root, scoring.trust_remote_code) if scoring.student else None
+    rows = load_rows_for(data, store.root, teacher_refs)
+    _check_before_scoring(rows, [*teacher_refs, *([student_ref] if student_ref else [])], scoring.max_length, rank)
+    run = _Run(store, rows, scoring, Work(device, part_rows, progress and rank == 0, rank, world), compute, repair)
+    teachers = [run.report("teacher", ref) for ref in teacher_refs]
+    student = run.report("student", student_ref, [t.key for t in teachers]) if student_ref else None
+    return ScoreResult(rows, teachers, student, store)
 
-    def fill(entry: Entry, inputs: dict, role: str, ref: ModelRef, work) -> tuple[bool, int, dict]:
-        """Make ``entry`` complete (rank 0 holds the key's lock; every rank computes its share)."""
+
+def score_kw(data: str, split: str = "train", teachers: Sequence[str] = (), student: str | None = None, *,
+             text_field: str = "text", text_pair_field: str | None = None, label_field: str = "label",
+             limit: int | None = None, cache_dir: str | Path | None = None, progress: bool = True,
+             compute: bool = True, repair: bool = False, part_rows: int | None = None, **scoring) -> ScoreResult:
+    """The keyword call of before the specs, for callers not switched yet: builds the specs, calls ``score``."""
+    spec = DataSpec(data, split, text_field, text_pair_field, label_field, limit)
+    return score(spec, ScoreSpec(teachers=tuple(teachers), student=student, **scoring), cache_dir=cache_dir,
+                 progress=progress, compute=compute, repair=repair, part_rows=part_rows)
+
+
+@dataclass
+class _Run:
+    """One score call: makes each entry complete (rank 0 holds its key's lock; every rank computes its share)."""
+
+    store: Store
+    rows: Rows
+    scoring: ScoreSpec
+    work: Work
+    compute: bool
+    repair: bool
+
+    def report(self, role: str, ref: ModelRef, teacher_keys: Sequence[str] = ()) -> EntryReport:
+        key, inputs = entry_key(role, self.rows, self.scoring, model=ref, tokenizer=tokenizer_key(ref),
+                                device=self.work.device, teacher_keys=teacher_keys)
+        entry = self.store.entry(role, key)
+        t0 = time.perf_counter()
+        if role == "teacher":
+            def work(tok):
+                return score_teacher(entry, inputs, ref, tok, self.rows, self.scoring, self.work)
+        else:
+            teachers = [self.store.entry("teacher", k) for k in teacher_keys]
+
+            def work(tok):
+                return score_student(entry, inputs, ref, tok, self.rows, teachers, self.scoring, self.work)
+        reused, tokens, extra = self.fill(entry, inputs, role, ref, work)
+        return EntryReport(role, ref.name, role, entry.key, len(self.rows), reused, time.perf_counter() - t0,
+                           tokens, extra)
+
+    def fill(self, entry: Entry, inputs: dict, role: str, ref: ModelRef, work) -> tuple[bool, int, dict]:
+        """(reused, tokens, extra): ``entry`` complete, computed by ``work(tokenizer)`` where it was not."""
+        rank, world = self.work.rank, self.work.world
         complete = entry.is_complete()
         damaged = entry.verify() if complete else []
         if complete and not damaged:
             return True, 0, {}
-        if damaged and not repair:
+        if damaged and not self.repair:
             entry.check(damaged)  # a damaged part is refused (the error names the fixes), never silently reused
-        if compute:  # a fully cached score reads only; writing must be possible before the lock file
-            store.check_writable()
-        if rank == 0 or not compute:  # --no-compute raises here, naming the option that differs
-            _no_silent_rescore(store, entry, inputs, rows, role, ref.name, compute)
+        if self.compute:  # a fully cached score reads only; writing must be possible before the lock file
+            self.store.check_writable()
+        if rank == 0 or not self.compute:  # --no-compute raises here, naming the option that differs
+            _no_silent_rescore(self.store, entry, inputs, self.rows, role, ref.name, self.compute)
         tokenizer = load_tokenizer(ref)[0]  # a bad tokenizer is refused before the key's lock file exists
         with entry.lock() if rank == 0 else contextlib.nullcontext():
             if damaged and rank == 0:  # --repair: forget the damaged files; only they are recomputed
                 entry.forget(damaged)
             # another process may have finished it while we waited for the lock
             reused = parallel.broadcast(entry.is_complete() if rank == 0 else None, world)
-            try:
+            with _disk_full_is_one_line(entry, rank):
                 result = (0, 0, {}) if reused else work(tokenizer)
-            except OSError as exc:
-                if exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
-                    if rank == 0:
-                        entry.discard_if_empty()  # nothing whole was written: leave no trace of the attempt
-                    raise CacheError(f"out of disk space writing {entry.kind}/{entry.key[:12]} under {root} "
-                                     f"({os.strerror(exc.errno)}); whole parts are kept and nothing else changed: "
-                                     f"free space (or use --cache-dir on a larger disk) and re-run to resume") from None
-                raise
             parallel.barrier(world)
         _, tokens, extra = result
         return reused, tokens, extra
 
-    reports: list[EntryReport] = []
-    teacher_entries: list[Entry] = []
-    for ref in teacher_refs:
-        inputs = teacher_inputs(ref, tokenizer_key(ref), rows, max_length, cls_states, allow_untrained_head, device)
-        entry = store.entry("teacher", _key(inputs))
-        t0 = time.perf_counter()
-        reused, tokens, _ = fill(entry, inputs, "teacher", ref, lambda tok: _score_teacher(
-            entry, inputs, ref, tok, rows, max_length=max_length, batch_size=batch_size, cls_states=cls_states,
-            allow_untrained_head=allow_untrained_head, device=device, progress=progress, part_rows=part_rows,
-            rank=rank, world=world))
-        teacher_entries.append(entry)
-        reports.append(EntryReport("teacher", ref.name, "teacher", entry.key, len(rows), reused,
-                                   time.perf_counter() - t0, tokens))
 
-    student_report = None
-    if student_ref is not None:
-        inputs = student_inputs(student_ref, tokenizer_key(student_ref), rows, max_length, student_head,
-                                [e.key for e in teacher_entries], device)
-        entry = store.entry("student", _key(inputs))
-        t0 = time.perf_counter()
-        reused, tokens, extra = fill(entry, inputs, "student", student_ref, lambda tok: _score_student(
-            entry, inputs, student_ref, tok, rows, teacher_entries, head=student_head, max_length=max_length,
-            batch_size=batch_size, device=device, progress=progress, part_rows=part_rows, rank=rank, world=world))
-        student_report = EntryReport("student", student_ref.name, "student", entry.key, len(rows), reused,
-                                     time.perf_counter() - t0, tokens, extra)
-    return ScoreResult(rows, reports, student_report, store)
+@contextlib.contextmanager
+def _disk_full_is_one_line(entry: Entry, rank: int):
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+            raise
+        if rank == 0:
+            entry.discard_if_empty()  # nothing whole was written: leave no trace of the attempt
+        raise CacheError(f"out of disk space writing {entry.kind}/{entry.key[:12]} under {entry.root} "
+                         f"({os.strerror(exc.errno)}); whole parts are kept and nothing else changed: "
+                         f"free space (or use --cache-dir on a larger disk) and re-run to resume") from None
 
 
 def _check_before_scoring(rows: Rows, refs: list[ModelRef], max_length: int, rank: int) -> None:
@@ -195,6 +202,10 @@ def _no_silent_rescore(store: Store, entry: Entry, inputs: dict, rows: Rows, rol
 
 
 def _missing(role: str, name: str, entry: Entry, near: NearEntry | None) -> CacheError:
+    if near is not None and near.older is not None:
+        return CacheError(f"no cached {role} entry for {name} in this selectkd's cache format; {near.key[:12]} was "
+                          f"written in format {near.older}: re-score it (drop --no-compute), then remove the old one "
+                          f"with `selectkd cache rm {near.key}`")
     if near is not None:
         fix = f"{near.fix()} or drop --no-compute" if near.fix() else "score it first (drop --no-compute)"
         return CacheError(f"no cached {role} entry for {name} with these options; the nearest, {near.key[:12]}, "
@@ -204,12 +215,6 @@ def _missing(role: str, name: str, entry: Entry, near: NearEntry | None) -> Cach
                           f"`selectkd score` and the same options (or drop --no-compute)")
     return CacheError(f"no complete {role} cache for {name} with these arguments ({entry.key[:12]}); run `selectkd score` "
                       f"with the same --data/--split/--teacher/--student options first (or drop --no-compute)")
-
-
-def _key(inputs: dict) -> str:
-    from ..cache.store import hash_inputs
-
-    return hash_inputs(inputs)
 
 
 def load_rows_for(spec: DataSpec, root: Path, teachers: Sequence[ModelRef]) -> Rows:

@@ -17,17 +17,18 @@ from ..cache.store import Entry
 from ..data.rows import Rows
 from ..errors import CacheError, SelectKDError
 from ..models import ModelRef, load_classifier, load_encoder
-from ..runtime import _autocast, numeric_mode
+from ..runtime import _autocast
+from ..specs import ScoreSpec
 from ..uncertainty import entropy, kl_divergence, least_confidence, margin, softmax
-from .parts import _gathered, _writer, forward_parts
+from .parts import Work, forward_parts, gathered, open_writer
 from .teacher import teacher_logits
 
 
 def fit_probe(features: np.ndarray, targets: np.ndarray, labels: np.ndarray | None = None,
-              l2: float = 1e-3, seed: int = 0) -> tuple[np.ndarray, np.ndarray, dict]:
+              l2: float = 1e-3, seed: int = 0, max_iter: int = 200) -> tuple[np.ndarray, np.ndarray, dict]:
     """A linear head on frozen features, fitted to soft targets (teacher probabilities).
 
-    Full-batch L-BFGS on soft cross-entropy + L2. First fitted on 80% to report held-out
+    Full-batch L-BFGS (``max_iter`` iterations) on soft cross-entropy + ``l2`` * |W|^2. First fitted on 80% to report held-out
     agreement with the teacher, then refitted on every row. Returns (W (C, D), b (C,), fit).
     """
     import torch
@@ -41,7 +42,7 @@ def fit_probe(features: np.ndarray, targets: np.ndarray, labels: np.ndarray | No
         w = torch.zeros(x.shape[1], t.shape[1], requires_grad=True)
         b = torch.zeros(t.shape[1], requires_grad=True)
         xs = (x - mean) / std
-        opt = torch.optim.LBFGS([w, b], lr=1, max_iter=200, history_size=20, line_search_fn="strong_wolfe")
+        opt = torch.optim.LBFGS([w, b], lr=1, max_iter=max_iter, history_size=20, line_search_fn="strong_wolfe")
 
         def closure():
             opt.zero_grad()
@@ -58,7 +59,7 @@ def fit_probe(features: np.ndarray, targets: np.ndarray, labels: np.ndarray | No
     cut = int(0.8 * len(order)) if len(order) >= 10 else len(order)
     fit_rows, held = order[:cut], order[cut:]
     w, b = train(x_all[fit_rows], t_all[fit_rows])
-    report = {"l2": l2, "rows": int(len(x_all)), "optimizer": "L-BFGS, 200 iterations, soft cross-entropy"}
+    report = {"l2": l2, "rows": int(len(x_all)), "optimizer": f"L-BFGS, {max_iter} iterations, soft cross-entropy"}
     if len(held):
         pred = (x_all[held] @ w + b).argmax(1).numpy()
         report["heldout_rows"] = int(len(held))
@@ -93,17 +94,30 @@ def build_index(uids: np.ndarray, embeddings: np.ndarray):
     return index
 
 
-def student_inputs(ref: ModelRef, tok_fp: str, rows: Rows, max_length: int, head: str,
-                   teacher_keys: list[str], device: str) -> dict:
-    return {"role": "student", "model": ref.fingerprint, "tokenizer": tok_fp, **rows.key_inputs(),
-            "num_labels": rows.num_labels, "max_length": max_length, "head": head,
-            "teachers": teacher_keys, "pooling": "mean", "numerics": numeric_mode(device)}
+def score_student(entry: Entry, inputs: dict, ref: ModelRef, tokenizer, rows: Rows, teacher_entries: list[Entry],
+                  scoring: ScoreSpec, work: Work) -> tuple[int, int, dict]:
+    """Write the student entry: embedding parts, then (rank 0) the probe, scores.arrow and the faiss index."""
+    head = scoring.student_head
+    meta = {"role": "student", "model_name": ref.name, "model_source": ref.source, "num_rows": len(rows),
+            "num_labels": rows.num_labels, "label_names": rows.label_names, "head": head, "part_rows": work.part_rows,
+            "teachers": [e.key for e in teacher_entries], "selectkd_version": __version__,
+            "data_source": rows.source}
+    writer = open_writer(entry, inputs, meta, work)
+    t0 = time.perf_counter()
+    n, tokens = forward_parts(rows, tokenizer, scoring.max_length, writer, _pooled_batches(ref, rows, head, work.device),
+                              scoring.batch_size, f"student {Path(ref.name).name}", work)
+    forward_s = time.perf_counter() - t0
+    first, tokens = gathered(writer, tokens, work)
+    if not first:  # rank 0 fits the probe and builds the index over all parts
+        return n, tokens, {}
+    extra = _write_scores(entry, writer, rows, teacher_entries, scoring)
+    writer.finish(seconds=round(time.perf_counter() - t0, 3), forward_seconds=round(forward_s, 3),
+                  tokens_scored=tokens, processes=work.world, **extra)
+    return n, tokens, extra
 
 
-def _score_student(entry: Entry, inputs: dict, ref: ModelRef, tokenizer, rows: Rows, teacher_entries: list[Entry],
-                   *, head: str, max_length: int, batch_size: int, device: str, progress: bool,
-                   part_rows: int, rank: int = 0, world: int = 1) -> tuple[int, int, dict]:
-    import faiss
+def _pooled_batches(ref: ModelRef, rows: Rows, head: str, device: str):
+    """``run_batch`` for the student: a mean-pooled, L2-normalised embedding per row (+ its own head's logits)."""
     import torch
 
     if head == "as-is":
@@ -126,35 +140,25 @@ def _score_student(entry: Entry, inputs: dict, ref: ModelRef, tokenizer, rows: R
             result["head_logits"] = out.logits.float().cpu().numpy()
         return result
 
-    meta = {"role": "student", "model_name": ref.name, "model_source": ref.source, "num_rows": len(rows),
-            "num_labels": rows.num_labels, "label_names": rows.label_names, "head": head, "part_rows": part_rows,
-            "teachers": [e.key for e in teacher_entries], "selectkd_version": __version__,
-            "data_source": rows.source}
-    writer = _writer(entry, inputs, meta, rank, world)
-    t0 = time.perf_counter()
-    n, tokens = forward_parts(rows, tokenizer, max_length, writer, run_batch, batch_size,
-                              f"student {Path(ref.name).name}", progress, rank, world)
-    forward_s = time.perf_counter() - t0
-    first, tokens = _gathered(writer, tokens, rank, world)
-    if not first:  # rank 0 fits the probe and builds the index over all parts
-        return n, tokens, {}
+    return run_batch
 
-    table = pa.concat_tables([entry.read_file(p) for p in sorted(x for x in writer.manifest["files"] if x.startswith("part-"))])
+
+def _write_scores(entry: Entry, writer, rows: Rows, teacher_entries: list[Entry], scoring: ScoreSpec) -> dict:
+    """The probe (fitted to the teachers' mean probabilities), scores.arrow and index.faiss; returns the fit."""
+    import faiss
+
+    parts = sorted(x for x in writer.manifest["files"] if x.startswith("part-"))
+    table = pa.concat_tables([entry.read_file(p) for p in parts])
     uids = table.column("uid").to_numpy()
     emb = column_matrix(table, "embedding")
-    teacher_probs = []
-    for t in teacher_entries:
-        t_uids, t_logits = teacher_logits(t)
-        if not np.array_equal(t_uids, uids):
-            raise CacheError(f"teacher cache {t.key} covers other rows than the student; score both on the same data and split")
-        teacher_probs.append(softmax(t_logits))
+    teacher_probs = [softmax(logits) for logits in _teacher_logits_for(teacher_entries, uids)]
     labels = rows.labels
     extra: dict = {}
-    if head == "probe":
+    if scoring.student_head == "probe":
         if not teacher_probs:
             raise SelectKDError("--student-head probe fits the head to teacher soft labels; give --teacher, or use --student-head as-is")
-        target = np.mean(teacher_probs, axis=0)
-        w, b, fit = fit_probe(emb, target, labels)
+        w, b, fit = fit_probe(emb, np.mean(teacher_probs, axis=0), labels, l2=scoring.probe_l2,
+                              max_iter=scoring.probe_max_iter)
         logits = emb @ w.T + b
         writer.write_table("probe.arrow", pa.table({"class": pa.array(np.arange(len(b)), pa.int64()),
                                                     "weight": fixed_list(w.astype(np.float32)),
@@ -162,21 +166,40 @@ def _score_student(entry: Entry, inputs: dict, ref: ModelRef, tokenizer, rows: R
         extra["probe"] = fit
     else:
         logits = column_matrix(table, "head_logits")
-    probs = softmax(logits)
-    cols = {
-        "uid": pa.array(uids),
-        "label": pa.array(labels),
-        "logits": fixed_list(logits.astype(np.float32)),
-        "entropy": pa.array(entropy(probs).astype(np.float32)),
-        "margin": pa.array(margin(probs).astype(np.float32)),
-        "least_confidence": pa.array(least_confidence(probs).astype(np.float32)),
-    }
-    if teacher_probs:
-        cols["kl"] = fixed_list(np.stack([kl_divergence(p, probs) for p in teacher_probs], axis=1).astype(np.float32))
-    writer.write_table("scores.arrow", pa.table(cols))
+    writer.write_table("scores.arrow", scores_table(uids, labels, logits, teacher_probs))
     index = build_index(uids, emb)
     writer.write_file("index.faiss", lambda tmp: faiss.write_index(index, str(tmp)))
-    extra["student_accuracy_gold"] = round(float((probs.argmax(1) == labels).mean()), 4)
-    writer.finish(seconds=round(time.perf_counter() - t0, 3), forward_seconds=round(forward_s, 3),
-                  tokens_scored=tokens, embedding_dim=int(emb.shape[1]), processes=world, **extra)
-    return n, tokens, extra
+    extra["student_accuracy_gold"] = round(float((softmax(logits).argmax(1) == labels).mean()), 4)
+    extra["embedding_dim"] = int(emb.shape[1])
+    return extra
+
+
+def _teacher_logits_for(teacher_entries: list[Entry], uids: np.ndarray) -> list[np.ndarray]:
+    """Each teacher's logits, which must cover exactly the student's rows."""
+    found = []
+    for t in teacher_entries:
+        t_uids, t_logits = teacher_logits(t)
+        if not np.array_equal(t_uids, uids):
+            raise CacheError(f"teacher cache {t.key} covers other rows than the student; score both on the same data and split")
+        found.append(t_logits)
+    return found
+
+
+def scores_table(uids: np.ndarray, labels: np.ndarray, logits: np.ndarray, teacher_probs: list[np.ndarray],
+                 chunk: int = 1_000_000) -> pa.Table:
+    """scores.arrow: uid, label, the student's logits, entropy, margin, least confidence and, with
+    teachers, KL(teacher || student) per teacher (N, T). Computed ``chunk`` rows at a time."""
+    n = len(uids)
+    ent, mar, lc = (np.empty(n, np.float32) for _ in range(3))
+    kl = np.empty((n, len(teacher_probs)), np.float32)
+    for lo in range(0, n, chunk):
+        hi = min(n, lo + chunk)
+        probs = softmax(logits[lo:hi])
+        ent[lo:hi], mar[lo:hi], lc[lo:hi] = entropy(probs), margin(probs), least_confidence(probs)
+        for j, p in enumerate(teacher_probs):
+            kl[lo:hi, j] = kl_divergence(p[lo:hi], probs)
+    cols = {"uid": pa.array(uids), "label": pa.array(labels), "logits": fixed_list(logits.astype(np.float32)),
+            "entropy": pa.array(ent), "margin": pa.array(mar), "least_confidence": pa.array(lc)}
+    if teacher_probs:
+        cols["kl"] = fixed_list(kl)
+    return pa.table(cols)

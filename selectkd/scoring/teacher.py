@@ -13,23 +13,18 @@ from ..cache.store import Entry
 from ..data.rows import Rows
 from ..errors import CacheError
 from ..models import ModelRef, load_classifier
-from ..runtime import _autocast, numeric_mode
-from .parts import _gathered, _writer, forward_parts
+from ..runtime import _autocast
+from ..specs import ScoreSpec
+from .parts import Work, forward_parts, gathered, open_writer
 
 
-def teacher_inputs(ref: ModelRef, tok_fp: str, rows: Rows, max_length: int, cls_states: bool,
-                   allow_untrained_head: bool, device: str) -> dict:
-    return {"role": "teacher", "model": ref.fingerprint, "tokenizer": tok_fp, **rows.key_inputs(),
-            "num_labels": rows.num_labels, "max_length": max_length, "cls_states": cls_states,
-            "untrained_head_seed": 0 if allow_untrained_head else None, "numerics": numeric_mode(device)}
-
-
-def _score_teacher(entry: Entry, inputs: dict, ref: ModelRef, tokenizer, rows: Rows, *, max_length: int,
-                   batch_size: int, cls_states: bool, allow_untrained_head: bool, device: str,
-                   progress: bool, part_rows: int, rank: int = 0, world: int = 1) -> tuple[int, int, dict]:
+def score_teacher(entry: Entry, inputs: dict, ref: ModelRef, tokenizer, rows: Rows, scoring: ScoreSpec,
+                  work: Work) -> tuple[int, int, dict]:
+    """Write the teacher entry: logits per row (+ every layer's [CLS] state with ``scoring.cls_states``)."""
     import torch
 
-    model, trained = load_classifier(ref, rows.num_labels, allow_untrained_head, role="teacher")
+    cls_states, device = scoring.cls_states, work.device
+    model, trained = load_classifier(ref, rows.num_labels, scoring.allow_untrained_head, role="teacher")
     model.to(device)
     n_layers = model.config.num_hidden_layers
 
@@ -47,17 +42,17 @@ def _score_teacher(entry: Entry, inputs: dict, ref: ModelRef, tokenizer, rows: R
     meta = {"role": "teacher", "model_name": ref.name, "model_source": ref.source, "num_rows": len(rows),
             "num_labels": rows.num_labels, "label_names": rows.label_names, "head_trained": trained,
             "num_parameters": int(model.num_parameters()),
-            "part_rows": part_rows, "selectkd_version": __version__, "data_source": rows.source,
+            "part_rows": work.part_rows, "selectkd_version": __version__, "data_source": rows.source,
             "columns": {"logits": [rows.num_labels]}}
     if cls_states:
         meta["columns"]["cls"] = [n_layers + 1, model.config.hidden_size]
-    writer = _writer(entry, inputs, meta, rank, world)
+    writer = open_writer(entry, inputs, meta, work)
     t0 = time.perf_counter()
-    n, tokens = forward_parts(rows, tokenizer, max_length, writer, run_batch, batch_size,
-                              f"teacher {Path(ref.name).name}", progress, rank, world)
-    first, tokens = _gathered(writer, tokens, rank, world)
+    n, tokens = forward_parts(rows, tokenizer, scoring.max_length, writer, run_batch, scoring.batch_size,
+                              f"teacher {Path(ref.name).name}", work)
+    first, tokens = gathered(writer, tokens, work)
     if first:
-        writer.finish(seconds=round(time.perf_counter() - t0, 3), tokens_scored=tokens, processes=world)
+        writer.finish(seconds=round(time.perf_counter() - t0, 3), tokens_scored=tokens, processes=work.world)
     return n, tokens, {}
 
 

@@ -10,7 +10,7 @@ import numpy as np
 
 from ..ranges import Range
 from .strategies import (DEFAULT_CLUSTERS, DEFAULT_CRITERION, DEFAULT_STRATEGY, Pool, Ranking, SelectionError,
-                         _teacher_probs, get_strategy)
+                         get_strategy, teacher_probs)
 
 DEDUP_RADIUS = Range(0, 2)  # distance between unit vectors
 
@@ -115,7 +115,7 @@ def disagreements(pool: Pool, threshold: float) -> np.ndarray:
     """
     if not 0 < threshold <= 1:
         raise SelectionError(f"disagreement threshold {threshold} must be in (0, 1]")
-    probs = _teacher_probs(pool, "--drop-disagreement")
+    probs = teacher_probs(pool, "--drop-disagreement")
     return (probs.max(axis=1) >= threshold) & (probs.argmax(axis=1) != pool.labels)
 
 
@@ -156,24 +156,9 @@ def choose(
     spec = get_strategy(strategy)
     k = budget_rows(budget, len(pool))
     if sample and temperature <= 0:
-        raise SelectionError(f"--temperature {temperature} must be > 0")
+        raise SelectionError(f"--sample-temperature {temperature} must be > 0")
     rng = np.random.default_rng(seed)
-
-    eligible = np.ones(len(pool), dtype=bool)
-    dropped: dict[str, int] = {}
-    if dedup is not None:
-        if pool.embeddings is None:
-            raise SelectionError("--dedup needs the student's embeddings; give --student")
-        dup = near_duplicates(pool.embeddings, dedup)
-        dropped["near_duplicates"] = int(dup.sum())
-        eligible &= ~dup
-    if drop_disagreement:
-        bad = disagreements(pool, disagreement_threshold) & eligible
-        dropped["teacher_disagrees_with_label"] = int(bad.sum())
-        eligible &= ~bad
-    if eligible.sum() < k:
-        raise SelectionError(f"only {int(eligible.sum())} rows are left after dropping {sum(dropped.values())}, "
-                             f"fewer than the budget of {k}; lower --budget or loosen --dedup/--drop-disagreement")
+    eligible, dropped = _eligible(pool, k, dedup, drop_disagreement, disagreement_threshold)
 
     ranking = spec.fn(pool, rng=rng, criterion=criterion, clusters=clusters, seed=seed)
     priority = ranking.priority
@@ -193,6 +178,27 @@ def choose(
         groups = strata[order]
         picked = order[_rank_within(groups) < quotas[groups]]
     return Choice(picked, ranking, eligible, k, dropped, strata)
+
+
+def _eligible(pool: Pool, k: int, dedup: float | None, drop_disagreement: bool,
+              threshold: float) -> tuple[np.ndarray, dict[str, int]]:
+    """The rows the filters leave (near-duplicates, confident teacher disagreement) and how many each dropped."""
+    eligible = np.ones(len(pool), dtype=bool)
+    dropped: dict[str, int] = {}
+    if dedup is not None:
+        if pool.embeddings is None:
+            raise SelectionError("--dedup needs the student's embeddings; give --student")
+        dup = near_duplicates(pool.embeddings, dedup)
+        dropped["near_duplicates"] = int(dup.sum())
+        eligible &= ~dup
+    if drop_disagreement:
+        bad = disagreements(pool, threshold) & eligible
+        dropped["teacher_disagrees_with_label"] = int(bad.sum())
+        eligible &= ~bad
+    if eligible.sum() < k:
+        raise SelectionError(f"only {int(eligible.sum())} rows are left after dropping {sum(dropped.values())}, "
+                             f"fewer than the budget of {k}; lower --budget or loosen --dedup/--drop-disagreement")
+    return eligible, dropped
 
 
 def _rank_within(groups: np.ndarray) -> np.ndarray:

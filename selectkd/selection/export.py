@@ -25,6 +25,7 @@ from ..atomic import atomic_write_json, clean_stale, remove_path, replace_path, 
 from ..cache.store import Store, file_sha256
 from ..errors import SelectKDError
 from ..outputs import check_output, check_sidecar, claim, export_kind, sidecar
+from ..specs import DataSpec
 from .pool import positions_of
 from .saved import Selection, load_selection
 
@@ -80,8 +81,8 @@ def selected_rows(selection: Selection, root: Path):
     import datasets
     from datasets.table import InMemoryTable
 
-    from ..data import rows as data_mod
-    from ..data.rows import DataSpec, load_rows
+    from ..data.rows import load_rows
+    from ..data.sources import source_rows
 
     prov = selection.provenance
     d = prov["data"]
@@ -91,10 +92,7 @@ def selected_rows(selection: Selection, root: Path):
     if rows.fingerprint != d["fingerprint"]:
         raise ExportError(f"the data {spec.data} ({d['split']}) changed since selection {selection.name!r} was made; "
                           f"re-run `selectkd select` on the current data")
-    # the rows as the user gave them, every column; row i here is row i of load_rows
-    raw, _, _ = data_mod._open_source(spec, root)
-    if spec.limit is not None:
-        raw = raw.select(range(min(spec.limit, len(raw))))
+    raw = source_rows(spec, root)  # the rows as the user gave them, every column; row i is row i of load_rows
     at = positions_of(rows.uids, selection.uids)
     table = raw.select(at).with_format("arrow")[:]
     features = dict(raw.features)

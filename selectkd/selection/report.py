@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..atomic import replace_path, temp_name
+from ..atomic import save_figure
 from ..errors import SelectKDError
 from ..outputs import PNG, check_output, claim
 from .pool import positions_of
@@ -82,11 +82,6 @@ def plot_histogram(selection: Selection, path: str | os.PathLike, pool: PoolStat
     ax.set_title(f"selection {selection.name}")
     ax.legend()
     fig.tight_layout()
-    tmp = temp_name(path)
-    try:
-        with claim(path, PNG, overwrite=True):
-            fig.savefig(tmp, format="png")
-            replace_path(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with claim(path, PNG, overwrite=True):
+        save_figure(fig, path)
     return path

@@ -15,143 +15,132 @@ class balance and sampling exist.
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
 from .._version import __version__
-from ..cache.store import Store
+from ..cache.store import Entry, Store
+from ..data.rows import Rows
 from ..ranges import COUNT, FRACTION, MAX_LENGTH, POSITIVE, SEED, check_ranges
-from .choose import DEDUP_RADIUS, check_budget, choose, parse_budget
+from ..specs import DataSpec, ScoreSpec, SelectSpec
+from .choose import DEDUP_RADIUS, Choice, check_budget, choose, parse_budget
 from .pool import load_pool, needs_teacher_logits
 from .saved import SELECTIONS, PoolStats, Selection, check_name, save_selection, selection_path
-from .strategies import (DEFAULT_CLUSTERS, DEFAULT_CRITERION, DEFAULT_STRATEGY, SelectionError, check_criterion,
-                         get_strategy)
+from .strategies import Pool, SelectionError, check_criterion, get_strategy
 
 
-def _default_name(strategy: str, criterion: str, k: int, seed: int) -> str:
-    what = f"coverage-{criterion}" if strategy == "coverage" else strategy
-    return f"{what}-{k}-seed{seed}"
+def select(data: DataSpec, scoring: ScoreSpec, spec: SelectSpec, *, name: str | None = None,
+           cache_dir: str | Path | None = None, overwrite: bool = False, no_compute: bool = False,
+           progress: bool = True) -> Selection:
+    """Select a subset of ``data`` and save it as ``<store>/selections/NAME``.
 
-
-def select(
-    data: str,
-    split: str = "train",
-    teachers: Sequence[str] = (),
-    student: str | None = None,
-    *,
-    strategy: str = DEFAULT_STRATEGY,
-    budget: float | int = 0.1,
-    criterion: str = DEFAULT_CRITERION,
-    clusters: int = DEFAULT_CLUSTERS,
-    per_class: bool = False,
-    sample: bool = False,
-    temperature: float = 1.0,
-    drop_disagreement: bool = False,
-    disagreement_threshold: float = 0.9,
-    dedup: float | None = None,
-    seed: int = 0,
-    name: str | None = None,
-    cache_dir: str | Path | None = None,
-    overwrite: bool = False,
-    no_compute: bool = False,
-    text_field: str = "text",
-    text_pair_field: str | None = None,
-    label_field: str = "label",
-    limit: int | None = None,
-    max_length: int = 128,
-    batch_size: int = 64,
-    cls_states: bool = False,
-    student_head: str = "probe",
-    allow_untrained_head: bool = False,
-    device: str | None = None,
-    progress: bool = True,
-    trust_remote_code: bool = False,
-) -> Selection:
-    """Select a subset of (data, split) and save it as ``<store>/selections/NAME``.
-
-    The cache entries are the ones ``score`` makes from the same arguments: complete ones
-    are reused at once, missing ones computed (or, with ``no_compute``, reported as an
-    error). The default, random, is what measured best at 10% (bench/results/matched_steps.md).
-    ``budget`` is a fraction in (0, 1] or a row count >= 2; 1 means every row, as on the command line.
+    The cache entries are the ones ``score(data, scoring)`` makes: complete ones are reused at
+    once, missing ones computed (or, with ``no_compute``, reported as an error). The default
+    strategy, random, is what measured best at 10% (bench/results/matched_steps.md).
+    ``spec.budget`` is a fraction in (0, 1] or a row count >= 2; 1 means every row, as on the command line.
     """
-    if not student:
-        raise SelectionError("select ranks rows by the student's cached scores; give --student")
-    spec = get_strategy(strategy)
-    if spec.needs_teachers and not teachers:
-        raise SelectionError(f"strategy {strategy} needs teacher logits; give --teacher")
-    if strategy == "coverage":
-        if check_criterion(criterion).needs_teachers and not teachers:
-            raise SelectionError(f"criterion {criterion} needs teacher logits; give --teacher")
-    if drop_disagreement and not teachers:
-        raise SelectionError("--drop-disagreement compares the teachers' prediction with the label; give --teacher")
-    budget = parse_budget(budget)  # 1 is every row, as --help says
-    check_budget(budget)
-    check_ranges({"--clusters": (clusters, COUNT), "--temperature": (temperature, POSITIVE),
-                  "--disagreement-threshold": (disagreement_threshold, FRACTION), "--dedup": (dedup, DEDUP_RADIUS),
-                  "--seed": (seed, SEED), "--max-length": (max_length, MAX_LENGTH), "--batch-size": (batch_size, COUNT)})
-    if name is not None:
-        check_name(name)
-
+    spec = checked_spec(scoring, spec, name)
     store = Store(cache_dir)
     store.check_writable()  # a selection is always written: refuse a read-only store before any work
-    common = dict(text_field=text_field, text_pair_field=text_pair_field, label_field=label_field, limit=limit,
-                  max_length=max_length, cls_states=cls_states, student_head=student_head,
-                  allow_untrained_head=allow_untrained_head, device=device, trust_remote_code=trust_remote_code)
-    from ..scoring.run import score
-
-    result = score(data, split, teachers, student, batch_size=batch_size, cache_dir=store.root, progress=progress,
-                   compute=not no_compute, **common)
-    rows = result.rows
-    teacher_entries = [store.entry("teacher", r.key) for r in result.teachers]
-    student_entry = store.entry("student", result.student.key)
-
-    need_embeddings = spec.needs_embeddings or dedup is not None
-    pool = load_pool(student_entry, teacher_entries, embeddings=need_embeddings, verify=False,  # score checked them
-                     teacher_logits=needs_teacher_logits(strategy, criterion, drop_disagreement))
-    choice = choose(pool, strategy, budget, criterion=criterion, clusters=clusters, per_class=per_class,
-                    sample=sample, temperature=temperature, drop_disagreement=drop_disagreement,
-                    disagreement_threshold=disagreement_threshold, dedup=dedup, seed=seed)
-    name = name or _default_name(strategy, criterion, choice.budget_rows, seed)
+    result = _scored(data, scoring, store.root, no_compute, progress)
+    teachers = [store.entry("teacher", r.key) for r in result.teachers]
+    student = store.entry("student", result.student.key)
+    pool = load_pool(student, teachers, embeddings=get_strategy(spec.strategy).needs_embeddings or spec.dedup is not None,
+                     verify=False,  # score has just checked them
+                     teacher_logits=needs_teacher_logits(spec.strategy, spec.criterion, spec.drop_disagreement))
+    choice = choose(pool, spec.strategy, spec.budget, criterion=spec.criterion, clusters=spec.clusters,
+                    per_class=spec.per_class, sample=spec.sample, temperature=spec.sample_temperature,
+                    drop_disagreement=spec.drop_disagreement, disagreement_threshold=spec.disagreement_threshold,
+                    dedup=spec.dedup, seed=spec.seed)
+    name = name or default_name(spec, choice.budget_rows)
     if selection_path(store.root, name).exists() and not overwrite:
         raise SelectionError(f"selection {name!r} exists in {store.root / SELECTIONS}; choose another --name or pass --overwrite")
+    record = provenance(name, spec, choice, pool, data=data, scoring=scoring, rows=result.rows, student=student,
+                        teachers=teachers)
+    selection = _selection(name, pool, choice, record, result.rows)
+    save_selection(store.root, selection, overwrite=overwrite)
+    return selection
 
-    picked = choice.indices
-    smanifest = student_entry.manifest()
-    provenance = {
+
+def _scored(data: DataSpec, scoring: ScoreSpec, root: Path, no_compute: bool, progress: bool):
+    """The cache entries for (data, scoring), scored now where missing unless ``no_compute``: ``ScoreResult``."""
+    from ..scoring.run import score
+
+    return score(data, scoring, cache_dir=root, progress=progress, compute=not no_compute)
+
+
+def checked_spec(scoring: ScoreSpec, spec: SelectSpec, name: str | None = None) -> SelectSpec:
+    """``spec`` with its budget parsed (1 is every row, as --help says); refuses what no cache could
+    satisfy (models a strategy needs, ranges, the name) before any work."""
+    if not scoring.student:
+        raise SelectionError("select ranks rows by the student's cached scores; give --student")
+    if get_strategy(spec.strategy).needs_teachers and not scoring.teachers:
+        raise SelectionError(f"strategy {spec.strategy} needs teacher logits; give --teacher")
+    if spec.strategy == "coverage" and check_criterion(spec.criterion).needs_teachers and not scoring.teachers:
+        raise SelectionError(f"criterion {spec.criterion} needs teacher logits; give --teacher")
+    if spec.drop_disagreement and not scoring.teachers:
+        raise SelectionError("--drop-disagreement compares the teachers' prediction with the label; give --teacher")
+    spec = replace(spec, budget=parse_budget(spec.budget))
+    check_budget(spec.budget)
+    check_ranges({"--clusters": (spec.clusters, COUNT), "--sample-temperature": (spec.sample_temperature, POSITIVE),
+                  "--disagreement-threshold": (spec.disagreement_threshold, FRACTION),
+                  "--dedup": (spec.dedup, DEDUP_RADIUS), "--seed": (spec.seed, SEED),
+                  "--max-length": (scoring.max_length, MAX_LENGTH), "--batch-size": (scoring.batch_size, COUNT)})
+    if name is not None:
+        check_name(name)
+    return spec
+
+
+def default_name(spec: SelectSpec, rows: int) -> str:
+    """``<strategy>-<rows>-seed<seed>``; coverage names its criterion (``coverage-entropy-...``)."""
+    what = f"coverage-{spec.criterion}" if spec.strategy == "coverage" else spec.strategy
+    return f"{what}-{rows}-seed{spec.seed}"
+
+
+def provenance(name: str, spec: SelectSpec, choice: Choice, pool: Pool, *, data: DataSpec, scoring: ScoreSpec,
+               rows: Rows, student: Entry, teachers: list[Entry]) -> dict:
+    """What provenance.json records: how the selection was made, from which cache entries and data."""
+    coverage = spec.strategy == "coverage"
+    return {
         "name": name,
-        "strategy": strategy,
-        "description": spec.description,
+        "strategy": spec.strategy,
+        "description": get_strategy(spec.strategy).description,
         "parameters": {
-            "budget": budget, "budget_rows": choice.budget_rows, "criterion": criterion if strategy == "coverage" else None,
-            "clusters": clusters if strategy == "coverage" else None, "per_class": per_class, "sample": sample,
-            "temperature": temperature if sample else None, "drop_disagreement": drop_disagreement,
-            "disagreement_threshold": disagreement_threshold if drop_disagreement else None, "dedup": dedup,
+            "budget": spec.budget, "budget_rows": choice.budget_rows, "criterion": spec.criterion if coverage else None,
+            "clusters": spec.clusters if coverage else None, "per_class": spec.per_class, "sample": spec.sample,
+            "temperature": spec.sample_temperature if spec.sample else None,
+            "drop_disagreement": spec.drop_disagreement,
+            "disagreement_threshold": spec.disagreement_threshold if spec.drop_disagreement else None,
+            "dedup": spec.dedup,
         },
-        "seed": seed,
+        "seed": spec.seed,
         "score_higher_first": choice.ranking.higher_first,
-        "cache": {"student": student_entry.key, "teachers": [e.key for e in teacher_entries]},
-        "models": {"student": student, "teachers": list(teachers)},
+        "cache": {"student": student.key, "teachers": [e.key for e in teachers]},
+        "models": {"student": scoring.student, "teachers": list(scoring.teachers)},
         "data": {  # a file or folder by its absolute path, so export finds it from any folder
-            "data": rows.source.get("file") or rows.source.get("folder") or data, "given": data, "split": split, "text_field": text_field, "text_pair_field": text_pair_field,
-            "label_field": label_field, "limit": limit, "fingerprint": rows.fingerprint,
+            "data": rows.source.get("file") or rows.source.get("folder") or data.data, "given": data.data,
+            "split": data.split, "text_field": data.text_field, "text_pair_field": data.text_pair_field,
+            "label_field": data.label_field, "limit": data.limit, "fingerprint": rows.fingerprint,
             "source": rows.source, "num_labels": rows.num_labels, "label_names": rows.label_names,
         },
-        "score_options": {"max_length": max_length, "cls_states": cls_states, "student_head": student_head,
-                          "allow_untrained_head": allow_untrained_head,
-                          "numerics": smanifest.get("inputs", {}).get("numerics")},
+        "score_options": {"max_length": scoring.max_length, "cls_states": scoring.cls_states,
+                          "student_head": scoring.student_head, "allow_untrained_head": scoring.allow_untrained_head,
+                          "numerics": student.manifest().get("inputs", {}).get("numerics")},
         "pool_rows": len(pool),
         "eligible_rows": int(choice.eligible.sum()),
         "dropped": choice.dropped,
-        "rows": int(len(picked)),
+        "rows": int(len(choice.indices)),
         "selectkd_version": __version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    selection = Selection(name, pool.uids[picked], np.asarray(choice.ranking.score, dtype=np.float64)[picked],
-                          np.arange(len(picked), dtype=np.int64), provenance,
-                          PoolStats(pool.uids, pool.labels, np.asarray(choice.ranking.score, dtype=np.float64),
-                                    choice.eligible, choice.ranking.groups, rows.label_names,
-                                    choice.ranking.criterion or strategy))
-    save_selection(store.root, selection, overwrite=overwrite)
-    return selection
+
+
+def _selection(name: str, pool: Pool, choice: Choice, record: dict, rows: Rows) -> Selection:
+    """The chosen rows best first, with the whole pool's scores kept for the summary and plot."""
+    picked = choice.indices
+    scores = np.asarray(choice.ranking.score, dtype=np.float64)
+    stats = PoolStats(pool.uids, pool.labels, scores, choice.eligible, choice.ranking.groups, rows.label_names,
+                      choice.ranking.criterion or record["strategy"])
+    return Selection(name, pool.uids[picked], scores[picked], np.arange(len(picked), dtype=np.int64), record, stats)

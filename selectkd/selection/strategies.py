@@ -1,7 +1,8 @@
 """The strategy registry: each strategy ranks a Pool of plain numpy arrays.
 
 Register one with ``@strategy(name, description)``; ``selectkd select --list`` shows them.
-PAPER.md explains why plain global top-k by uncertainty collapses at 10%."""
+``batch_priority`` ranks the rows of one training batch by the same registered strategies
+(distill's in-batch selection). PAPER.md explains why plain global top-k by uncertainty collapses at 10%."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import numpy as np
 
 from ..errors import SelectKDError
 from ..specs import DEFAULT_CLUSTERS, DEFAULT_CRITERION, DEFAULT_STRATEGY  # noqa: F401 (re-exported)
-from ..uncertainty import entropy, softmax
+from ..uncertainty import entropy, kl_divergence, least_confidence, margin, softmax
 
 
 class SelectionError(SelectKDError):
@@ -99,7 +100,7 @@ def get_strategy(name: str) -> Strategy:
     return STRATEGIES[name]
 
 
-def _teacher_probs(pool: Pool, what: str) -> np.ndarray:
+def teacher_probs(pool: Pool, what: str) -> np.ndarray:
     """Mean of the teachers' probabilities, (N, C)."""
     if pool.teacher_logits is None or len(pool.teacher_logits) == 0:
         raise SelectionError(f"{what} needs teacher logits; give --teacher (scored with `selectkd score`)")
@@ -130,7 +131,7 @@ def by_kl(pool: Pool, **_: object) -> Ranking:
 
 @strategy("teacher_entropy", "entropy of the teachers' mean probabilities, highest first", needs_teachers=True)
 def by_teacher_entropy(pool: Pool, **_: object) -> Ranking:
-    return Ranking(entropy(_teacher_probs(pool, "strategy teacher_entropy")), True)
+    return Ranking(entropy(teacher_probs(pool, "strategy teacher_entropy")), True)
 
 
 @strategy("random", "a seeded random permutation: the baseline to beat, and the measured default at 10%")
@@ -169,3 +170,38 @@ def kmeans_clusters(embeddings: np.ndarray | None, k: int, seed: int = 0) -> np.
     km.train(x)
     _, assign = km.index.search(x, 1)
     return assign[:, 0].astype(np.int64)
+
+
+# the strategies that rank a training batch from its logits alone (no embeddings, no clusters)
+IN_BATCH_CRITERIA = ("entropy", "margin", "least_confidence", "kl", "random")
+
+
+def pool_from_logits(student_logits: np.ndarray, teacher_logits: np.ndarray | None = None, *,
+                     uids: np.ndarray | None = None, labels: np.ndarray | None = None,
+                     embeddings: np.ndarray | None = None) -> Pool:
+    """A Pool scored from logits in memory, as ``selectkd score`` scores the cache: the student's
+    uncertainty and, per teacher ((T, N, C) logits), KL(teacher || student). Labels default to -1 (unknown)."""
+    probs = softmax(student_logits)
+    n = len(probs)
+    kl = None
+    if teacher_logits is not None:
+        teacher_logits = np.asarray(teacher_logits)
+        kl = np.stack([kl_divergence(softmax(t), probs) for t in teacher_logits], axis=1) if len(teacher_logits) \
+            else np.zeros((n, 0))
+    return Pool(uids=np.arange(n, dtype=np.int64) if uids is None else uids,
+                labels=np.full(n, -1, dtype=np.int64) if labels is None else labels,
+                entropy=entropy(probs), margin=margin(probs), least_confidence=least_confidence(probs),
+                kl=kl, teacher_logits=teacher_logits, embeddings=embeddings)
+
+
+def batch_priority(name: str, student_logits: np.ndarray, teacher_logits: np.ndarray | None,
+                   rng: np.random.Generator) -> np.ndarray:
+    """One priority per row of a batch, higher = chosen first, by the registered strategy ``name``.
+
+    ``student_logits`` (B, C); ``teacher_logits`` (T, B, C) or None, needed by kl (the mean over
+    teachers of KL(teacher || student)). ``name`` is one of ``IN_BATCH_CRITERIA``.
+    """
+    if name not in IN_BATCH_CRITERIA:
+        raise SelectionError(f"in-batch --criterion must be one of {', '.join(IN_BATCH_CRITERIA)}, not {name!r}")
+    pool = pool_from_logits(student_logits, teacher_logits)
+    return get_strategy(name).fn(pool, rng=rng).priority
