@@ -2,8 +2,8 @@
 
 The real pair: all-mpnet-base-v2 (teacher) -> all-MiniLM-L6-v2 (student), real tweets.
 Each method runs the same length-grouped batches; methods alternate batch by batch so they
-see the same machine state. Cached KD looks teacher logits up by uid in the memory-mapped
-cache (as `selectkd distill` does); online KD runs the teacher forward in every step.
+see the same machine state, through the training step of `selectkd distill` (its Step); only the
+teacher signal differs: none, the memory-mapped cache, or the teacher run in every step.
 
     .venv/bin/python bench/distill_bench.py --rows 640 --batch-size 32 --out bench/results
 """
@@ -20,20 +20,18 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from selectkd import losses
-from selectkd.cache.arrays import column_matrix
 from selectkd.cache.store import Store
-from selectkd.data.rows import DataSpec, load_rows
+from selectkd.distillation.evaluate import Encoded
+from selectkd.distillation.loop import Step
+from selectkd.distillation.signals import CachedSignal, LiveSignal
 from selectkd.models import load_classifier, load_tokenizer, resolve
-from selectkd.scoring.run import score, tokenize
-from selectkd.scoring.tokens import collate, length_batches
-from selectkd.selection.run import positions_of
+from selectkd.scoring.run import score
+from selectkd.scoring.tokens import length_batches, tokenize
+from selectkd.specs import DataSpec, ScoreSpec, TrainSpec
 
 REPO = Path(__file__).resolve().parents[1]
-
 
 
 def main() -> None:
@@ -50,56 +48,39 @@ def main() -> None:
     (tmp / "assets").symlink_to(assets)
     print("scoring the teacher into a fresh cache (paid once) ...", flush=True)
     t0 = time.perf_counter()
-    res = score("tweets-binary", "train", ["mpnet-base"], None, limit=args.rows, allow_untrained_head=True,
+    res = score(DataSpec("tweets-binary", limit=args.rows), ScoreSpec(("mpnet-base",), allow_untrained_head=True),
                 cache_dir=tmp, progress=False)
     score_seconds = time.perf_counter() - t0
-    entry = Store(tmp).entry("teacher", res.teachers[0].key)
-    table = entry.read_parts()
-    cached_logits = column_matrix(table, "logits")  # memory-mapped
-    cache_uids = table.column("uid").to_numpy()
-
-    rows = load_rows(DataSpec("tweets-binary", "train", limit=args.rows), tmp)
+    rows = res.rows
     sref, tref = resolve("minilm-l6", tmp), resolve("mpnet-base", tmp)
     s_tok, _ = load_tokenizer(sref)
     t_tok, _ = load_tokenizer(tref)
-    texts = list(rows.dataset["text"])
-    s_ids = tokenize(s_tok, texts, None, 128)
-    t_ids = tokenize(t_tok, texts, None, 128)
-    groups = length_batches(np.array([len(x) for x in s_ids]), args.batch_size)
+    tokens = Encoded.of(s_tok, rows, 128)
+    groups = length_batches(tokens.lengths, args.batch_size)
     labels = rows.labels
-    uids = rows.uids
 
     teacher, _ = load_classifier(tref, 2, allow_untrained_head=True)
     teacher.eval()
-    students = {}
-    for method in ("plain", "cached", "online"):
+    signals = {  # the same step for each method; only the teacher signal differs
+        "plain": [],
+        "cached": [CachedSignal(Store(tmp).entry("teacher", res.teachers[0].key), "mpnet-base", rows.uids)],
+        "online": [LiveSignal(teacher, t_tok.pad_token_id, tokenize(t_tok, list(rows.dataset["text"]), None, 128), "cpu")],
+    }
+    steps = {}
+    for method, teacher_signals in signals.items():
         torch.manual_seed(0)
         st, _ = load_classifier(sref, 2, allow_untrained_head=True, role="student")
-        students[method] = (st, torch.optim.AdamW(st.parameters(), lr=2e-5))
+        params = list(st.parameters())
+        steps[method] = Step(st, torch.optim.AdamW(params, lr=2e-5), params, TrainSpec(kd_loss="mse"), "cpu",
+                             teacher_signals)
 
-    def step(method: str, g: np.ndarray) -> float:
-        st, opt = students[method]
-        st.train()
+    def step(method: str, g) -> float:
         t = time.perf_counter()
-        batch = collate([s_ids[i] for i in g], s_tok.pad_token_id)
-        y = torch.from_numpy(labels[g])
-        zs = st(**batch).logits
-        loss = losses.ce(zs, y).mean()
-        if method == "cached":
-            zt = torch.from_numpy(cached_logits[positions_of(cache_uids, uids[g])])
-            loss = loss + losses.kd(zs, zt, "mse").mean()
-        elif method == "online":
-            with torch.inference_mode():
-                zt = teacher(**collate([t_ids[i] for i in g], t_tok.pad_token_id)).logits
-            loss = loss + losses.kd(zs, zt.clone(), "mse").mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(st.parameters(), 1.0)
-        opt.step()
+        steps[method](tokens.inputs(g, "cpu"), torch.from_numpy(labels[g]), g)
         return time.perf_counter() - t
 
-    times: dict[str, list[float]] = {m: [] for m in students}
-    order = list(students)
+    times: dict[str, list[float]] = {m: [] for m in steps}
+    order = list(steps)
     for i, g in enumerate(groups):
         for m in order if i % 2 == 0 else order[::-1]:  # alternate who goes first
             dt = step(m, g)

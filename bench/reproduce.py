@@ -39,7 +39,7 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +47,7 @@ import numpy as np
 from selectkd import assets
 from selectkd.atomic import atomic_write_json, atomic_write_text, replacing, save_figure
 from selectkd.cache.store import Store
+from selectkd.distillation.config import OPTION_DEFAULTS
 from selectkd.distillation.loop import DistillConfig, finished_summary
 from selectkd.pipeline import distilled, frozen_teacher, majority_baseline, make_selection, teacher_test_metrics
 from selectkd.runtime import machine
@@ -117,7 +118,7 @@ def plan(args, data: str, prep: dict, seed: int) -> list[Run]:
     runs: list[Run] = []
 
     def add(name: str, sections: list[str], spec: dict | None = None, **kw) -> None:
-        cfg = DistillConfig(**{**base, **kw, "out": str(folder / name)})
+        cfg = DistillConfig.from_options(**{**base, **kw, "out": str(folder / name)})
         runs.append(Run(data, seed, name, cfg, sections, spec))
 
     def sel(strategy: str, budget: float) -> dict:
@@ -169,19 +170,18 @@ def rel(path: str) -> str:
 
 def distill_command(cfg: DistillConfig) -> str:
     """The `selectkd distill` command equivalent to ``cfg`` (non-default options only)."""
-    parts = ["selectkd", "distill", "--data", shown(cfg.data)]
-    for t in cfg.teachers:
+    options = cfg.options()
+    parts = ["selectkd", "distill", "--data", shown(options["data"])]
+    for t in options["teachers"]:
         parts += ["--teacher", rel(t)]
-    parts += ["--student", shown(cfg.student)]
-    for f in fields(DistillConfig):
-        if f.name in ("data", "teachers", "student", "out", "cache_dir"):
+    parts += ["--student", shown(options["student"])]
+    for name, default in OPTION_DEFAULTS.items():
+        v = options[name]
+        if name == "cache_dir" or v == default:
             continue
-        v = getattr(cfg, f.name)
-        if v == f.default:
-            continue
-        flag = "--" + f.name.replace("_", "-")
+        flag = "--" + name.replace("_", "-")
         if isinstance(v, bool):
-            parts.append(flag if v else "--no-" + f.name.replace("_", "-"))
+            parts.append(flag if v else "--no-" + name.replace("_", "-"))
         else:
             parts += [flag, str(v)]
     if cfg.cache_dir:
@@ -327,7 +327,7 @@ def collect(args, data: str, prep: dict, seeds: list[int]) -> dict[str, dict]:
                 selection_seconds += (sel or {}).get("seconds", 0.0)
                 if run.selection["strategy"] != "random":  # uncertainty needs the student's pass over the pool
                     selection_seconds += prep["score_student"]["seconds"]
-            elif run.cfg.budget:
+            elif run.cfg.selecting:
                 selection_seconds += prep["score_student"]["seconds"]  # epoch 0 uses the cached probe scores
             r = rows.setdefault(run.name, {"name": run.name, "sections": run.sections, "seeds": [], "accuracy": [],
                                            "macro_f1": [], "wall": [], "rows_fb": [], "rows_f": [], "steps": [],

@@ -40,7 +40,7 @@ def main() -> None:
     t0 = time.perf_counter()
     for strat in STRATEGIES:
         sel = f"strat-{DATA}-{ROWS}-{strat}-0.1-s0"
-        cfg = DistillConfig(data=DATA, teachers=[teacher], student="minilm-l6", out=str(REPO / "runs" / "matched" / strat),
+        cfg = DistillConfig.from_options(data=DATA, teachers=[teacher], student="minilm-l6", out=str(REPO / "runs" / "matched" / strat),
                             limit=ROWS, eval_limit=DEV, test_limit=TEST, selection=sel, epochs=30, seed=0,
                             cache_dir=str(cache))
         s, _ = distilled(cfg)

@@ -107,7 +107,7 @@ def run_dataset(setting: Setting, seeds: list[int], budget: float, epochs: int, 
     run_root = runs / (data if STANDARD_POOL.get(data) == rows else f"{data}-{rows}")
 
     def kd(folder: str, selection: str | None, seed: int) -> dict:
-        cfg = DistillConfig(data=data, teachers=[teacher], student=STUDENT, out=str(run_root / folder), limit=rows,
+        cfg = DistillConfig.from_options(data=data, teachers=[teacher], student=STUDENT, out=str(run_root / folder), limit=rows,
                             eval_limit=dev_rows, test_limit=test_rows, selection=selection, epochs=epochs, seed=seed,
                             batch_size=32, lr=2e-5, max_length=max_length, cache_dir=cache)
         s, reused = distilled(cfg)

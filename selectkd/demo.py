@@ -62,7 +62,7 @@ def run_demo(rows: int = 1500, dev_rows: int = 300, test_rows: int = 500, epochs
     plans = [("KD, all rows", "full", None), (f"KD, {budget:.0%} {strategy}", f"sel-{strategy}", picked[strategy]),
              (f"KD, {budget:.0%} {other}", f"sel-{other}", picked[other])]
     for step, (label, folder, selection) in enumerate(plans, start=5):
-        cfg = DistillConfig(data=DATA, teachers=[teacher], student=STUDENT, out=str(runs / folder), limit=rows,
+        cfg = DistillConfig.from_options(data=DATA, teachers=[teacher], student=STUDENT, out=str(runs / folder), limit=rows,
                             eval_limit=dev_rows, test_limit=test_rows, selection=selection, epochs=epochs, seed=seed,
                             cache_dir=cache)
         summary, _ = distilled(cfg, progress=progress, say=_announce(say, f"[{min(step, 6)}/6] distill", label, cfg.out))

@@ -51,15 +51,10 @@ def _json(path: Path) -> dict:
 
 
 def _is_run(path: Path) -> bool:
-    """A distill run folder: its config.json is a DistillConfig."""
-    from dataclasses import MISSING, fields
+    """A distill run folder: its config.json holds a distill command's options."""
+    from .distillation.config import is_run_config
 
-    from .distillation.loop import DistillConfig
-
-    saved = _json(path / "config.json")
-    names = {f.name for f in fields(DistillConfig)}
-    required = {f.name for f in fields(DistillConfig) if f.default is MISSING and f.default_factory is MISSING}
-    return bool(saved) and required <= set(saved) <= names
+    return is_run_config(_json(path / "config.json"))
 
 
 def sidecar(out: Path) -> Path:

@@ -1,7 +1,7 @@
-"""The distillation trainer: losses by hand, the three mechanisms, resume, and the CLI's refusals."""
+"""The distillation trainer end to end: the selection modes, resume, DDP, the refusals, the cache entries it
+uses (the losses, active sets and signals have their own tests)."""
 
 import json
-import math
 import os
 import signal
 import subprocess
@@ -13,91 +13,12 @@ import pyarrow as pa
 import pytest
 import torch
 
-import selectkd.distillation.losses as losses
 from selectkd.cache.store import EntryWriter, Store, part_name
 from selectkd.distillation.loop import DistillConfig, distill
 from selectkd.errors import SelectKDError
 from selectkd.finetune import finetune
 
 from .conftest import build_bert, build_tokenizer, make_rows, run_cli, write_csv
-
-# -- losses by hand ---------------------------------------------------------------------------------
-
-def test_mse_and_kl_against_hand_computed_values():
-    zs = torch.tensor([[1.0, 2.0], [0.0, 0.0]])
-    zt = torch.tensor([[2.0, 0.0], [0.0, math.log(3.0)]])
-    assert losses.kd(zs, zt, "mse").tolist() == pytest.approx([(1 + 4) / 2, math.log(3.0) ** 2 / 2])
-    # row 2 at T=1: p_t = (1/4, 3/4), p_s = (1/2, 1/2)
-    kl = 0.25 * math.log(0.25 / 0.5) + 0.75 * math.log(0.75 / 0.5)
-    assert losses.kd(zs, zt, "kl")[1].item() == pytest.approx(kl, rel=1e-5)
-    # at T=2 the logits are halved and the loss scaled by T^2 = 4
-    pt = torch.softmax(zt[1] / 2, -1)
-    ps = torch.softmax(zs[1] / 2, -1)
-    assert losses.kd(zs, zt, "kl", 2.0)[1].item() == pytest.approx(4 * float((pt * (pt / ps).log()).sum()), rel=1e-5)
-    assert losses.ce(torch.tensor([[0.0, math.log(3.0)]]), torch.tensor([1])).item() == pytest.approx(-math.log(0.75))
-
-
-def test_uncertainty_is_normalised_entropy():
-    u = losses.uncertainty(torch.tensor([[0.0, 0.0, 0.0], [100.0, 0.0, 0.0]]))
-    assert u.tolist() == pytest.approx([1.0, 0.0], abs=1e-6)
-
-
-def test_adoption_weights_and_terms():
-    u = torch.tensor([0.9, 0.1, 0.5, 0.3])
-    assert losses.adoption_weights(u, "hard").tolist() == [1.0, 0.0, 1.0, 0.0]  # most uncertain half -> small
-    assert losses.adoption_weights(u, "soft").tolist() == pytest.approx([0.45] * 4)
-    assert losses.adoption_weights(u, "soft-instance").tolist() == pytest.approx(u.tolist())
-    kd_small = torch.tensor([1.0, 2.0, 3.0, 4.0])
-    kd_large = torch.tensor([10.0, 20.0, 30.0, 40.0])
-    hard = losses.adopted_kd(kd_small, kd_large, losses.adoption_weights(u, "hard"), "hard")
-    assert hard.item() == pytest.approx((1 + 3) / 2 + (20 + 40) / 2)
-    soft = losses.adopted_kd(kd_small, kd_large, losses.adoption_weights(u, "soft"), "soft")
-    assert soft.item() == pytest.approx(float((0.45 * kd_small + 0.55 * kd_large).mean()))
-    inst = losses.adopted_kd(kd_small, kd_large, u, "soft-instance")
-    assert inst.item() == pytest.approx(float((u * kd_small + (1 - u) * kd_large).mean()))
-
-
-def test_in_batch_keeps_exactly_the_top_rows():
-    crit = torch.tensor([0.1, 0.9, 0.3, 0.8, 0.2, 0.7, 0.0, 0.5, 0.6, 0.4])
-    assert sorted(losses.top_fraction(crit, 0.3).tolist()) == [1, 3, 5]
-    assert losses.top_fraction(crit, 0.01).tolist() == [1]  # at least one row
-
-
-def test_layer_map_and_hidden_alignment():
-    assert losses.layer_map(6, 12) == [0, 2, 4, 6, 8, 10, 12]
-    assert losses.layer_map(3, 12) == [0, 4, 8, 12]
-    with pytest.raises(ValueError):
-        losses.layer_map(5, 12)
-    s = torch.tensor([[[1.0, 0.0], [0.0, 1.0]]])  # (B=1, L=2, H=2)
-    t = torch.tensor([[[0.0, 2.0], [0.0, 3.0]]])
-    # layer 0: (1,0) vs (0,1): mean((1,-1)^2) = 1; layer 1: identical after normalising
-    assert losses.hidden_alignment(s, t).tolist() == pytest.approx([1.0])
-    # tokens: padding position (mask 0) must not count
-    s_tok = torch.tensor([[[[1.0, 0.0], [5.0, 5.0]]]])  # (B, L=1, T=2, H)
-    t_tok = torch.tensor([[[[1.0, 0.0], [-5.0, 5.0]]]])
-    assert losses.hidden_alignment(s_tok, t_tok, torch.tensor([[1, 0]])).tolist() == pytest.approx([0.0])
-    assert losses.hidden_alignment(s_tok, t_tok, torch.tensor([[1, 1]])).item() > 0.4
-
-
-def test_objective_weights():
-    u = torch.tensor([0.2, 0.8])
-    w_kd, w_pt = losses.objective_weights(u, "uncertainty")
-    assert w_kd.tolist() == pytest.approx([0.8, 0.2]) and w_pt.tolist() == pytest.approx([0.2, 0.8])
-    w_kd, w_pt = losses.objective_weights(u, "uncertainty-r")
-    assert w_kd.tolist() == pytest.approx([0.2, 0.8])
-    assert [w.tolist() for w in losses.objective_weights(u, "none")] == [[1.0, 1.0], [1.0, 1.0]]
-
-
-def test_rescore_sample_keeps_every_clusters_share():
-    from selectkd.distillation.loop import rescore_sample
-
-    groups = np.repeat([0, 1, 2], [60, 30, 10])
-    picked = rescore_sample(100, 0.2, np.random.default_rng(0), groups)
-    assert np.bincount(groups[picked]).tolist() == [12, 6, 2]
-    assert len(set(picked.tolist())) == 20
-    a = rescore_sample(100, 0.2, np.random.default_rng(1))
-    assert len(a) == 20 and not np.array_equal(a, rescore_sample(100, 0.2, np.random.default_rng(2)))
-
 
 # -- a tiny task the tiny models can learn ------------------------------------------------------------
 
@@ -120,7 +41,7 @@ def task(tmp_path_factory):
 def config(task, out, **kw):
     base = dict(data=str(task["train"]), teachers=[task["teacher"]], student=task["student"], out=str(out),
                 eval_data=str(task["dev"]), test_data=str(task["test"]), lr=5e-3, epochs=3, cache_dir=str(task["cache"]))
-    return DistillConfig(**{**base, **kw})
+    return DistillConfig.from_options(**{**base, **kw})
 
 
 def test_end_to_end_beats_the_untrained_student_and_saves_a_loadable_model(task, tmp_path):
@@ -244,8 +165,7 @@ def test_nan_in_cached_logits_is_refused(task, tmp_path):
     w.manifest["files"] = {}
     w.write_table(part_name(0), nan_table)
     w.finish()
-    cfg = config(task, tmp_path / "g", epochs=1)
-    cfg.cache_dir = str(cache)
+    cfg = config(task, tmp_path / "g", epochs=1, cache_dir=str(cache))
     (cache / "assets").mkdir(exist_ok=True)
     with pytest.raises(SelectKDError, match="NaN or Inf"):
         distill(cfg, progress=False)
@@ -266,3 +186,29 @@ def test_torchrun_two_gloo_processes_train_with_ddp(task, tmp_path):
     assert summary["best_dev"]["accuracy"] > 0.6
     records = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert len([r for r in records if "epoch" in r]) == 3  # written once, by rank 0
+
+
+# -- the teacher entries a run uses ----------------------------------------------------------------------
+
+def teacher_entries(cache) -> list[str]:
+    return sorted(p.name for p in (cache / "teacher").iterdir() if (p / "manifest.json").exists())
+
+
+def test_dynamic_selection_with_alignment_keys_one_teacher_entry(task, tmp_path):
+    """The epoch-0 selection reads the same teacher entry (with [CLS] states) as the training signal."""
+    cache = tmp_path / "cache"
+    res = distill(config(task, tmp_path / "run", pt_alpha=1.0, objective="uncertainty", budget="0.1", epochs=1,
+                         cache_dir=str(cache)), progress=False)
+    assert teacher_entries(cache) == res.summary["teacher_cache_keys"]
+
+
+def test_distill_finds_a_teacher_scored_with_an_untrained_head(task, tmp_path):
+    headless = build_bert(tmp_path / "headless", task["tok"], num_labels=None, seed=4)
+    cache = tmp_path / "cache"
+    common = ["--data", str(task["train"]), "--teacher", str(headless), "--allow-untrained-head", "--no-progress"]
+    run_cli("score", *common, cache=cache, check=True)
+    scored = teacher_entries(cache)
+    run_cli("distill", *common, "--student", task["student"], "--eval-data", str(task["dev"]), "--epochs", "1",
+            "--out", str(tmp_path / "run"), cache=cache, check=True)
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert len(scored) == 1 and summary["teacher_cache_keys"] == scored and teacher_entries(cache) == scored

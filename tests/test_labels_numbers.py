@@ -167,7 +167,7 @@ def test_distill_and_finetune_without_dev_data_hold_out_a_dev_part(spam, tmp_pat
     assert summary["best_dev"]["accuracy"] > 0.5 and summary["student_rows_forward_backward"] == 4 * 270
     assert json.loads((run / "config.json").read_text())["holdout"] == 0.1
     # the bench's reuse sees the same run; a run made before holdout existed trained on every row: not reused
-    cfg = DistillConfig(data=str(spam["train"]), teachers=[str(spam["teacher"])], student=str(spam["student"]),
+    cfg = DistillConfig.from_options(data=str(spam["train"]), teachers=[str(spam["teacher"])], student=str(spam["student"]),
                         out=str(run), lr=5e-3, epochs=4, cache_dir=str(spam["cache"]))
     assert finished_summary(run, cfg) == summary
     saved = json.loads((run / "config.json").read_text())

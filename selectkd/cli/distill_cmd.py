@@ -1,8 +1,7 @@
-"""`selectkd distill`: parse the options into a DistillConfig and run it."""
+"""`selectkd distill`: parse the options into the specs of a DistillConfig and run it."""
 
 from __future__ import annotations
 
-from dataclasses import fields
 from pathlib import Path
 from typing import List, Optional
 
@@ -59,6 +58,7 @@ def register(app: typer.Typer) -> None:
         checkpoint: bool = typer.Option(True, "--checkpoint/--no-checkpoint", help="Save a checkpoint after every epoch (what --resume needs); off saves ~1 s per epoch on short runs."),
         resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace the distill run in --out (only a run: a folder of other files is refused)."),
+        allow_untrained_head: bool = typer.Option(False, "--allow-untrained-head", help="As given to score: the teachers were scored with an untrained head (part of the teacher cache key)."),
         trust_remote_code: bool = TrustRemoteCodeOption,
         device: Optional[str] = DeviceOption,
         progress: bool = ProgressOption,
@@ -71,32 +71,50 @@ def register(app: typer.Typer) -> None:
         (`--resume` continues to the same result). At the end: test scores, the student as a
         normal HF folder, and where the time went.
         """
-        from selectkd.distillation.loop import DistillConfig
+        from selectkd.distillation.config import DistillConfig
         from selectkd.distillation.loop import distill as run
+        from selectkd.selection.choose import parse_budget
+        from selectkd.specs import DataSpec, ScoreSpec, SelectSpec, TrainSpec
 
-        values = dict(locals())
-        names = {f.name for f in fields(DistillConfig)}
-        cfg = DistillConfig(**{k: v for k, v in values.items() if k in names - {"cache_dir"}},
-                            teachers=list(teacher), out=str(out_dir),
-                            cache_dir=str(cache_dir) if cache_dir else None)
+        cfg = DistillConfig(
+            data=DataSpec(data, split, text_field, text_pair_field, label_field, limit),
+            scoring=ScoreSpec(teachers=tuple(teacher), student=student, max_length=max_length, cls_states=pt_alpha > 0 and not live_teacher,
+                              allow_untrained_head=allow_untrained_head, device=device,
+                              trust_remote_code=trust_remote_code),
+            out=str(out_dir),
+            train=TrainSpec(epochs=epochs, lr=lr, batch_size=batch_size, warmup=warmup, seed=seed, kd_loss=kd_loss,
+                            temperature=temperature, ce_alpha=ce_alpha, kd_alpha=kd_alpha, adoption=adoption,
+                            objective=objective, pt_alpha=pt_alpha, live_teacher=live_teacher, checkpoint=checkpoint,
+                            holdout=holdout),
+            selecting=SelectSpec(strategy=strategy, budget=parse_budget(budget), criterion=criterion, clusters=clusters,
+                                 per_class=per_class, sample=sample, sample_temperature=sample_temperature,
+                                 seed=seed) if budget else None,
+            selection=selection, in_batch=in_batch, in_batch_criterion=criterion, reselect_every=reselect_every,
+            rescore_pool=rescore_pool, rescore_by=rescore_by, eval_data=eval_data, test_data=test_data,
+            eval_limit=eval_limit, test_limit=test_limit, cache_dir=str(cache_dir) if cache_dir else None)
         res = run(cfg, resume=resume, overwrite=overwrite, progress=progress)
-        s = res.summary
-        if not s:  # under torchrun, rank 0 reports
-            return
-        table = Table("", "value")
-        if s["best_dev"]:
-            table.add_row("best dev accuracy / macro-F1", f"{s['best_dev']['accuracy']:.4f} / {s['best_dev']['macro_f1']:.4f} (epoch {s['best_dev']['epoch']})")
-        if s["test"]:
-            table.add_row("test accuracy / macro-F1", f"{s['test']['accuracy']:.4f} / {s['test']['macro_f1']:.4f}")
-        else:
-            table.add_row("test accuracy", "none: no --test-data and no test split")
-        secs = s["seconds"]
-        table.add_row("wall time", f"{s['wall_seconds']:.1f} s (train {secs['train']:.1f}, re-score {secs['rescore']:.1f}, eval {secs['eval']:.1f})")
-        table.add_row("student rows fwd+bwd / fwd only", f"{s['student_rows_forward_backward']:,} / {s['student_rows_forward_only']:,}")
-        table.add_row("teacher forwards", f"{s['teacher_forwards']:,}" + (" (all from the cache)" if not s["teacher_forwards"] else ""))
-        out.print(table)
-        out.print(f"dev rows: {dev_source(s.get('dev') or {})}", highlight=False)
-        out.print(f"student saved to {res.out / 'student'}")
+        print_summary(res)
+
+
+def print_summary(res) -> None:
+    """The run's scores, its time and its model forwards, as a table (rank 0 only: the others have no summary)."""
+    s = res.summary
+    if not s:  # under torchrun, rank 0 reports
+        return
+    table = Table("", "value")
+    if s["best_dev"]:
+        table.add_row("best dev accuracy / macro-F1", f"{s['best_dev']['accuracy']:.4f} / {s['best_dev']['macro_f1']:.4f} (epoch {s['best_dev']['epoch']})")
+    if s["test"]:
+        table.add_row("test accuracy / macro-F1", f"{s['test']['accuracy']:.4f} / {s['test']['macro_f1']:.4f}")
+    else:
+        table.add_row("test accuracy", "none: no --test-data and no test split")
+    secs = s["seconds"]
+    table.add_row("wall time", f"{s['wall_seconds']:.1f} s (train {secs['train']:.1f}, re-score {secs['rescore']:.1f}, eval {secs['eval']:.1f})")
+    table.add_row("student rows fwd+bwd / fwd only", f"{s['student_rows_forward_backward']:,} / {s['student_rows_forward_only']:,}")
+    table.add_row("teacher forwards", f"{s['teacher_forwards']:,}" + (" (all from the cache)" if not s["teacher_forwards"] else ""))
+    out.print(table)
+    out.print(f"dev rows: {dev_source(s.get('dev') or {})}", highlight=False)
+    out.print(f"student saved to {res.out / 'student'}")
 
 
 def dev_source(dev: dict) -> str:

@@ -1,12 +1,16 @@
-"""The distillation losses, per instance, in one place (PAPER.md sections 1-3).
+"""The distillation losses, in one place (PAPER.md sections 1-3).
 
-Every function returns one value per row (shape (B,)), so the trainer can weight rows by
-uncertainty, keep a top fraction of a batch, or average; nothing here reduces over the batch.
+The formulas (``ce``, ``kd``, ``hidden_alignment``) return one value per row (shape (B,)), so a
+term can weight rows by uncertainty, keep a top fraction of a batch, or average. The terms of the
+training loss are registered by name (``@loss_term``, as torchdistill does): each reduces its rows
+to the batch's value, and ``total_loss`` sums the terms that apply, each times its weight.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from functools import cached_property
 from typing import Callable
 
 import torch
@@ -139,3 +143,79 @@ def check_finite(loss: torch.Tensor | float, grad_norm: torch.Tensor | float, st
         return
     what = f"the training loss became {loss:g}" if not math.isfinite(loss) else f"the gradient norm became {grad_norm:g}"
     raise TrainingError(f"{what} at step {step} (epoch {epoch}); {kept()}: {fix}")
+
+
+# -- the registry of loss terms ---------------------------------------------------------------------
+
+@dataclass
+class LossInputs:
+    """What the loss terms of one batch read. ``teacher_logits``: one (B, C) per teacher (adoption's
+    smaller teacher first); ``kd_keep``: in-batch mode's rows that get KD; the states: hidden alignment's
+    pair, [CLS] (B, L, H) or tokens (B, L, T, H) with their ``mask``."""
+
+    student_logits: torch.Tensor
+    labels: torch.Tensor
+    teacher_logits: list[torch.Tensor]
+    kd_keep: torch.Tensor | None = None
+    student_states: torch.Tensor | None = None
+    teacher_states: torch.Tensor | None = None
+    mask: torch.Tensor | None = None
+
+    @cached_property
+    def uncertainty(self) -> torch.Tensor:
+        return uncertainty(self.student_logits)
+
+
+TermFn = Callable[[LossInputs, "TrainSpec"], torch.Tensor]  # noqa: F821 (selectkd.specs.TrainSpec)
+
+
+@dataclass(frozen=True)
+class LossTerm:
+    name: str
+    weight: str  # the TrainSpec field that weighs it
+    fn: TermFn
+    applies: Callable[[LossInputs], bool]
+
+
+LOSS_TERMS: dict[str, LossTerm] = {}
+
+
+def loss_term(name: str, weight: str, applies: Callable[[LossInputs], bool] = lambda x: True) -> Callable[[TermFn], TermFn]:
+    """Register ``fn(inputs, train_spec) -> scalar`` as the loss term ``name``, weighed by ``train_spec.<weight>``
+    and added to the loss of every batch for which ``applies(inputs)``."""
+
+    def register(fn: TermFn) -> TermFn:
+        LOSS_TERMS[name] = LossTerm(name, weight, fn, applies)
+        return fn
+
+    return register
+
+
+def total_loss(x: LossInputs, spec) -> torch.Tensor:
+    """The batch's loss: the sum of every applying term times its weight, in registration order."""
+    return sum(getattr(spec, t.weight) * t.fn(x, spec) for t in LOSS_TERMS.values() if t.applies(x))
+
+
+@loss_term("ce", weight="ce_alpha")
+def ce_term(x: LossInputs, spec) -> torch.Tensor:
+    """Cross-entropy on the gold labels, every row."""
+    return ce(x.student_logits, x.labels).mean()
+
+
+@loss_term("kd", weight="kd_alpha", applies=lambda x: bool(x.teacher_logits))
+def kd_term(x: LossInputs, spec) -> torch.Tensor:
+    """KD against the teachers' logits: on in-batch mode's kept rows, split between two teachers by
+    adoption, or averaged over the teachers and weighted per row by the objective."""
+    rows = [kd(x.student_logits, zt, spec.kd_loss, spec.temperature) for zt in x.teacher_logits]
+    if x.kd_keep is not None:  # the paper: KD only on the chosen rows of the batch
+        return torch.stack(rows).mean(0)[x.kd_keep].mean()
+    if spec.adoption:
+        return adopted_kd(rows[0], rows[-1], adoption_weights(x.uncertainty, spec.adoption), spec.adoption)
+    return (objective_weights(x.uncertainty, spec.objective)[0] * torch.stack(rows).mean(0)).mean()
+
+
+@loss_term("pt", weight="pt_alpha", applies=lambda x: x.teacher_states is not None)
+def alignment_term(x: LossInputs, spec) -> torch.Tensor:
+    """Hidden-state alignment, weighted per row by the objective."""
+    rows = hidden_alignment(x.student_states, x.teacher_states, x.mask)
+    return (objective_weights(x.uncertainty, spec.objective)[1] * rows).mean()
