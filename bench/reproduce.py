@@ -48,7 +48,7 @@ from selectkd import assets
 from selectkd.atomic import atomic_write_json, atomic_write_text, replacing, save_figure
 from selectkd.cache.store import Store
 from selectkd.distillation.config import OPTION_DEFAULTS
-from selectkd.distillation.loop import DistillConfig, finished_summary
+from selectkd.distillation.config import DistillConfig, finished_summary
 from selectkd.pipeline import distilled, frozen_teacher, majority_baseline, make_selection, teacher_test_metrics
 from selectkd.runtime import machine
 from selectkd.scoring.run import score

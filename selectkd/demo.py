@@ -17,7 +17,7 @@ from .cache.store import Store
 from .distillation.loop import DistillConfig
 from .pipeline import FINETUNED, distilled, frozen_teacher, make_selection, majority_baseline, score_pool, teacher_test_metrics
 from .ranges import COUNT, FRACTION, SEED, check_ranges
-from .selection.strategies import DEFAULT_STRATEGY
+from .specs import DEFAULT_STRATEGY
 
 DATA = "tweets-binary"
 TEACHER = "mpnet-base"

@@ -258,4 +258,3 @@ def _train_and_dev(rows: Rows, data: str, eval_data: str | None, eval_split: str
 
 
 
-_has_split = has_split  # the old name distillation/loop.py imports until it moves to data.sources.has_split

@@ -80,7 +80,8 @@ def distilled(cfg, *, progress: bool = False, say=None) -> tuple[dict, bool]:
     """(summary, reused) of the distillation ``cfg`` (a DistillConfig) describes: a run that finished in
     ``cfg.out`` with exactly this config is reused, anything else there is replaced. ``say(reused)``
     is called first (to announce the training, or the reuse)."""
-    from .distillation.loop import distill, finished_summary
+    from .distillation.config import finished_summary
+    from .distillation.loop import distill
 
     summary = finished_summary(Path(cfg.out), cfg)
     if say is not None:

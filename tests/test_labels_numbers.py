@@ -157,7 +157,7 @@ def test_holdout_split_is_seeded_stratified_and_disjoint():
 
 
 def test_distill_and_finetune_without_dev_data_hold_out_a_dev_part(spam, tmp_path):
-    from selectkd.distillation.loop import DistillConfig, finished_summary
+    from selectkd.distillation.config import DistillConfig, finished_summary
 
     run = tmp_path / "run"
     proc = run_cli(*distill_args(spam, run), cache=spam["cache"], check=True)

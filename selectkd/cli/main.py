@@ -227,7 +227,7 @@ def demo(
     the first time on 2 CPU cores; a second run reuses everything.
     """
     from selectkd.demo import run_demo
-    from selectkd.selection.strategies import DEFAULT_STRATEGY
+    from selectkd.specs import DEFAULT_STRATEGY
 
     results = run_demo(rows, dev_rows, test_rows, epochs, budget, strategy or DEFAULT_STRATEGY, runs_dir=runs_dir,
                        cache_dir=cache_dir, progress=progress, say=lambda m: out.print(m, highlight=False))

@@ -16,7 +16,6 @@ import numpy as np
 
 from ..errors import DataError
 from ..specs import DataSpec
-from .holdout import hold_out_dev, holdout_split  # noqa: F401 - old home, for callers not yet moved to .holdout
 from .labels import label_ids
 from .sources import FILE_SPLIT, key_split, open_source, rows_fingerprint
 

@@ -12,7 +12,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..selection.strategies import IN_BATCH_CRITERIA, batch_priority  # noqa: F401 (IN_BATCH_CRITERIA: config checks it)
+from ..selection.strategies import batch_priority
 from ..specs import SelectSpec
 
 RESCORE_BY = ("random", "cluster")

@@ -18,7 +18,8 @@ from ..errors import SelectKDError
 from ..outputs import RUN, check_output
 from ..ranges import COUNT, FRACTION, HOLDOUT, MAX_LENGTH, NON_NEGATIVE, POSITIVE, ROW_LIMIT, SEED, WARMUP, check_ranges
 from ..specs import DEFAULT_CLUSTERS, DEFAULT_CRITERION, DataSpec, ScoreSpec, SelectSpec, TrainSpec
-from .active import IN_BATCH_CRITERIA, RESCORE_BY
+from ..selection.strategies import IN_BATCH_CRITERIA
+from .active import RESCORE_BY
 from .losses import ADOPTIONS, KD_LOSSES, OBJECTIVES
 
 # The command's options (config.json's keys) and their defaults; data, teachers, student and out are required.

@@ -31,7 +31,7 @@ from ..scoring.tokens import length_batches
 from ..specs import TrainSpec
 from .active import ActiveSet, Dynamic, InBatch
 from .checkpoint import RunState, kept, load_checkpoint, save_checkpoint
-from .config import DistillConfig, check_config, finished_summary, prepare_run_dir, run_config  # noqa: F401
+from .config import DistillConfig, check_config, prepare_run_dir, run_config
 from .evaluate import Encoded, pool_scores, predictions
 from .losses import LossInputs, check_finite, total_loss
 from .signals import Alignment, TeacherSignal, _score, cached_signals, live_signal

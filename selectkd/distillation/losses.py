@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import TrainingError
+from ..specs import TrainSpec
 
 KD_LOSSES = ("mse", "kl")
 ADOPTIONS = ("hard", "soft", "soft-instance")
@@ -166,7 +167,7 @@ class LossInputs:
         return uncertainty(self.student_logits)
 
 
-TermFn = Callable[[LossInputs, "TrainSpec"], torch.Tensor]  # noqa: F821 (selectkd.specs.TrainSpec)
+TermFn = Callable[[LossInputs, TrainSpec], torch.Tensor]
 
 
 @dataclass(frozen=True)

@@ -102,16 +102,6 @@ def score(data: DataSpec, scoring: ScoreSpec, *, cache_dir: str | Path | None = 
     return ScoreResult(rows, teachers, student, store)
 
 
-def score_kw(data: str, split: str = "train", teachers: Sequence[str] = (), student: str | None = None, *,
-             text_field: str = "text", text_pair_field: str | None = None, label_field: str = "label",
-             limit: int | None = None, cache_dir: str | Path | None = None, progress: bool = True,
-             compute: bool = True, repair: bool = False, part_rows: int | None = None, **scoring) -> ScoreResult:
-    """The keyword call of before the specs, for callers not switched yet: builds the specs, calls ``score``."""
-    spec = DataSpec(data, split, text_field, text_pair_field, label_field, limit)
-    return score(spec, ScoreSpec(teachers=tuple(teachers), student=student, **scoring), cache_dir=cache_dir,
-                 progress=progress, compute=compute, repair=repair, part_rows=part_rows)
-
-
 @dataclass
 class _Run:
     """One score call: makes each entry complete (rank 0 holds its key's lock; every rank computes its share)."""

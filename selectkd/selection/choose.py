@@ -9,7 +9,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..ranges import Range
-from .strategies import (DEFAULT_CLUSTERS, DEFAULT_CRITERION, DEFAULT_STRATEGY, Pool, Ranking, SelectionError,
+from ..specs import DEFAULT_STRATEGY
+from .strategies import (DEFAULT_CLUSTERS, DEFAULT_CRITERION, Pool, Ranking, SelectionError,
                          get_strategy, teacher_probs)
 
 DEDUP_RADIUS = Range(0, 2)  # distance between unit vectors

@@ -12,7 +12,7 @@ from typing import Callable
 import numpy as np
 
 from ..errors import SelectKDError
-from ..specs import DEFAULT_CLUSTERS, DEFAULT_CRITERION, DEFAULT_STRATEGY  # noqa: F401 (re-exported)
+from ..specs import DEFAULT_CLUSTERS, DEFAULT_CRITERION
 from ..uncertainty import entropy, kl_divergence, least_confidence, margin, softmax
 
 
