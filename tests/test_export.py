@@ -147,3 +147,18 @@ def test_cli_export(selected, tmp_path):
     lines = out.read_text().splitlines()
     assert [json.loads(line)["uid"] for line in lines] == load_selection(selected["cache"], "sub").uids.tolist()
     assert selectkd.__version__ == json.loads((tmp_path / "cli.jsonl.provenance.json").read_text())["export"]["selectkd_version"]
+
+
+def test_label_ids_follow_the_teacher_order_the_selection_was_made_with(tiny, tmp_path):
+    """A teacher saved with its classes in another order than sorted names gives the rows its ids at
+    select time; the export's label_id must be those ids too, or label_id and the logits disagree."""
+    teacher = build_bert(tmp_path / "named", tiny["tokenizer"], num_labels=2, seed=1,
+                         label_names=["positive", "negative"])  # sorted would be negative=0, positive=1
+    cache = tmp_path / "cache"
+    sel = select(DataSpec(str(tiny["csv"])), ScoreSpec((str(teacher),), str(tiny["student"])),
+                 SelectSpec("random", 20, seed=0), name="named", cache_dir=cache, progress=False)
+    assert sel.provenance["data"]["label_names"] == ["positive", "negative"]
+    out = export("named", "arrow", tmp_path / "named.arrow", cache_dir=cache)
+    table = pa.ipc.open_file(pa.memory_map(str(out))).read_all()
+    ids = dict(zip(table.column("label").to_pylist(), table.column("label_id").to_pylist()))
+    assert ids == {"positive": 0, "negative": 1}

@@ -86,8 +86,9 @@ def selected_rows(selection: Selection, root: Path):
 
     prov = selection.provenance
     d = prov["data"]
+    names = tuple(d["label_names"]) if d.get("label_names") else None  # the ids the selection was made with
     spec = DataSpec(data_location(d), d["split"], d["text_field"], d.get("text_pair_field"), d["label_field"],
-                    d.get("limit"))
+                    d.get("limit"), names)
     rows = load_rows(spec, root)
     if rows.fingerprint != d["fingerprint"]:
         raise ExportError(f"the data {spec.data} ({d['split']}) changed since selection {selection.name!r} was made; "
