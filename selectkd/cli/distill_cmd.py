@@ -8,12 +8,13 @@ from typing import List, Optional
 import typer
 from rich.table import Table
 
-from selectkd.cli.options import (CacheDirOption, ConfigOption, DeviceOption, LabelFieldOption, ProgressOption,
-                                  TextFieldOption, TextPairFieldOption, TrustRemoteCodeOption, out)
+from selectkd.cli.options import COLUMNS, RUN, out, with_options
+from selectkd.specs import DEFAULT_CRITERION, DEFAULT_STRATEGY
 
 
 def register(app: typer.Typer) -> None:
     @app.command()
+    @with_options(COLUMNS, RUN)
     def distill(
         data: str = typer.Option(..., "--data", help="Training data: built-in name, save_to_disk folder, data file or hub name."),
         teacher: List[str] = typer.Option(..., "--teacher", help="Teacher (repeat for several). Its logits come from the cache; missing ones are scored first."),
@@ -22,17 +23,14 @@ def register(app: typer.Typer) -> None:
         split: str = typer.Option("train", "--split", help="Training split (ignored for a single data file, which has one)."),
         eval_data: Optional[str] = typer.Option(None, "--eval-data", help="Dev data (default: the dataset's dev split)."),
         test_data: Optional[str] = typer.Option(None, "--test-data", help="Test data (default: the dataset's test split)."),
-        text_field: str = TextFieldOption,
-        text_pair_field: Optional[str] = TextPairFieldOption,
-        label_field: str = LabelFieldOption,
         limit: Optional[int] = typer.Option(None, "--limit", help="Use the first N training rows."),
         eval_limit: Optional[int] = typer.Option(None, "--eval-limit", help="Use the first N dev rows (0: no dev evaluation)."),
         holdout: float = typer.Option(0.1, "--holdout", help="With no dev data (no --eval-data and no dev split): hold out this fraction of the training rows, seeded and stratified, as dev; they are never trained on. 0: train on every row, no dev evaluation."),
         test_limit: Optional[int] = typer.Option(None, "--test-limit", help="Use the first N test rows (0: no test evaluation)."),
         selection: Optional[str] = typer.Option(None, "--selection", help="Static: train on a saved selection (`selectkd select --name`)."),
         budget: Optional[str] = typer.Option(None, "--budget", help="Dynamic: a fraction in (0, 1] such as 0.1 (1: every row) or a whole row count >= 2; re-selected with the current student every --reselect-every epochs."),
-        strategy: str = typer.Option("entropy", "--strategy", help="Dynamic selection strategy (see `selectkd select --list`)."),
-        criterion: str = typer.Option("entropy", "--criterion", help="Coverage's ranking inside clusters; in-batch mode's criterion (entropy, margin, least_confidence, kl, random)."),
+        strategy: str = typer.Option(DEFAULT_STRATEGY, "--strategy", help="Dynamic selection strategy (see `selectkd select --list`); the same default as select."),
+        criterion: str = typer.Option(DEFAULT_CRITERION, "--criterion", help="Coverage's ranking inside clusters; in-batch mode's criterion (entropy, margin, least_confidence, kl, random)."),
         clusters: int = typer.Option(30, "--clusters", help="Coverage: k-means clusters."),
         per_class: bool = typer.Option(False, "--per-class", help="Keep class proportions when selecting."),
         sample: bool = typer.Option(False, "--sample", help="Sample in proportion to uncertainty instead of taking the top k."),
@@ -59,11 +57,7 @@ def register(app: typer.Typer) -> None:
         resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace the distill run in --out (only a run: a folder of other files is refused)."),
         allow_untrained_head: bool = typer.Option(False, "--allow-untrained-head", help="As given to score: the teachers were scored with an untrained head (part of the teacher cache key)."),
-        trust_remote_code: bool = TrustRemoteCodeOption,
-        device: Optional[str] = DeviceOption,
-        progress: bool = ProgressOption,
-        cache_dir: Optional[Path] = CacheDirOption,
-        config: Optional[Path] = ConfigOption,
+        **shared,
     ) -> None:
         """Train a student from cached teacher logits: static, dynamic or in-batch selection, or full-data KD.
 
@@ -77,10 +71,10 @@ def register(app: typer.Typer) -> None:
         from selectkd.specs import DataSpec, ScoreSpec, SelectSpec, TrainSpec
 
         cfg = DistillConfig(
-            data=DataSpec(data, split, text_field, text_pair_field, label_field, limit),
+            data=DataSpec(data, split, limit=limit, **{k: shared[k] for k in COLUMNS}),
             scoring=ScoreSpec(teachers=tuple(teacher), student=student, max_length=max_length, cls_states=pt_alpha > 0 and not live_teacher,
-                              allow_untrained_head=allow_untrained_head, device=device,
-                              trust_remote_code=trust_remote_code),
+                              allow_untrained_head=allow_untrained_head, device=shared["device"],
+                              trust_remote_code=shared["trust_remote_code"]),
             out=str(out_dir),
             train=TrainSpec(epochs=epochs, lr=lr, batch_size=batch_size, warmup=warmup, seed=seed, kd_loss=kd_loss,
                             temperature=temperature, ce_alpha=ce_alpha, kd_alpha=kd_alpha, adoption=adoption,
@@ -91,8 +85,8 @@ def register(app: typer.Typer) -> None:
                                  seed=seed) if budget else None,
             selection=selection, in_batch=in_batch, in_batch_criterion=criterion, reselect_every=reselect_every,
             rescore_pool=rescore_pool, rescore_by=rescore_by, eval_data=eval_data, test_data=test_data,
-            eval_limit=eval_limit, test_limit=test_limit, cache_dir=str(cache_dir) if cache_dir else None)
-        res = run(cfg, resume=resume, overwrite=overwrite, progress=progress)
+            eval_limit=eval_limit, test_limit=test_limit, cache_dir=str(shared["cache_dir"]) if shared["cache_dir"] else None)
+        res = run(cfg, resume=resume, overwrite=overwrite, progress=shared["progress"])
         print_summary(res)
 
 

@@ -22,8 +22,7 @@ from selectkd._version import __version__
 from selectkd.cli.cache_cmds import register as register_cache
 from selectkd.cli.distill_cmd import dev_source
 from selectkd.cli.distill_cmd import register as register_distill
-from selectkd.cli.options import (CacheDirOption, ConfigOption, DeviceOption, LabelFieldOption, ProgressOption,
-                                  TextFieldOption, TextPairFieldOption, TrustRemoteCodeOption, err, out)
+from selectkd.cli.options import COLUMNS, RUN, CacheDirOption, ConfigOption, ProgressOption, err, out, with_options
 from selectkd.cli.select_cmds import register as register_select
 from selectkd.errors import SelectKDError, SelectKDWarning
 
@@ -105,26 +104,20 @@ def assets_ls(cache_dir: Optional[Path] = CacheDirOption, config: Optional[Path]
 # -- score -----------------------------------------------------------------------------------------
 
 @app.command()
+@with_options(COLUMNS, RUN)
 def score(
     data: str = typer.Option(..., "--data", help="Built-in name (tweets, tweets-binary, r8, 20ng), a save_to_disk folder, a CSV/TSV/JSON/JSONL/Parquet file, or a hub name."),
     split: str = typer.Option("train", "--split", help="Split to score (built-ins have train, dev, test; a single data file has one, so it is ignored there)."),
     teacher: List[str] = typer.Option(None, "--teacher", help="Teacher model (repeat for several): built-in name, HF folder or hub name. Needs a head trained on the task."),
     student: Optional[str] = typer.Option(None, "--student", help="Student model: its uncertainty, embeddings and a faiss index go into the cache."),
-    text_field: str = TextFieldOption,
-    text_pair_field: Optional[str] = TextPairFieldOption,
-    label_field: str = LabelFieldOption,
     limit: Optional[int] = typer.Option(None, "--limit", help="Score only the first N rows (built-in splits are stored shuffled, so this is a random sample)."),
     max_length: int = typer.Option(128, "--max-length", help="Truncate to this many tokens (at most what the model's position embeddings hold)."),
     batch_size: int = typer.Option(64, "--batch-size", help="Rows per forward pass (batches are grouped by length and padded dynamically)."),
     cls_states: bool = typer.Option(False, "--cls-states", help="Also cache every layer's [CLS] vector (float16) for hidden-state alignment."),
     student_head: str = typer.Option("probe", "--student-head", help="probe: fit the student's head as a linear probe on frozen embeddings against the teachers' soft labels (a fresh head knows nothing); as-is: use the checkpoint's own trained head."),
     allow_untrained_head: bool = typer.Option(False, "--allow-untrained-head", help="Score a teacher whose classification head is untrained (numbers are then meaningless for KD)."),
-    trust_remote_code: bool = TrustRemoteCodeOption,
     repair: bool = typer.Option(False, "--repair", help="An entry fails its checksums (`selectkd cache verify`): recompute only its damaged files instead of refusing it."),
-    device: Optional[str] = DeviceOption,
-    progress: bool = ProgressOption,
-    cache_dir: Optional[Path] = CacheDirOption,
-    config: Optional[Path] = ConfigOption,
+    **shared,
 ) -> None:
     """Run each teacher (and the student) over a split once and keep the outputs in the cache.
 
@@ -140,11 +133,11 @@ def score(
     from selectkd.specs import DataSpec, ScoreSpec
 
     t0 = time.perf_counter()
-    data_spec = DataSpec(data, split, text_field, text_pair_field, label_field, limit)
+    data_spec = DataSpec(data, split, limit=limit, **{k: shared[k] for k in COLUMNS})
     scoring = ScoreSpec(teachers=tuple(teacher or ()), student=student, max_length=max_length, batch_size=batch_size,
                         cls_states=cls_states, student_head=student_head, allow_untrained_head=allow_untrained_head,
-                        device=device, trust_remote_code=trust_remote_code)
-    result = run_score(data_spec, scoring, cache_dir=cache_dir, progress=progress, repair=repair)
+                        device=shared["device"], trust_remote_code=shared["trust_remote_code"])
+    result = run_score(data_spec, scoring, cache_dir=shared["cache_dir"], progress=shared["progress"], repair=repair)
     if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 reports
         return
     table = Table("role", "model", "cache key", "rows", "status", "time", "tokens/s")
@@ -163,15 +156,13 @@ def score(
 
 
 @app.command()
+@with_options(COLUMNS, RUN)
 def finetune(
     data: str = typer.Option(..., "--data", help="Training data: built-in name, save_to_disk folder, data file or hub name."),
     model: str = typer.Option(..., "--model", help="Model to train: built-in name, HF folder or hub name."),
     out_dir: Path = typer.Option(..., "--out", help="Folder to save the trained classifier to (a normal HF folder)."),
     split: str = typer.Option("train", "--split", help="Split to train on (ignored for a single data file, which has one)."),
     eval_data: Optional[str] = typer.Option(None, "--eval-data", help="Evaluation data (default: the dataset's dev split, when it has one)."),
-    text_field: str = TextFieldOption,
-    text_pair_field: Optional[str] = TextPairFieldOption,
-    label_field: str = LabelFieldOption,
     limit: Optional[int] = typer.Option(None, "--limit", help="Train on the first N rows only."),
     eval_limit: Optional[int] = typer.Option(None, "--eval-limit", help="Evaluate on the first N rows of the eval data only (0: no evaluation)."),
     holdout: float = typer.Option(0.1, "--holdout", help="With no eval data (no --eval-data and no dev split): hold out this fraction of the training rows, seeded and stratified, as dev; they are never trained on. 0: train on every row, no evaluation."),
@@ -182,11 +173,7 @@ def finetune(
     max_length: int = typer.Option(128, "--max-length", help="Truncate to this many tokens (at most what the model's position embeddings hold)."),
     seed: int = typer.Option(0, "--seed", help="Random seed."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier `selectkd finetune` output in --out (nothing else)."),
-    trust_remote_code: bool = TrustRemoteCodeOption,
-    device: Optional[str] = DeviceOption,
-    progress: bool = ProgressOption,
-    cache_dir: Optional[Path] = CacheDirOption,
-    config: Optional[Path] = ConfigOption,
+    **shared,
 ) -> None:
     """Train a sequence classifier with cross-entropy: a teacher that `score` accepts.
 
@@ -195,12 +182,10 @@ def finetune(
     """
     from selectkd.finetune import finetune as run_finetune
 
-    res = run_finetune(data, model, out_dir, split=split, eval_data=eval_data, text_field=text_field,
-                       text_pair_field=text_pair_field, label_field=label_field, limit=limit, eval_limit=eval_limit,
-                       holdout=holdout, head_only=head_only,
-                       epochs=epochs, lr=lr, batch_size=batch_size, max_length=max_length, seed=seed,
-                       overwrite=overwrite, cache_dir=cache_dir, device=device, progress=progress,
-                       trust_remote_code=trust_remote_code)
+    res = run_finetune(data, model, out_dir, split=split, eval_data=eval_data, limit=limit, eval_limit=eval_limit,
+                       holdout=holdout, head_only=head_only, epochs=epochs, lr=lr, batch_size=batch_size,
+                       max_length=max_length, seed=seed, overwrite=overwrite,
+                       **{k: v for k, v in shared.items() if k != "config"})
     ev = res.metrics.get("eval")
     tail = f"; dev accuracy {ev['accuracy']:.3f}, macro-F1 {ev['macro_f1']:.3f}" if ev else ""
     out.print(f"dev rows: {dev_source(res.dev)}", highlight=False)

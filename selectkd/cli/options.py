@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import inspect
 import tomllib
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import typer
 from rich.console import Console
@@ -49,3 +50,27 @@ DeviceOption = typer.Option(None, "--device", help="cpu, cuda, cuda:1 ... (defau
                             "on cuda). It changes the numerics, so the cache key.")
 ProgressOption = typer.Option(True, "--progress/--no-progress", help="Show progress bars.")
 TrustRemoteCodeOption = typer.Option(False, "--trust-remote-code", help="Run the Python code a model folder or hub repo ships (auto_map in config.json). Off by default: such a model is refused; turn it on only for code you have read.")
+
+
+# -- option groups several commands share, declared once ----------------------------------------
+
+COLUMNS = {"text_field": (str, TextFieldOption), "text_pair_field": (Optional[str], TextPairFieldOption),
+           "label_field": (str, LabelFieldOption)}
+RUN = {"trust_remote_code": (bool, TrustRemoteCodeOption), "device": (Optional[str], DeviceOption),
+       "progress": (bool, ProgressOption), "cache_dir": (Optional[Path], CacheDirOption),
+       "config": (Optional[Path], ConfigOption)}
+
+
+def with_options(*groups: dict) -> Callable:
+    """Add option groups to a command: typer reads them from the signature (after the command's own
+    options), and the command receives them among its keyword arguments (``**shared``)."""
+
+    def wrap(fn: Callable) -> Callable:
+        sig = inspect.signature(fn)
+        own = [p for p in sig.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+        added = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=kind)
+                 for group in groups for name, (kind, option) in group.items()]
+        fn.__signature__ = sig.replace(parameters=own + added)
+        return fn
+
+    return wrap

@@ -13,12 +13,12 @@ from typing import List, Optional
 import typer
 from rich.table import Table
 
-from selectkd.cli.options import (CacheDirOption, ConfigOption, DeviceOption, LabelFieldOption, ProgressOption,
-                                  TextFieldOption, TextPairFieldOption, TrustRemoteCodeOption, out)
+from selectkd.cli.options import COLUMNS, RUN, CacheDirOption, ConfigOption, out, with_options
 from selectkd.errors import SelectKDError, SelectKDWarning
 from selectkd.specs import DEFAULT_CLUSTERS, DEFAULT_CRITERION, DEFAULT_STRATEGY, DataSpec, ScoreSpec, SelectSpec
 
 
+@with_options(COLUMNS, RUN)
 def select_command(
     data: Optional[str] = typer.Option(None, "--data", help="The data scored with `selectkd score`: built-in name, save_to_disk folder, data file or hub name."),
     split: str = typer.Option("train", "--split", help="Split to select from (ignored for a single data file, which has one)."),
@@ -41,19 +41,12 @@ def select_command(
     no_compute: bool = typer.Option(False, "--no-compute", help="Fail instead of scoring when the cache lacks an entry; the error names the options that differ from the nearest cached entry."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write a PNG histogram of the score over the pool with the subset highlighted (replaces only a PNG)."),
     list_strategies: bool = typer.Option(False, "--list", help="List the strategies, one per line, and exit."),
-    text_field: str = TextFieldOption,
-    text_pair_field: Optional[str] = TextPairFieldOption,
-    label_field: str = LabelFieldOption,
     limit: Optional[int] = typer.Option(None, "--limit", help="As given to score: only the first N rows."),
     max_length: int = typer.Option(128, "--max-length", help="As given to score (part of the cache key)."),
     student_head: str = typer.Option("probe", "--student-head", help="As given to score: probe or as-is."),
     cls_states: bool = typer.Option(False, "--cls-states", help="As given to score (part of the teacher cache key)."),
     allow_untrained_head: bool = typer.Option(False, "--allow-untrained-head", help="As given to score (part of the teacher cache key)."),
-    trust_remote_code: bool = TrustRemoteCodeOption,
-    device: Optional[str] = DeviceOption,
-    progress: bool = ProgressOption,
-    cache_dir: Optional[Path] = CacheDirOption,
-    config: Optional[Path] = ConfigOption,
+    **shared,
 ) -> None:
     """Rank the scored pool by a strategy and save the top BUDGET rows as a named selection.
 
@@ -79,13 +72,15 @@ def select_command(
         sample_temperature = old_temperature
     t0 = time.perf_counter()
     selection = select(
-        DataSpec(data, split, text_field, text_pair_field, label_field, limit),
+        DataSpec(data, split, limit=limit, **{k: shared[k] for k in COLUMNS}),
         ScoreSpec(tuple(teacher or ()), student, max_length, cls_states=cls_states, student_head=student_head,
-                  allow_untrained_head=allow_untrained_head, device=device, trust_remote_code=trust_remote_code),
+                  allow_untrained_head=allow_untrained_head, device=shared["device"],
+                  trust_remote_code=shared["trust_remote_code"]),
         SelectSpec(strategy, parse_budget(budget), criterion, clusters, per_class=per_class, sample=sample,
                    sample_temperature=sample_temperature, drop_disagreement=drop_disagreement,
                    disagreement_threshold=disagreement_threshold, dedup=dedup, seed=seed),
-        name=name, cache_dir=cache_dir, overwrite=overwrite, no_compute=no_compute, progress=progress,
+        name=name, cache_dir=shared["cache_dir"], overwrite=overwrite, no_compute=no_compute,
+        progress=shared["progress"],
     )
     info = summary(selection)
     out.print(summary_table(info))
