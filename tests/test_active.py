@@ -55,13 +55,22 @@ def test_batch_priority_orders_by_uncertainty():
     assert kl[0] == pytest.approx(0.0, abs=1e-9) and kl[1] > 0
 
 
-def dynamic(calls: list, **kw) -> Dynamic:
+def dynamic(calls: list, strategy: str = "entropy", **kw) -> Dynamic:
     def scores(positions, embeddings):
         calls.append(positions.copy())
         return student_logits(positions), None
 
-    return Dynamic(UIDS, LABELS, POOL, SelectSpec(strategy="entropy"), 3, scored=None, student_scores=scores,
+    return Dynamic(UIDS, LABELS, POOL, SelectSpec(strategy=strategy), 3, scored=None, student_scores=scores,
                    teacher_logits=lambda p: np.zeros((1, len(p), 2)), **kw)
+
+
+def test_dynamic_random_draws_afresh_without_a_student_pass():
+    calls = []
+    active = dynamic(calls, strategy="random")
+    active.restore([0, 1, 2], selected_epoch=0)
+    draws = [active.rows_for_epoch(epoch).tolist() for epoch in (1, 2, 3)]
+    assert not calls  # random ranks by nothing the student computes: the pool is not re-scored
+    assert all(len(d) == 3 and len(set(d)) == 3 for d in draws) and len({tuple(d) for d in draws}) > 1
 
 
 def test_dynamic_reselects_the_rows_the_current_student_is_unsure_of():

@@ -129,8 +129,12 @@ class Dynamic(ActiveSet):
             groups = self.clusters()
             pool_idx = self.pool[rescore_sample(len(self.pool), self.rescore_pool, rng,
                                                 groups[self.pool] if groups is not None else None)]
-        logits, emb = self.student_scores(pool_idx, self.spec.strategy == "coverage")
-        pool = pool_from_logits(logits, self.teacher_logits(pool_idx), uids=self.uids[pool_idx],
+        teacher = self.teacher_logits(pool_idx)
+        if self.spec.strategy == "random" and self.spec.dedup is None:  # a fresh draw: no student pass to pay for
+            logits, emb = np.zeros(teacher.shape[1:], dtype=np.float32), None
+        else:
+            logits, emb = self.student_scores(pool_idx, self.spec.strategy == "coverage")
+        pool = pool_from_logits(logits, teacher, uids=self.uids[pool_idx],
                                 labels=self.labels[pool_idx], embeddings=emb)
         picked = pool_idx[self._choose(pool, min(self.size, len(pool_idx)), min(self.spec.clusters, len(pool_idx)),
                                        self.spec.seed + epoch)]
