@@ -84,3 +84,6 @@ class TrainSpec:
     live_teacher: bool = False
     checkpoint: bool = True
     holdout: float = 0.1  # of the training rows, as dev, when no dev data is given or found
+    max_steps: int | None = None  # train exactly this many steps (epochs repeat as needed); None: epochs
+    time_budget: float | None = None  # stop once the training seconds reach this; None: no limit
+    eval_every: int | None = None  # log dev scores every N steps; None: after each epoch only

@@ -209,6 +209,10 @@ CASES = [
          ("FULL holds files selectkd did not make", "choose another --out")),
     Case("finetune --data DATA.csv --model STUDENT/ --out DATA.csv --overwrite", "--out is a file, a folder is written",
          ("DATA.csv is a file and this command writes a folder", "choose another --out")),
+    Case(distill("--max-steps 0 --out RUN/"), "zero training steps", ("--max-steps 0 is out of range", "integer >= 1")),
+    Case(distill("--time-budget -5 --out RUN/"), "negative time budget", ("--time-budget -5 is out of range", "number > 0")),
+    Case(distill("--eval-every 1000 --out RUN/"), "--eval-every beyond the run's steps",
+         ("--eval-every 1000 is more than the run's", "steps", "give at most")),
     # -- assets --------------------------------------------------------------------------------------
     Case("assets install --models nope", "unknown model asset", ("unknown model asset 'nope'", "valid: minilm-l6")),
     Case("assets install --data nope", "unknown dataset asset", ("unknown data asset 'nope'", "valid: tweets")),

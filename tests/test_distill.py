@@ -112,6 +112,52 @@ def test_kill_and_resume_gives_the_same_final_weights(task, tmp_path):
     assert [r["epoch"] for r in final if "epoch" in r] == [1, 2, 3, 4]
 
 
+# -- schedules by compute: --max-steps, --time-budget, --eval-every --------------------------------------
+
+def test_max_steps_trains_exactly_n_steps_and_eval_every_logs_dev_points(task, tmp_path):
+    res = distill(config(task, tmp_path / "run", max_steps=13, eval_every=4, epochs=1), progress=False)
+    assert res.summary["steps"] == 13 and res.summary["stopped"] == "max steps"  # 10 steps an epoch: 1 epoch + 3
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["epoch"], r["step"]) for r in records if "epoch" in r] == [(1, 10), (2, 13)]
+    points = [r for r in records if "epoch" not in r and "final" not in r]
+    assert [p["step"] for p in points] == [4, 8, 12]
+    seconds, trained = [p["seconds_train"] for p in points], [p["student_rows_trained"] for p in points]
+    assert seconds == sorted(seconds) and seconds[0] > 0 and seconds[-1] <= res.summary["seconds"]["train"] + 0.01
+    assert trained == sorted(trained) and len(set(trained)) == 3 and trained[-1] < res.summary["student_rows_forward_backward"]
+    assert all(set(p["dev"]) == {"accuracy", "macro_f1"} for p in points)
+    sched = torch.load(tmp_path / "run" / "checkpoint" / "optim.pt", weights_only=True)["scheduler"]
+    assert sched["last_epoch"] == 13 and sched["_last_lr"] == [0.0]  # decayed over the 13 real steps
+
+
+def test_schedule_reaches_zero_at_the_last_real_step():
+    from selectkd.distillation.loop import optimizer, run_steps
+    from selectkd.specs import TrainSpec
+
+    spec = TrainSpec(epochs=3, lr=1.0, warmup=0.1, max_steps=7)
+    assert run_steps(spec, 10) == 7 and run_steps(TrainSpec(epochs=3), 10) == 30
+    assert run_steps(TrainSpec(epochs=3, time_budget=5.0), 10) == 30  # a budget does not change the schedule
+    opt, sched = optimizer([torch.nn.Parameter(torch.zeros(1))], spec, run_steps(spec, 10))
+    used = []
+    for _ in range(7):
+        used.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert all(lr > 0 for lr in used) and opt.param_groups[0]["lr"] == 0.0
+
+
+def test_time_budget_stops_after_the_first_step(task, tmp_path):
+    res = distill(config(task, tmp_path / "run", time_budget=0.001), progress=False)
+    assert res.summary["steps"] == 1 and res.summary["stopped"] == "time budget"
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if "epoch" in r] == [1] and records[-1]["final"]
+
+
+def test_eval_every_beyond_the_run_is_refused_before_the_run_folder(task, tmp_path):
+    with pytest.raises(SelectKDError, match="--eval-every 31 is more than the run's 30 steps"):
+        distill(config(task, tmp_path / "run", eval_every=31), progress=False)
+    assert not (tmp_path / "run").exists()
+
+
 # -- refusals --------------------------------------------------------------------------------------
 
 def test_bad_input_is_refused_before_any_training(task, tmp_path):

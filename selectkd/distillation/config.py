@@ -37,10 +37,12 @@ OPTION_DEFAULTS: dict = {
     "pt_alpha": 0.0, "live_teacher": False,
     # optimisation and models
     "epochs": 3, "lr": 2e-5, "batch_size": 32, "max_length": 128, "warmup": 0.1, "seed": 0, "checkpoint": True,
+    "max_steps": None, "time_budget": None, "eval_every": None,
     "cache_dir": None, "device": None, "trust_remote_code": False, "allow_untrained_head": False,
 }
 TRAIN_OPTIONS = ("epochs", "lr", "batch_size", "warmup", "seed", "kd_loss", "temperature", "ce_alpha", "kd_alpha",
-                 "adoption", "objective", "pt_alpha", "live_teacher", "checkpoint", "holdout")
+                 "adoption", "objective", "pt_alpha", "live_teacher", "checkpoint", "holdout",
+                 "max_steps", "time_budget", "eval_every")
 SELECT_OPTIONS = ("strategy", "criterion", "clusters", "per_class", "sample", "sample_temperature")
 RUN_OPTIONS = ("eval_data", "eval_split", "test_data", "test_split", "eval_limit", "test_limit", "selection",
                "in_batch", "reselect_every", "rescore_pool", "rescore_by", "cache_dir")
@@ -139,6 +141,8 @@ def check_config(cfg: DistillConfig) -> None:
         "--kd-alpha": (t.kd_alpha, NON_NEGATIVE), "--pt-alpha": (t.pt_alpha, NON_NEGATIVE),
         "--warmup": (t.warmup, WARMUP), "--epochs": (t.epochs, COUNT), "--batch-size": (t.batch_size, COUNT),
         "--max-length": (cfg.scoring.max_length, MAX_LENGTH), "--seed": (t.seed, SEED), "--holdout": (t.holdout, HOLDOUT),
+        "--max-steps": (t.max_steps, COUNT), "--time-budget": (t.time_budget, POSITIVE),
+        "--eval-every": (t.eval_every, COUNT),
         "--in-batch": (cfg.in_batch, FRACTION), "--reselect-every": (cfg.reselect_every, COUNT),
         "--rescore-pool": (cfg.rescore_pool, FRACTION), "--limit": (cfg.data.limit, COUNT),
         "--eval-limit": (cfg.eval_limit, ROW_LIMIT), "--test-limit": (cfg.test_limit, ROW_LIMIT),

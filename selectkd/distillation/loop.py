@@ -94,8 +94,16 @@ def distill(cfg: DistillConfig, *, resume: bool = False, overwrite: bool = False
     steps_per_epoch = math.ceil(active.size / t.batch_size) // world  # each rank takes every world-th batch
     if steps_per_epoch < 1:
         raise SelectKDError(f"{active.size} training rows make fewer batches than processes ({world}); lower --batch-size")
+    total_steps = run_steps(t, steps_per_epoch)  # what the schedule decays over (and what --max-steps trains)
+    epochs = math.ceil(total_steps / steps_per_epoch)
+    if t.eval_every is not None:  # refused before the run folder is made
+        if t.eval_every > total_steps:
+            raise SelectKDError(f"--eval-every {t.eval_every} is more than the run's {total_steps} steps "
+                                f"({steps_per_epoch} per epoch); give at most {total_steps}")
+        if data.dev is None:
+            raise SelectKDError("--eval-every logs dev scores but this run has no dev rows; give --eval-data or --holdout > 0")
     params = list(student.parameters()) + (list(proj.parameters()) if proj is not None else [])
-    opt, sched = optimizer(params, t, steps_per_epoch * t.epochs)
+    opt, sched = optimizer(params, t, total_steps)
 
     # -- a new run folder, or the checkpoint to resume from ------------------------------------------
     if rank == 0:
@@ -108,21 +116,33 @@ def distill(cfg: DistillConfig, *, resume: bool = False, overwrite: bool = False
                 lambda loss, norm: check_finite(loss, norm, state.step + 1, state.epoch + 1, lambda: kept(ckpt, state)))
     dev_tokens = Encoded.of(tokenizer, data.dev, cfg.scoring.max_length) if data.dev is not None else None
 
-    # -- the epoch loop ------------------------------------------------------------------------------
-    for epoch in range(state.epoch, t.epochs):
+    # -- the epoch loop (--max-steps: as many epochs as its steps need, the last one cut short) ----------
+    stopped = "max steps" if t.max_steps is not None else "epochs"
+    for epoch in range(state.epoch, epochs):
+        if t.time_budget is not None and state.times["train"] >= t.time_budget:
+            stopped = "time budget"  # resumed after the budget was spent
+            break
         t0 = time.perf_counter()
         train_rows = active.rows_for_epoch(epoch)  # dynamic: re-scored and re-chosen here
         state.times["rescore"] += time.perf_counter() - t0
-        t0 = time.perf_counter()
+        t0, paused = time.perf_counter(), 0.0  # paused: --eval-every's evaluation, not training time
         torch.manual_seed(t.seed + epoch)  # dropout: the same whether resumed or not
         losses = []
-        batches = epoch_batches(tokens.lengths, train_rows, t.batch_size, t.seed + epoch)[rank::world][:steps_per_epoch]
-        with progress_bar(f"epoch {epoch + 1}/{t.epochs}", sum(map(len, batches)), progress) as advance:
+        batches = epoch_batches(tokens.lengths, train_rows, t.batch_size, t.seed + epoch)[rank::world]
+        batches = batches[:min(steps_per_epoch, total_steps - state.step)]
+        with progress_bar(f"epoch {epoch + 1}/{epochs}", sum(map(len, batches)), progress) as advance:
             for b in batches:
                 losses.append(step(tokens.inputs(b, device), torch.from_numpy(labels[b]).to(device), b))
                 state.step += 1
                 advance(len(b))
-        state.times["train"] += time.perf_counter() - t0
+                if t.eval_every is not None and state.step % t.eval_every == 0:
+                    paused += eval_point(state, student, dev_tokens, data, rows.num_labels, device, out,
+                                         rank, state.times["train"] + time.perf_counter() - t0 - paused)
+                spent = state.times["train"] + time.perf_counter() - t0 - paused
+                if t.time_budget is not None and state.step < total_steps and over_budget(spent, t.time_budget, world):
+                    stopped = "time budget"
+                    break
+        state.times["train"] += time.perf_counter() - t0 - paused
         t0 = time.perf_counter()
         record = {"epoch": epoch + 1, "step": state.step, "train_loss": round(float(np.mean(losses)), 5),
                   "train_rows": int(len(train_rows))}
@@ -137,6 +157,8 @@ def distill(cfg: DistillConfig, *, resume: bool = False, overwrite: bool = False
             if t.checkpoint:
                 save_checkpoint(ckpt, state, student, proj, opt, sched)
         parallel.barrier(world)
+        if stopped == "time budget":
+            break
 
     # -- test, the student, the summary (rank 0) -----------------------------------------------------
     if rank != 0:
@@ -150,7 +172,7 @@ def distill(cfg: DistillConfig, *, resume: bool = False, overwrite: bool = False
         state.times["eval"] += time.perf_counter() - t0
         log(out, {"final": True, "test": test_metrics})
     save_student(out / "student", student, tokenizer, rows.label_names)
-    summary = run_summary(state, test_metrics, signals, data, time.perf_counter() - t_start)
+    summary = {**run_summary(state, test_metrics, signals, data, time.perf_counter() - t_start), "stopped": stopped}
     atomic_write_json(out / "summary.json", summary)
     parallel.barrier(world)
     return DistillResult(out, state.best_dev or {}, test_metrics, summary)
@@ -207,6 +229,35 @@ class Step:
             self.sched.step()
         self.counters["train_rows"] += len(rows) * self.world  # every rank steps on a batch of its own
         return float(loss.detach())
+
+
+def run_steps(spec: TrainSpec, steps_per_epoch: int) -> int:
+    """The steps the schedule decays over: --max-steps when given, else every step of --epochs epochs.
+
+    --time-budget does not change it (when the budget runs out is not known up front): a run stopped by
+    the budget ends before its lr reaches 0.
+    """
+    return spec.max_steps if spec.max_steps is not None else steps_per_epoch * spec.epochs
+
+
+def over_budget(train_seconds: float, budget: float, world: int) -> bool:
+    """Whether the training seconds reached ``budget``: rank 0's clock decides for every rank."""
+    return bool(parallel.broadcast(train_seconds >= budget, world))
+
+
+def eval_point(state: RunState, student, dev_tokens: Encoded, data: RunData, num_labels: int, device: str,
+               out: Path, rank: int, train_seconds: float) -> float:
+    """--eval-every: one metrics.jsonl line (step, training seconds and rows so far, dev scores) from rank 0;
+    returns the seconds it took (counted as eval, not training)."""
+    t0 = time.perf_counter()
+    if rank == 0:
+        dev = evaluate(student, dev_tokens, data.dev, num_labels, device, state.counters)
+        log(out, {"step": state.step, "seconds_train": round(train_seconds, 4),
+                  "student_rows_trained": state.counters["train_rows"],
+                  "dev": {"accuracy": dev["accuracy"], "macro_f1": dev["macro_f1"]}})
+    spent = time.perf_counter() - t0
+    state.times["eval"] += spent
+    return spent
 
 
 def optimizer(params: list, spec: TrainSpec, total_steps: int):
