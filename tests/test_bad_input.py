@@ -213,6 +213,11 @@ CASES = [
     Case(distill("--time-budget -5 --out RUN/"), "negative time budget", ("--time-budget -5 is out of range", "number > 0")),
     Case(distill("--eval-every 1000 --out RUN/"), "--eval-every beyond the run's steps",
          ("--eval-every 1000 is more than the run's", "steps", "give at most")),
+    # -- plot --------------------------------------------------------------------------------------
+    Case("plot FULL/ --out CURVE.png", "a folder that is not a run", ("FULL is not a run folder", "selectkd distill --out")),
+    Case("plot NO_DEV_RUN/ --out CURVE.png", "a run with no dev rows",
+         ("has no dev accuracy", "run `selectkd distill` with dev data")),
+    Case("plot --out CURVE.png", "no RUN_DIR given", ("no RUN_DIR given", "selectkd distill --out")),
     # -- assets --------------------------------------------------------------------------------------
     Case("assets install --models nope", "unknown model asset", ("unknown model asset 'nope'", "valid: minilm-l6")),
     Case("assets install --data nope", "unknown dataset asset", ("unknown data asset 'nope'", "valid: tweets")),
@@ -251,6 +256,9 @@ def make_files(base: Path, tiny) -> None:
     (base / "UNKNOWN_KEY.toml").write_text('data = "DATA.csv"\nmax_lenght = 16\n')
     (base / "FULL").mkdir()
     (base / "FULL" / "keep.txt").write_text("someone's file\n")
+    (base / "NO_DEV_RUN").mkdir()  # a run trained without dev data: metrics but no dev accuracy
+    (base / "NO_DEV_RUN" / "config.json").write_text("{}\n")
+    (base / "NO_DEV_RUN" / "metrics.jsonl").write_text('{"epoch": 1, "step": 2, "train_loss": 0.5, "train_rows": 8}\n')
     (base / "CACHE_FILE.txt").write_text("not a folder\n")
     damaged_store(base / "DAMAGED")
     write_csv(base / "SPACE.csv", [{**r, "label": r["label"] + (" " if i == 5 else "")} for i, r in enumerate(rows)])
@@ -407,5 +415,5 @@ def test_the_table_covers_every_command():
     words = [shlex.split(c.command) for c in CASES]
     commands = {" ".join(w[:2]) if w[0] in ("cache", "assets") else w[0] for w in words}
     assert commands >= {"score", "select", "export", "distill", "finetune", "cache info", "cache rm", "cache verify",
-                        "assets install"}
+                        "assets install", "plot"}
     assert len(CASES) >= 22 and len({c.command for c in CASES}) == len(CASES)

@@ -227,6 +227,25 @@ def demo(
               f"the teacher was fitted on frozen features of the same {rows:,} rows")
 
 
+@app.command()
+def plot(
+    runs: List[Path] = typer.Argument(None, help="Run folders made by `selectkd distill --out` (one line each, labelled by the folder name).", show_default=False),
+    out_path: Path = typer.Option(..., "--out", help="The PNG to write (replaces only a PNG)."),
+    reference: Optional[Path] = typer.Option(None, "--reference", help="A run (e.g. full-data KD) whose final dev accuracy is drawn as a horizontal line and 15% of its training seconds as a vertical one."),
+    config: Optional[Path] = ConfigOption,
+) -> None:
+    """Time to accuracy: dev accuracy against cumulative training seconds, one line per run.
+
+    Rows logged with `seconds` (--eval-every) are placed there; per-epoch rows at
+    summary.json's training seconds x step / steps.
+    """
+    from selectkd.distillation.curves import check_plot_out, plot_curves
+
+    check_plot_out(out_path)
+    path = plot_curves(list(runs or []), out_path, reference=reference)
+    out.print(f"wrote {path} ({len(runs)} run(s))", highlight=False)
+
+
 register_select(app)
 register_distill(app)
 register_cache(app)
