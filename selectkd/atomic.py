@@ -84,6 +84,14 @@ def remove_path(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
+def discard(path: Path, tag: str = "discarded") -> None:
+    """Delete ``path`` whole: renamed to a hidden name first, so no reader sees it half-deleted;
+    a symbolic link loses the link, never its target."""
+    gone = temp_name(path, tag)
+    os.rename(path, gone)
+    remove_path(gone)
+
+
 def _exchange(a: Path, b: Path) -> bool:
     """Swap two names in one step (Linux renameat2 RENAME_EXCHANGE); False where the system cannot."""
     if not sys.platform.startswith("linux"):

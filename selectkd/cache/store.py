@@ -21,7 +21,7 @@ from typing import Any, Iterator
 
 import pyarrow as pa
 
-from ..atomic import atomic_write_bytes, atomic_write_json, locked_file, replacing
+from ..atomic import atomic_write_bytes, atomic_write_json, discard, locked_file, replacing
 from ..errors import CacheError, SelectKDError
 from .files import (canonical_json, file_sha256, files_problem, is_own_file, is_plain_name, read_arrow, read_json_file,
                     shape_problem, write_arrow)
@@ -272,12 +272,7 @@ class Store:
     def remove(self, entry: Entry) -> None:
         """Remove an entry whole; an entry folder that is a symlink loses the link, never its target."""
         with entry.lock():
-            if entry.path.is_symlink():
-                entry.path.unlink()
-                return
-            trash = entry.path.with_name(f".{entry.key}.removing-{os.getpid()}")
-            os.replace(entry.path, trash)
-            shutil.rmtree(trash)
+            discard(entry.path, "removing")
 
 
 class EntryWriter:

@@ -8,11 +8,10 @@ shape runs have always saved: an older run is still compared, resumed and reused
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..atomic import atomic_write_json, clean_stale, remove_path, temp_name
+from ..atomic import atomic_write_json, clean_stale, discard
 from ..cache.store import Store
 from ..errors import SelectKDError
 from ..outputs import RUN, check_output
@@ -218,9 +217,7 @@ def prepare_run_dir(out: Path, config: dict, resume: bool, overwrite: bool, cach
         return
     clean_stale(out)
     if check_output(out, RUN, overwrite, cache_root):
-        discarded = temp_name(out, "discarded")
-        os.rename(out, discarded)
-        remove_path(discarded)
+        discard(out)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(saved, config)
 
