@@ -45,7 +45,7 @@ from pathlib import Path
 import numpy as np
 
 from selectkd import assets
-from selectkd.atomic import atomic_write_json, atomic_write_text, replacing, save_figure
+from selectkd.atomic import atomic_write_json, atomic_write_text, save_figure
 from selectkd.cache.store import Store
 from selectkd.distillation.config import OPTION_DEFAULTS
 from selectkd.distillation.config import DistillConfig, finished_summary
@@ -212,25 +212,13 @@ def builtin(name: str) -> bool:
 
 def truncated_student(name: str, layers: int, root: Path) -> str:
     """The first ``layers`` layers of ``name``, saved once as a normal HF folder in the store."""
-    from transformers import AutoModel, AutoTokenizer
+    from selectkd.errors import SelectKDError
+    from selectkd.models import first_layers
 
-    from selectkd.models import resolve
-
-    out = root / "models" / f"{dataset_tag(name)}-first{layers}"
-    if (out / "config.json").exists():
-        return str(out)
-    ref = resolve(name, root)
-    model = AutoModel.from_pretrained(ref.source)
-    if layers >= model.config.num_hidden_layers:
-        raise SystemExit(f"--small-student-layers {layers} is not smaller than {name}'s "
-                         f"{model.config.num_hidden_layers} layers")
-    model.encoder.layer = model.encoder.layer[:layers]
-    model.config.num_hidden_layers = layers
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with replacing(out) as tmp:
-        model.save_pretrained(tmp)
-        AutoTokenizer.from_pretrained(ref.source).save_pretrained(tmp)
-    return str(out)
+    try:
+        return first_layers(name, layers, root)
+    except SelectKDError as exc:
+        raise SystemExit(f"--small-student-layers {layers}: {exc}") from None
 
 
 def prepare(args, data: str, small_student: str) -> dict:

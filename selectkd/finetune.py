@@ -29,8 +29,9 @@ from .outputs import FINETUNE, check_output, claim
 from .ranges import COUNT, HOLDOUT, MAX_LENGTH, POSITIVE, ROW_LIMIT, SEED, WARMUP, check_ranges
 from .runtime import pick_device, progress_bar
 from .scoring.run import load_rows_for
-from .scoring.tokens import collate, encode, length_batches
-from .specs import DataSpec
+from .distillation.evaluate import Encoded, predictions
+from .scoring.tokens import length_batches
+from .specs import DEFAULT_FINETUNE_LR, DataSpec
 
 
 @dataclass
@@ -43,33 +44,26 @@ class FinetuneResult:
     dev: dict = field(default_factory=dict)  # where the dev rows came from (a held-out part: how many)
 
 
-def _batches(rows: Rows, tokenizer, max_length: int, batch_size: int, shuffle_seed: int | None = None):
-    """Length-grouped batches of (rows indices, model inputs); optionally shuffled batch order."""
-    ds = rows.dataset
-    pairs = ds["text_pair"] if "text_pair" in ds.column_names else None
-    ids, types = encode(tokenizer, list(ds["text"]), list(pairs) if pairs is not None else None, max_length)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    groups = length_batches(np.array([len(x) for x in ids]), batch_size)
+def _batches(enc: Encoded, batch_size: int, shuffle_seed: int | None = None):
+    """Length-grouped batches of (row positions, padded model inputs); optionally in a shuffled order.
+
+    ``enc`` holds the rows tokenised once: every epoch and every evaluation reuses it."""
+    groups = length_batches(enc.lengths, batch_size)
     if shuffle_seed is not None:
         order = np.random.default_rng(shuffle_seed).permutation(len(groups))
         groups = [groups[i] for i in order]
     for g in groups:
-        yield g, collate([ids[i] for i in g], pad, [types[i] for i in g] if types is not None else None)
+        yield g, enc.inputs(g, "cpu")
 
 
-def evaluate(model, rows: Rows, tokenizer, max_length: int, batch_size: int, device: str) -> dict:
-    """Accuracy and macro-F1 of ``model`` on ``rows``."""
-    import torch
-
-    preds = np.zeros(len(rows), dtype=np.int64)
-    model.eval()
-    with torch.inference_mode():
-        for g, batch in _batches(rows, tokenizer, max_length, batch_size):
-            preds[g] = model(**{k: v.to(device) for k, v in batch.items()}).logits.argmax(-1).cpu().numpy()
-    return classification_metrics(preds, rows.labels, rows.num_labels)
+def evaluate(model, rows: Rows, tokenizer, max_length: int, batch_size: int, device: str,
+             enc: Encoded | None = None) -> dict:
+    """Accuracy and macro-F1 of ``model`` on ``rows`` (inference mode, batches grouped by length)."""
+    enc = enc or Encoded.of(tokenizer, rows, max_length)
+    return classification_metrics(predictions(model, enc, device), rows.labels, rows.num_labels)
 
 
-def _fit_head_only(model, rows: Rows, tokenizer, max_length: int, batch_size: int, device: str,
+def _fit_head_only(model, rows: Rows, enc: Encoded, batch_size: int, device: str,
                    progress: bool, l2: float = 1e-3, max_iter: int = 300) -> dict:
     """Capture the head's input once (frozen encoder), then fit the head with L-BFGS."""
     import torch
@@ -88,7 +82,7 @@ def _fit_head_only(model, rows: Rows, tokenizer, max_length: int, batch_size: in
     hook = head.register_forward_pre_hook(grab)
     model.eval()
     with torch.inference_mode(), progress_bar("head-only: encoding", len(rows), progress) as advance:
-        for g, batch in _batches(rows, tokenizer, max_length, batch_size):
+        for g, batch in _batches(enc, batch_size):
             model(**{k: v.to(device) for k, v in batch.items()})
             for j, i in enumerate(g):
                 captured[int(i)] = grab.last[j]
@@ -117,16 +111,18 @@ def _fit_head_only(model, rows: Rows, tokenizer, max_length: int, batch_size: in
     return {"head_loss": round(loss, 4), "train_accuracy": round(train_acc, 4), "l2": l2, "lbfgs_iterations": max_iter}
 
 
-def _fit_full(model, rows: Rows, tokenizer, *, max_length: int, batch_size: int, epochs: int, lr: float,
+def _fit_full(model, rows: Rows, enc: Encoded, *, batch_size: int, epochs: int, max_steps: int | None, lr: float,
               warmup: float, seed: int, device: str, progress: bool) -> dict:
-    """AdamW with linear warm-up and decay; stops at the first non-finite loss, before it reaches a weight."""
+    """AdamW with linear warm-up and decay to zero at the last step that runs (``max_steps`` when given,
+    else every step of ``epochs``); stops at the first non-finite loss, before it reaches a weight."""
     import torch
 
     from .distillation.losses import check_finite
 
     torch.manual_seed(seed)
     steps_per_epoch = math.ceil(len(rows) / batch_size)
-    total = steps_per_epoch * epochs
+    total = max_steps if max_steps is not None else steps_per_epoch * epochs
+    epochs = math.ceil(total / steps_per_epoch)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
     warm = max(1, int(warmup * total))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min((s + 1) / warm, max(0.0, (total - s) / max(1, total - warm))))
@@ -134,7 +130,9 @@ def _fit_full(model, rows: Rows, tokenizer, *, max_length: int, batch_size: int,
     for epoch in range(epochs):
         model.train()
         with progress_bar(f"fine-tune epoch {epoch + 1}/{epochs}", len(rows), progress) as advance:
-            for g, batch in _batches(rows, tokenizer, max_length, batch_size, shuffle_seed=seed + epoch):
+            for g, batch in _batches(enc, batch_size, shuffle_seed=seed + epoch):
+                if len(losses) == total:
+                    break
                 batch = {k: v.to(device) for k, v in batch.items()}
                 labels = torch.from_numpy(rows.labels[g]).to(device)
                 loss = torch.nn.functional.cross_entropy(model(**batch).logits, labels)
@@ -148,7 +146,7 @@ def _fit_full(model, rows: Rows, tokenizer, *, max_length: int, batch_size: int,
                 losses.append(float(loss.detach()))
                 advance(len(g))
     model.eval()
-    return {"final_train_loss": round(float(np.mean(losses[-steps_per_epoch:])), 4), "steps": total}
+    return {"final_train_loss": round(float(np.mean(losses[-steps_per_epoch:])), 4), "steps": len(losses)}
 
 
 def finetune(
@@ -167,7 +165,8 @@ def finetune(
     holdout: float = 0.1,
     head_only: bool = False,
     epochs: int = 3,
-    lr: float = 5e-5,
+    max_steps: int | None = None,
+    lr: float = DEFAULT_FINETUNE_LR,
     batch_size: int = 32,
     max_length: int = 128,
     warmup: float = 0.1,
@@ -191,7 +190,7 @@ def finetune(
     from .cache.store import Store
 
     out = Path(out)
-    check_ranges({"--epochs": (epochs, COUNT), "--lr": (lr, POSITIVE), "--batch-size": (batch_size, COUNT),
+    check_ranges({"--epochs": (epochs, COUNT), "--max-steps": (max_steps, COUNT), "--lr": (lr, POSITIVE), "--batch-size": (batch_size, COUNT),
                   "--max-length": (max_length, MAX_LENGTH), "--warmup": (warmup, WARMUP), "--seed": (seed, SEED),
                   "--holdout": (holdout, HOLDOUT), "--eval-limit": (eval_limit, ROW_LIMIT)})
     root = Store(cache_dir).root
@@ -210,10 +209,11 @@ def finetune(
         net.config.label2id = {n: i for i, n in enumerate(rows.label_names)}
     net.to(device)
     t0 = time.perf_counter()
+    enc = Encoded.of(tokenizer, rows, max_length)  # tokenised once for every epoch
     if head_only:
-        metrics = _fit_head_only(net, rows, tokenizer, max_length, batch_size, device, progress)
+        metrics = _fit_head_only(net, rows, enc, batch_size, device, progress)
     else:
-        metrics = _fit_full(net, rows, tokenizer, max_length=max_length, batch_size=batch_size, epochs=epochs,
+        metrics = _fit_full(net, rows, enc, batch_size=batch_size, epochs=epochs, max_steps=max_steps,
                             lr=lr, warmup=warmup, seed=seed, device=device, progress=progress)
     seconds = time.perf_counter() - t0
     if eval_rows is not None:
@@ -221,7 +221,7 @@ def finetune(
     mode = "head-only" if head_only else "full"
     _save(net, tokenizer, out, overwrite, root, {
         "data": data, "split": split, "limit": limit, "model": model,
-        "mode": mode, "epochs": None if head_only else epochs,
+        "mode": mode, "epochs": None if head_only else epochs, "max_steps": None if head_only else max_steps,
         "lr": None if head_only else lr, "batch_size": batch_size, "max_length": max_length, "seed": seed,
         "train_rows": len(rows), "seconds": round(seconds, 2), "label_names": rows.label_names,
         "dev": dev, "metrics": metrics,

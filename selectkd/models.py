@@ -246,3 +246,29 @@ def save_model(model, tokenizer, folder: Path) -> None:
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     follow_umask(folder)
+
+
+def first_layers(name: str, layers: int, root: Path) -> str:
+    """The first ``layers`` transformer layers of encoder ``name`` (embeddings and pooler kept), saved once
+    as a normal HF folder in the store's models/ and reused: a student that starts from its teacher's own
+    lower layers (DistilBERT, PKD), sharing its tokenizer. Returns the folder."""
+    from transformers import AutoModel
+
+    from .atomic import replacing
+
+    ref = resolve(name, root)
+    out = root / "models" / f"{re.sub(r'[^A-Za-z0-9._-]+', '-', Path(name).name)}-first{layers}"
+    if (out / "config.json").exists():
+        return str(out)
+    _quiet_transformers()
+    model = AutoModel.from_pretrained(ref.source, **_load_kwargs(ref))
+    if not 1 <= layers < model.config.num_hidden_layers:
+        raise ModelError(f"a student of the first {layers} layers needs 1 to {model.config.num_hidden_layers - 1} "
+                         f"layers: {name} has {model.config.num_hidden_layers}")
+    model.encoder.layer = model.encoder.layer[:layers]
+    model.config.num_hidden_layers = layers
+    tokenizer, _ = load_tokenizer(ref)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with replacing(out) as tmp:
+        save_model(model, tokenizer, tmp)
+    return str(out)
