@@ -47,6 +47,7 @@ WARMUP = Range(0, 1, high_open=True)  # [0, 1): a share of the steps spent warmi
 HOLDOUT = Range(0, 1, high_open=True)  # [0, 1): 0 holds nothing out
 COUNT = Range(1, integer=True)  # epochs, batch sizes, clusters, rows
 SEED = Range(0, integer=True)
+NON_NEGATIVE_INT = Range(0, integer=True)  # --min-steps: 0 adds no steps
 ROW_LIMIT = Range(0, integer=True)  # --eval-limit / --test-limit: 0 skips that evaluation
 MAX_LENGTH = Range(2, integer=True)  # room for [CLS] and [SEP]
 

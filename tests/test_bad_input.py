@@ -121,6 +121,8 @@ CASES = [
     # -- finetune ----------------------------------------------------------------------------------
     Case("finetune --data DATA.csv --model STUDENT/ --out FULL/", "--out is a folder of the user's files",
          ("FULL holds files selectkd did not make", "choose another --out")),
+    Case("finetune --data DATA.csv --model STUDENT/ --out RUN/ --max-steps 0", "zero fine-tuning steps",
+         ("--max-steps 0 is out of range", "integer >= 1")),
     Case("finetune --data DATA.csv --model no-such-model --out RUN/", "unknown model name",
          ("cannot load model 'no-such-model'", "built-in name")),
     Case("finetune --data NO_LABEL.csv --model STUDENT/ --out RUN/", "label column missing",
@@ -211,6 +213,9 @@ CASES = [
          ("DATA.csv is a file and this command writes a folder", "choose another --out")),
     Case(distill("--max-steps 0 --out RUN/"), "zero training steps", ("--max-steps 0 is out of range", "integer >= 1")),
     Case(distill("--time-budget -5 --out RUN/"), "negative time budget", ("--time-budget -5 is out of range", "number > 0")),
+    Case(distill("--min-steps -1 --out RUN/"), "a negative step floor", ("--min-steps -1 is out of range", "integer >= 0")),
+    Case(distill("--head-init best --out RUN/"), "an unknown head initialisation",
+         ("unknown --head-init 'best'", "probe, random")),
     Case(distill("--eval-every 1000 --out RUN/"), "--eval-every beyond the run's steps",
          ("--eval-every 1000 is more than the run's", "steps", "give at most")),
     # -- plot --------------------------------------------------------------------------------------

@@ -40,7 +40,8 @@ def task(tmp_path_factory):
 
 def config(task, out, **kw):
     base = dict(data=str(task["train"]), teachers=[task["teacher"]], student=task["student"], out=str(out),
-                eval_data=str(task["dev"]), test_data=str(task["test"]), lr=5e-3, epochs=3, cache_dir=str(task["cache"]))
+                eval_data=str(task["dev"]), test_data=str(task["test"]), lr=5e-3, epochs=3, min_steps=0,
+                cache_dir=str(task["cache"]))
     return DistillConfig.from_options(**{**base, **kw})
 
 
@@ -91,7 +92,7 @@ def test_kill_and_resume_gives_the_same_final_weights(task, tmp_path):
     from safetensors.torch import load_file
 
     args = ["distill", "--data", str(task["train"]), "--eval-data", str(task["dev"]), "--test-data", str(task["test"]),
-            "--teacher", task["teacher"], "--student", task["student"], "--lr", "5e-3", "--epochs", "4",
+            "--teacher", task["teacher"], "--student", task["student"], "--lr", "5e-3", "--epochs", "4", "--min-steps", "0",
             "--no-progress", "--seed", "3"]
     env = {**os.environ, "SELECTKD_CACHE": str(task["cache"])}
     killed = tmp_path / "killed"
@@ -120,10 +121,10 @@ def test_max_steps_trains_exactly_n_steps_and_eval_every_logs_dev_points(task, t
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [(r["epoch"], r["step"]) for r in records if "epoch" in r] == [(1, 10), (2, 13)]
     points = [r for r in records if "epoch" not in r and "final" not in r]
-    assert [p["step"] for p in points] == [4, 8, 12]
+    assert [p["step"] for p in points] == [0, 4, 8, 12]  # 0: the student before training
     seconds, trained = [p["seconds_train"] for p in points], [p["student_rows_trained"] for p in points]
-    assert seconds == sorted(seconds) and seconds[0] > 0 and seconds[-1] <= res.summary["seconds"]["train"] + 0.01
-    assert trained == sorted(trained) and len(set(trained)) == 3 and trained[-1] < res.summary["student_rows_forward_backward"]
+    assert seconds == sorted(seconds) and seconds[1] > 0 and seconds[-1] <= res.summary["seconds"]["train"] + 0.01
+    assert trained == sorted(trained) and len(set(trained)) == 4 and trained[-1] < res.summary["student_rows_forward_backward"]
     assert all(set(p["dev"]) == {"accuracy", "macro_f1"} for p in points)
     sched = torch.load(tmp_path / "run" / "checkpoint" / "optim.pt", weights_only=True)["scheduler"]
     assert sched["last_epoch"] == 13 and sched["_last_lr"] == [0.0]  # decayed over the 13 real steps
@@ -134,8 +135,10 @@ def test_schedule_reaches_zero_at_the_last_real_step():
     from selectkd.specs import TrainSpec
 
     spec = TrainSpec(epochs=3, lr=1.0, warmup=0.1, max_steps=7)
-    assert run_steps(spec, 10) == 7 and run_steps(TrainSpec(epochs=3), 10) == 30
-    assert run_steps(TrainSpec(epochs=3, time_budget=5.0), 10) == 30  # a budget does not change the schedule
+    assert run_steps(spec, 10) == 7 and run_steps(TrainSpec(epochs=3, min_steps=0), 10) == 30
+    assert run_steps(TrainSpec(epochs=3, min_steps=0, time_budget=5.0), 10) == 30  # the budget's end is not known
+    assert run_steps(TrainSpec(epochs=3, min_steps=100), 9) == 108  # a small subset: whole epochs up to the floor
+    assert run_steps(TrainSpec(epochs=3, min_steps=100), 50) == 150 and run_steps(TrainSpec(epochs=3, min_steps=0), 9) == 27
     opt, sched = optimizer([torch.nn.Parameter(torch.zeros(1))], spec, run_steps(spec, 10))
     used = []
     for _ in range(7):
@@ -145,8 +148,25 @@ def test_schedule_reaches_zero_at_the_last_real_step():
     assert all(lr > 0 for lr in used) and opt.param_groups[0]["lr"] == 0.0
 
 
+def test_a_time_budget_decays_the_learning_rate_by_seconds_to_zero_when_it_runs_out():
+    from selectkd.distillation.loop import lr_factor
+
+    # 1,000 planned steps, a 10 s budget: warm-up over the first second, then linear decay to 0 at 10 s
+    assert lr_factor(0, 1000, 0.1, seconds=0.5, budget=10.0) == pytest.approx(0.5)
+    assert lr_factor(20, 1000, 0.1, seconds=5.5, budget=10.0) == pytest.approx(0.5)
+    assert lr_factor(30, 1000, 0.1, seconds=10.0, budget=10.0) == 0.0
+    assert lr_factor(999, 1000, 0.1, seconds=1.0, budget=10.0) == pytest.approx(1 / 900)  # the steps end first
+
+
+def test_a_run_cut_by_its_time_budget_ends_near_lr_zero(task, tmp_path):
+    res = distill(config(task, tmp_path / "run", epochs=50, time_budget=1.0, lr=1e-3), progress=False)
+    s = res.summary
+    assert s["stopped"] == "time budget" and 1 < s["steps"] < 500 and s["seconds"]["train"] >= 1.0
+    assert s["lr_at_end"] < 0.1 * 1e-3  # a step-based schedule would still be near its peak here
+
+
 def test_time_budget_stops_after_the_first_step(task, tmp_path):
-    res = distill(config(task, tmp_path / "run", time_budget=0.001), progress=False)
+    res = distill(config(task, tmp_path / "run", time_budget=0.001, head_init="random"), progress=False)
     assert res.summary["steps"] == 1 and res.summary["stopped"] == "time budget"
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records if "epoch" in r] == [1] and records[-1]["final"]
@@ -222,7 +242,7 @@ def test_torchrun_two_gloo_processes_train_with_ddp(task, tmp_path):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29517",
            "-m", "selectkd", "distill", "--data", str(task["train"]), "--eval-data", str(task["dev"]),
            "--test-data", str(task["test"]), "--teacher", task["teacher"], "--student", task["student"],
-           "--lr", "5e-3", "--epochs", "3", "--batch-size", "16", "--no-progress", "--out", str(out)]
+           "--lr", "5e-3", "--epochs", "3", "--min-steps", "0", "--batch-size", "16", "--no-progress", "--out", str(out)]
     env = {**os.environ, "SELECTKD_CACHE": str(task["cache"]), "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -258,3 +278,63 @@ def test_distill_finds_a_teacher_scored_with_an_untrained_head(task, tmp_path):
             "--out", str(tmp_path / "run"), cache=cache, check=True)
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert len(scored) == 1 and summary["teacher_cache_keys"] == scored and teacher_entries(cache) == scored
+
+
+# -- a student head that starts informed, enough steps, and a collapse said out loud ----------------------
+
+def test_the_probe_fitted_head_predicts_what_the_probe_predicts_before_training(task):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from selectkd.data.rows import DataSpec, load_rows
+    from selectkd.distillation.evaluate import Encoded
+    from selectkd.distillation.head import head_features, init_head
+    from selectkd.scoring.student import fit_probe
+
+    rows = load_rows(DataSpec(str(task["train"])), task["cache"])
+    student = AutoModelForSequenceClassification.from_pretrained(task["student"], num_labels=2)
+    enc = Encoded.of(AutoTokenizer.from_pretrained(task["student"]), rows, 128)
+    positions = np.arange(0, len(rows), 2)  # the rows a run trains on: any subset
+    probs = np.full((len(positions), 2), 0.1) + 0.8 * np.eye(2)[rows.labels[positions]]  # soft labels
+    features = head_features(student, enc, positions, 2, "cpu")
+    w, b, _ = fit_probe(features, probs, standardize=False)
+    fit = init_head(student, enc, positions, probs, 2, "cpu")
+    student.eval()
+    with torch.no_grad():
+        logits = torch.cat([student(**enc.inputs(positions[i:i + 50], "cpu")).logits
+                            for i in range(0, len(positions), 50)]).numpy()
+    probe = features @ w.T + b
+    assert np.allclose(logits, probe, atol=1e-4) and (logits.argmax(1) == probe.argmax(1)).all()
+    assert fit["rows"] == len(positions) and fit["train_agreement_with_teacher"] > 0.5
+
+
+def test_a_small_subset_gets_the_step_floor_and_a_probe_head_by_default(task, tmp_path):
+    from selectkd.specs import DEFAULT_MIN_STEPS
+
+    res = distill(config(task, tmp_path / "run", budget="30", strategy="random", min_steps=DEFAULT_MIN_STEPS),
+                  progress=False)  # 30 rows: 1 step an epoch
+    s = res.summary
+    assert s["steps"] == DEFAULT_MIN_STEPS and s["epochs"] == DEFAULT_MIN_STEPS and s["lr_at_end"] == 0.0
+    assert s["head_init"]["rows"] == 30 and s["seconds"]["head_init"] > 0  # dynamic: on the first selection
+    assert s["seconds"]["train"] >= s["seconds"]["head_init"]
+
+
+def test_a_student_that_collapses_to_one_class_is_flagged(task, tmp_path):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from selectkd.errors import SelectKDWarning
+
+    # a teacher that says "class 0" for every row, and a student that learns only from it
+    teacher = AutoModelForSequenceClassification.from_pretrained(task["teacher"])
+    with torch.no_grad():
+        teacher.classifier.weight.zero_()
+        teacher.classifier.bias.copy_(torch.tensor([6.0, -6.0]))
+    teacher.save_pretrained(tmp_path / "one-class-teacher")
+    AutoTokenizer.from_pretrained(task["teacher"]).save_pretrained(tmp_path / "one-class-teacher")
+    cfg = config(task, tmp_path / "run", teachers=[str(tmp_path / "one-class-teacher")], ce_alpha=0.0, epochs=1)
+    with pytest.warns(SelectKDWarning, match="for 100% of the dev rows: it has not learnt the task"):
+        res = distill(cfg, progress=False)
+    name = teacher.config.id2label[0]
+    assert res.summary["one_class"] == {"class": name, "share": 1.0, "rows": "dev"}
+    healthy = distill(config(task, tmp_path / "healthy"), progress=False)
+    assert healthy.summary["one_class"] is None
+

@@ -91,23 +91,23 @@ def test_ce_and_kd_terms_by_hand():
     ce = (math.log(2) + math.log(4)) / 2  # -log p(gold): 1/2 and 1/4
     assert LOSS_TERMS["ce"].fn(x, TrainSpec()).item() == pytest.approx(ce)
     mse = ((1 + 0) / 2 + (math.log(3.0) ** 2 + 0) / 2) / 2
-    assert LOSS_TERMS["kd"].fn(x, TrainSpec()).item() == pytest.approx(mse)
+    assert LOSS_TERMS["kd"].fn(x, TrainSpec(kd_loss="mse")).item() == pytest.approx(mse)
     # KL at T=1, row 2: p_t = (1/2, 1/2), p_s = (3/4, 1/4)
     kl2 = 0.5 * math.log(0.5 / 0.75) + 0.5 * math.log(0.5 / 0.25)
     kl1 = (math.e / (1 + math.e)) * math.log((math.e / (1 + math.e)) / 0.5) + (1 / (1 + math.e)) * math.log((1 / (1 + math.e)) / 0.5)
-    assert LOSS_TERMS["kd"].fn(x, TrainSpec(kd_loss="kl")).item() == pytest.approx((kl1 + kl2) / 2, rel=1e-5)
+    assert LOSS_TERMS["kd"].fn(x, TrainSpec(kd_loss="kl", temperature=1.0)).item() == pytest.approx((kl1 + kl2) / 2, rel=1e-5)
 
 
 def test_kd_term_averages_teachers_keeps_in_batch_rows_and_splits_by_adoption():
     zt2 = torch.tensor([[0.0, 1.0], [0.0, 0.0]])
     per_row = [(0.5 + 0.5) / 2, math.log(3.0) ** 2 / 2]  # both teachers: row 1 off by 1 in one logit
     x = LossInputs(ZS, Y, [ZT, zt2])
-    assert LOSS_TERMS["kd"].fn(x, TrainSpec()).item() == pytest.approx(sum(per_row) / 2)
+    assert LOSS_TERMS["kd"].fn(x, TrainSpec(kd_loss="mse")).item() == pytest.approx(sum(per_row) / 2)
     x.kd_keep = torch.tensor([1])
-    assert LOSS_TERMS["kd"].fn(x, TrainSpec()).item() == pytest.approx(per_row[1])
+    assert LOSS_TERMS["kd"].fn(x, TrainSpec(kd_loss="mse")).item() == pytest.approx(per_row[1])
     # hard adoption: the more uncertain row 1 (p = 1/2, 1/2) learns from the small (first) teacher only
     x = LossInputs(ZS, Y, [ZT, zt2])
-    assert LOSS_TERMS["kd"].fn(x, TrainSpec(adoption="hard")).item() == pytest.approx(0.5 + math.log(3.0) ** 2 / 2)
+    assert LOSS_TERMS["kd"].fn(x, TrainSpec(adoption="hard", kd_loss="mse")).item() == pytest.approx(0.5 + math.log(3.0) ** 2 / 2)
 
 
 def test_objective_weighs_kd_by_confidence_and_alignment_by_uncertainty():
@@ -115,7 +115,7 @@ def test_objective_weighs_kd_by_confidence_and_alignment_by_uncertainty():
     s = torch.tensor([[[1.0, 0.0]], [[1.0, 0.0]]])  # (B, L=1, H)
     t = torch.tensor([[[0.0, 1.0]], [[1.0, 0.0]]])  # row 1: orthogonal (distance 1), row 2: aligned (0)
     x = LossInputs(ZS, Y, [ZT], student_states=s, teacher_states=t)
-    spec = TrainSpec(objective="uncertainty", pt_alpha=1.0)
+    spec = TrainSpec(objective="uncertainty", pt_alpha=1.0, kd_loss="mse")
     mse = torch.tensor([0.5, math.log(3.0) ** 2 / 2])
     assert LOSS_TERMS["kd"].fn(x, spec).item() == pytest.approx(float(((1 - u) * mse).mean()))
     assert LOSS_TERMS["pt"].fn(x, spec).item() == pytest.approx(float(u[0]) * 1.0 / 2)

@@ -83,3 +83,19 @@ def test_out_that_is_not_a_png_is_refused(runs, tmp_path):
     proc = run_cli("plot", str(full), "--out", str(out), cache=tmp_path / "cache")
     assert proc.returncode == 2 and "selectkd did not make" in proc.stderr and "--out" in proc.stderr
     assert out.read_text() == "mine\n"
+
+
+def test_time_to_accuracy_reads_the_two_headline_figures_off_the_curves(tmp_path):
+    from selectkd.distillation.curves import time_to_accuracy
+
+    full = fake_run(tmp_path / "full", [{"step": s, "seconds_train": 10.0 * s, "dev": dev(a)}
+                                        for s, a in ((1, 0.70), (5, 0.85), (10, 0.90))], {"seconds": {"train": 100.0}})
+    subset = fake_run(tmp_path / "subset", [{"step": s, "seconds_train": t, "dev": dev(a)}
+                                            for s, t, a in ((0, 1.0, 0.80), (1, 10.0, 0.86), (2, 20.0, 0.895))])
+    tta = time_to_accuracy(read_curve(subset), read_curve(full))
+    # 15% of full's 100 s is 15 s: the subset's last point by then is 0.86; 99% of 0.90 is 0.891, reached at 20 s
+    assert tta["mark_seconds"] == 15.0 and tta["dev_accuracy_at_mark"] == 0.86
+    assert tta["target_dev_accuracy"] == 0.891 and tta["seconds_to_target"] == 20.0
+    slow = fake_run(tmp_path / "slow", [{"step": 1, "seconds_train": 30.0, "dev": dev(0.5)}])
+    never = time_to_accuracy(read_curve(slow), read_curve(full))
+    assert never["dev_accuracy_at_mark"] is None and never["seconds_to_target"] is None

@@ -9,7 +9,8 @@ import typer
 from rich.table import Table
 
 from selectkd.cli.options import COLUMNS, RUN, out, with_options
-from selectkd.specs import DEFAULT_CRITERION, DEFAULT_STRATEGY
+from selectkd.specs import (DEFAULT_CRITERION, DEFAULT_HEAD_INIT, DEFAULT_KD_LOSS, DEFAULT_LR, DEFAULT_MIN_STEPS,
+                            DEFAULT_STRATEGY, DEFAULT_TEMPERATURE)
 
 
 def register(app: typer.Typer) -> None:
@@ -39,8 +40,8 @@ def register(app: typer.Typer) -> None:
         rescore_pool: float = typer.Option(1.0, "--rescore-pool", help="Dynamic: re-score only this random fraction of the pool (re-scoring all rows can cost more than training on 10%)."),
         rescore_by: str = typer.Option("random", "--rescore-by", help="With --rescore-pool < 1: random rows, or the same fraction of every k-means cluster of the student embeddings (cluster)."),
         in_batch: Optional[float] = typer.Option(None, "--in-batch", help="The paper's mode: CE on every row, KD on this top fraction of each batch by the student's uncertainty."),
-        kd_loss: str = typer.Option("mse", "--kd-loss", help="mse: MSE between logits (the reference code's default); kl: T^2 * KL(teacher || student) at --temperature."),
-        temperature: float = typer.Option(1.0, "--temperature", help="Temperature of the KL loss."),
+        kd_loss: str = typer.Option(DEFAULT_KD_LOSS, "--kd-loss", help="kl: T^2 * KL(teacher || student) at --temperature (measured best with a fine-tuned teacher); mse: MSE between raw logits (the paper's reference code)."),
+        temperature: float = typer.Option(DEFAULT_TEMPERATURE, "--temperature", help="Temperature of the KL loss."),
         ce_alpha: float = typer.Option(1.0, "--ce-alpha", help="Weight of cross-entropy on gold labels."),
         kd_alpha: float = typer.Option(1.0, "--kd-alpha", help="Weight of the KD term."),
         adoption: Optional[str] = typer.Option(None, "--adoption", help="Two teachers: hard | soft | soft-instance. Uncertain rows learn from the smaller teacher, confident ones from the larger; weights detached."),
@@ -49,9 +50,11 @@ def register(app: typer.Typer) -> None:
         live_teacher: bool = typer.Option(False, "--live-teacher", help="Run the teacher live for token-level alignment (padding masked) instead of cached [CLS] states."),
         epochs: int = typer.Option(3, "--epochs", help="Epochs (ignored with --max-steps)."),
         max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Train exactly N optimizer steps instead of --epochs epochs: epochs repeat over the training rows as needed (an epoch is still when rows are re-selected and a checkpoint saved); the warm-up and decay run over these N steps, reaching lr 0 at the last."),
-        time_budget: Optional[float] = typer.Option(None, "--time-budget", help="Stop once the training seconds (summary.json seconds.train; evaluation not counted) reach this many; summary.json then says \"stopped\": \"time budget\". The schedule does not know when that will be: it decays over --max-steps if given, else over --epochs epochs, so a run stopped early ends above lr 0."),
-        eval_every: Optional[int] = typer.Option(None, "--eval-every", help="Every N steps, one line in metrics.jsonl: step, training seconds so far, student rows trained so far, dev accuracy and macro-F1 (its time is not counted as training). At most the run's step count."),
-        lr: float = typer.Option(2e-5, "--lr", help="Peak learning rate (AdamW, linear warm-up then decay)."),
+        time_budget: Optional[float] = typer.Option(None, "--time-budget", help="Stop once the training seconds (summary.json seconds.train; evaluation not counted) reach this many; summary.json then says \"stopped\": \"time budget\". The learning rate warms up and decays by time as well as by steps, reaching 0 when the budget runs out (or at the last step, if that comes first). Compare a subset with the full data at equal compute: --time-budget of the subset run's seconds."),
+        min_steps: int = typer.Option(DEFAULT_MIN_STEPS, "--min-steps", help="Without --max-steps, add epochs until the run has at least this many steps: a 10% subset makes a few dozen steps an epoch, too few to leave the majority class. 0: exactly --epochs."),
+        head_init: str = typer.Option(DEFAULT_HEAD_INIT, "--head-init", help="probe: before training, fit the student's classification head to the teachers' soft labels on the features it reads (linear probe, then fine-tune); random: the fresh head transformers draws."),
+        eval_every: Optional[int] = typer.Option(None, "--eval-every", help="Every N steps (and once at step 0, the head before training), one line in metrics.jsonl: step, training seconds so far, student rows trained so far, dev accuracy and macro-F1 (its time is not counted as training); `selectkd plot` draws them. At most the run's step count."),
+        lr: float = typer.Option(DEFAULT_LR, "--lr", help="Peak learning rate (AdamW, linear warm-up then decay). BERT's usual 2e-5 left small students (MiniLM, 3-6 layers) at the majority class."),
         batch_size: int = typer.Option(32, "--batch-size", help="Rows per step."),
         max_length: int = typer.Option(128, "--max-length", help="Truncate to this many tokens, at most what the models' position embeddings hold (the cache key uses it too)."),
         warmup: float = typer.Option(0.1, "--warmup", help="Fraction of steps for linear warm-up."),
@@ -82,7 +85,8 @@ def register(app: typer.Typer) -> None:
             train=TrainSpec(epochs=epochs, lr=lr, batch_size=batch_size, warmup=warmup, seed=seed, kd_loss=kd_loss,
                             temperature=temperature, ce_alpha=ce_alpha, kd_alpha=kd_alpha, adoption=adoption,
                             objective=objective, pt_alpha=pt_alpha, live_teacher=live_teacher, checkpoint=checkpoint,
-                            holdout=holdout, max_steps=max_steps, time_budget=time_budget, eval_every=eval_every),
+                            holdout=holdout, max_steps=max_steps, time_budget=time_budget, eval_every=eval_every,
+                            min_steps=min_steps, head_init=head_init),
             selecting=SelectSpec(strategy=strategy, budget=parse_budget(budget), criterion=criterion, clusters=clusters,
                                  per_class=per_class, sample=sample, sample_temperature=sample_temperature,
                                  seed=seed) if budget else None,
@@ -111,6 +115,10 @@ def print_summary(res) -> None:
     table.add_row("teacher forwards", f"{s['teacher_forwards']:,}" + (" (all from the cache)" if not s["teacher_forwards"] else ""))
     out.print(table)
     out.print(f"dev rows: {dev_source(s.get('dev') or {})}", highlight=False)
+    if s.get("one_class"):
+        c = s["one_class"]
+        out.print(f"[bold red]one class:[/] the student predicts {c['class']!r} for {c['share']:.0%} of the {c['rows']} rows "
+                  f"(a majority-class result, not a model)")
     out.print(f"student saved to {res.out / 'student'}")
 
 

@@ -19,7 +19,7 @@ def _counters() -> dict:
 
 
 def _times() -> dict:
-    return {"train": 0.0, "rescore": 0.0, "eval": 0.0}
+    return {"train": 0.0, "rescore": 0.0, "eval": 0.0, "head_init": 0.0}  # head_init: a part of train
 
 
 @dataclass
@@ -33,6 +33,8 @@ class RunState:
     times: dict = field(default_factory=_times)
     selected_epoch: int | None = None  # dynamic selection: the epoch that chose ``active``
     active: list[int] | None = None
+    head: dict | None = None  # --head-init probe: the fit that started the head
+    dev_top_class: dict | None = None  # the last dev evaluation's most predicted class and its share
 
 
 def save_checkpoint(ckpt: Path, state: RunState, student, proj, opt, sched) -> None:

@@ -15,10 +15,12 @@ from ..atomic import atomic_write_json, clean_stale, discard
 from ..cache.store import Store
 from ..errors import SelectKDError
 from ..outputs import RUN, check_output
-from ..ranges import COUNT, FRACTION, HOLDOUT, MAX_LENGTH, NON_NEGATIVE, POSITIVE, ROW_LIMIT, SEED, WARMUP, check_ranges
-from ..specs import DEFAULT_CLUSTERS, DEFAULT_CRITERION, DataSpec, ScoreSpec, SelectSpec, TrainSpec
+from ..ranges import COUNT, FRACTION, HOLDOUT, MAX_LENGTH, NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE, ROW_LIMIT, SEED, WARMUP, check_ranges
+from ..specs import (DEFAULT_CLUSTERS, DEFAULT_CRITERION, DEFAULT_HEAD_INIT, DEFAULT_KD_LOSS, DEFAULT_LR,
+                     DEFAULT_MIN_STEPS, DEFAULT_STRATEGY, DEFAULT_TEMPERATURE, DataSpec, ScoreSpec, SelectSpec, TrainSpec)
 from ..selection.strategies import IN_BATCH_CRITERIA
 from .active import RESCORE_BY
+from .head import HEAD_INITS
 from .losses import ADOPTIONS, KD_LOSSES, OBJECTIVES
 
 # The command's options (config.json's keys) and their defaults; data, teachers, student and out are required.
@@ -28,20 +30,21 @@ OPTION_DEFAULTS: dict = {
     "text_field": "text", "text_pair_field": None, "label_field": "label", "limit": None, "eval_limit": None,
     "test_limit": None, "holdout": 0.1,
     # selection
-    "selection": None, "budget": None, "strategy": "entropy", "criterion": DEFAULT_CRITERION,
+    "selection": None, "budget": None, "strategy": DEFAULT_STRATEGY, "criterion": DEFAULT_CRITERION,
     "clusters": DEFAULT_CLUSTERS, "per_class": False, "sample": False, "sample_temperature": 1.0, "reselect_every": 1,
     "rescore_pool": 1.0, "rescore_by": "random", "in_batch": None,
     # losses
-    "kd_loss": "mse", "temperature": 1.0, "ce_alpha": 1.0, "kd_alpha": 1.0, "adoption": None, "objective": "none",
+    "kd_loss": DEFAULT_KD_LOSS, "temperature": DEFAULT_TEMPERATURE, "ce_alpha": 1.0, "kd_alpha": 1.0, "adoption": None, "objective": "none",
     "pt_alpha": 0.0, "live_teacher": False,
     # optimisation and models
-    "epochs": 3, "lr": 2e-5, "batch_size": 32, "max_length": 128, "warmup": 0.1, "seed": 0, "checkpoint": True,
-    "max_steps": None, "time_budget": None, "eval_every": None,
+    "epochs": 3, "lr": DEFAULT_LR, "batch_size": 32, "max_length": 128, "warmup": 0.1, "seed": 0, "checkpoint": True,
+    "max_steps": None, "time_budget": None, "eval_every": None, "min_steps": DEFAULT_MIN_STEPS,
+    "head_init": DEFAULT_HEAD_INIT,
     "cache_dir": None, "device": None, "trust_remote_code": False, "allow_untrained_head": False,
 }
 TRAIN_OPTIONS = ("epochs", "lr", "batch_size", "warmup", "seed", "kd_loss", "temperature", "ce_alpha", "kd_alpha",
                  "adoption", "objective", "pt_alpha", "live_teacher", "checkpoint", "holdout",
-                 "max_steps", "time_budget", "eval_every")
+                 "max_steps", "time_budget", "eval_every", "min_steps", "head_init")
 SELECT_OPTIONS = ("strategy", "criterion", "clusters", "per_class", "sample", "sample_temperature")
 RUN_OPTIONS = ("eval_data", "eval_split", "test_data", "test_split", "eval_limit", "test_limit", "selection",
                "in_batch", "reselect_every", "rescore_pool", "rescore_by", "cache_dir")
@@ -141,12 +144,14 @@ def check_config(cfg: DistillConfig) -> None:
         "--warmup": (t.warmup, WARMUP), "--epochs": (t.epochs, COUNT), "--batch-size": (t.batch_size, COUNT),
         "--max-length": (cfg.scoring.max_length, MAX_LENGTH), "--seed": (t.seed, SEED), "--holdout": (t.holdout, HOLDOUT),
         "--max-steps": (t.max_steps, COUNT), "--time-budget": (t.time_budget, POSITIVE),
-        "--eval-every": (t.eval_every, COUNT),
+        "--eval-every": (t.eval_every, COUNT), "--min-steps": (t.min_steps, NON_NEGATIVE_INT),
         "--in-batch": (cfg.in_batch, FRACTION), "--reselect-every": (cfg.reselect_every, COUNT),
         "--rescore-pool": (cfg.rescore_pool, FRACTION), "--limit": (cfg.data.limit, COUNT),
         "--eval-limit": (cfg.eval_limit, ROW_LIMIT), "--test-limit": (cfg.test_limit, ROW_LIMIT),
         **({"--clusters": (sel.clusters, COUNT), "--sample-temperature": (sel.sample_temperature, POSITIVE)} if sel else {}),
     })
+    if t.head_init not in HEAD_INITS:
+        raise SelectKDError(f"unknown --head-init {t.head_init!r}; valid: {', '.join(HEAD_INITS)}")
     if t.kd_loss not in KD_LOSSES:
         raise SelectKDError(f"unknown --kd-loss {t.kd_loss!r}; valid: {', '.join(KD_LOSSES)}")
     if t.adoption is not None:
@@ -192,7 +197,7 @@ def run_config(cfg: DistillConfig) -> dict:
 
 
 # A field a saved config lacks counts as the value that does what runs did before the field existed.
-BEFORE_FIELD = {"holdout": 0.0}
+BEFORE_FIELD = {"holdout": 0.0, "min_steps": 0, "head_init": "random"}
 
 
 def config_diff(saved: dict, now: dict) -> list[str]:

@@ -48,8 +48,8 @@ def _json_lines(path: Path) -> list[dict]:
 def read_curve(run_dir: str | os.PathLike) -> Curve:
     """The (seconds, dev accuracy) points of one run, in the order they were logged.
 
-    A row with ``"seconds"`` (cumulative training seconds, logged by ``--eval-every``) is used as is.
-    A per-epoch row without it is placed at ``seconds.train * step / steps`` from summary.json:
+    A row with ``"seconds_train"`` (cumulative training seconds, logged by ``--eval-every`` and after
+    every epoch) is used as is. An older per-epoch row without it is placed at ``seconds.train * step / steps`` from summary.json:
     training time is assumed to grow linearly with steps. Without summary.json (an unfinished run)
     such rows are skipped.
     """
@@ -72,8 +72,9 @@ def read_curve(run_dir: str | os.PathLike) -> Curve:
         if acc is None:
             continue
         dev_rows += 1
-        if row.get("seconds") is not None:
-            points.append((float(row["seconds"]), float(acc)))
+        seconds = row.get("seconds_train", row.get("seconds"))
+        if seconds is not None:
+            points.append((float(seconds), float(acc)))
         elif train is not None and steps and row.get("step") is not None:
             points.append((float(train) * float(row["step"]) / float(steps), float(acc)))
     if not dev_rows:
@@ -87,6 +88,29 @@ def read_curve(run_dir: str | os.PathLike) -> Curve:
 def final_accuracy(curve: Curve) -> float:
     """The run's last logged dev accuracy (the reference line)."""
     return curve.accuracy[-1]
+
+
+def accuracy_at(curve: Curve, seconds: float) -> float | None:
+    """The dev accuracy the run had after ``seconds`` of training: its last point at or before then
+    (what stopping there would give); None when it had not been evaluated by then."""
+    before = [a for s, a in zip(curve.seconds, curve.accuracy) if s <= seconds + 1e-9]
+    return before[-1] if before else None
+
+
+def seconds_to_reach(curve: Curve, accuracy: float) -> float | None:
+    """The training seconds at the run's first point with dev accuracy >= ``accuracy``; None if it never did."""
+    return next((s for s, a in zip(curve.seconds, curve.accuracy) if a >= accuracy - 1e-9), None)
+
+
+def time_to_accuracy(run: Curve, full: Curve, fraction: float = REFERENCE_FRACTION, share: float = 0.99) -> dict:
+    """The two headline figures of a subset ``run`` against a ``full``-data run, from their dev curves:
+    its accuracy at ``fraction`` of the full run's training seconds, and the seconds it needs to reach
+    ``share`` of the full run's final accuracy (None: not within the run)."""
+    mark = fraction * (full.train_seconds or full.seconds[-1])
+    target = share * final_accuracy(full)
+    return {"full_final_dev_accuracy": final_accuracy(full), "mark_seconds": round(mark, 2),
+            "dev_accuracy_at_mark": accuracy_at(run, mark), "target_dev_accuracy": round(target, 4),
+            "seconds_to_target": seconds_to_reach(run, target)}
 
 
 def check_plot_out(path: str | os.PathLike) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import time
+import warnings
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
@@ -22,7 +23,7 @@ from .._version import __version__
 from ..atomic import atomic_write_json, clean_stale, replacing
 from ..cache.store import Store
 from ..data.rows import Rows, load_rows
-from ..errors import SelectKDError
+from ..errors import SelectKDError, SelectKDWarning
 from ..metrics import classification_metrics
 from ..models import check_max_length, load_classifier, load_tokenizer, resolve, save_model
 from ..outputs import RUN, check_output
@@ -96,6 +97,7 @@ def distill(cfg: DistillConfig, *, resume: bool = False, overwrite: bool = False
         raise SelectKDError(f"{active.size} training rows make fewer batches than processes ({world}); lower --batch-size")
     total_steps = run_steps(t, steps_per_epoch)  # what the schedule decays over (and what --max-steps trains)
     epochs = math.ceil(total_steps / steps_per_epoch)
+    clock = TrainClock()
     if t.eval_every is not None:  # refused before the run folder is made
         if t.eval_every > total_steps:
             raise SelectKDError(f"--eval-every {t.eval_every} is more than the run's {total_steps} steps "
@@ -103,7 +105,7 @@ def distill(cfg: DistillConfig, *, resume: bool = False, overwrite: bool = False
         if data.dev is None:
             raise SelectKDError("--eval-every logs dev scores but this run has no dev rows; give --eval-data or --holdout > 0")
     params = list(student.parameters()) + (list(proj.parameters()) if proj is not None else [])
-    opt, sched = optimizer(params, t, total_steps)
+    opt, sched = optimizer(params, t, total_steps, clock)
 
     # -- a new run folder, or the checkpoint to resume from ------------------------------------------
     if rank == 0:
@@ -112,9 +114,16 @@ def distill(cfg: DistillConfig, *, resume: bool = False, overwrite: bool = False
     if resume and not load_checkpoint(ckpt, state, student, proj, opt, sched):
         (out / "metrics.jsonl").unlink(missing_ok=True)  # killed before the first checkpoint: start over
     active.restore(state.active, state.selected_epoch)
+    if t.head_init == "probe" and state.step == 0:  # a resumed run has its head from the checkpoint
+        t0 = time.perf_counter()
+        state.head = probe_head(student, tokens, active.head_rows(), signals, rows.num_labels, device, t.seed)
+        state.times["head_init"] = time.perf_counter() - t0
+        state.times["train"] += state.times["head_init"]  # part of what the run pays to train
     step = Step(model, opt, params, t, device, signals, sched, align, active, world, state.counters,
                 lambda loss, norm: check_finite(loss, norm, state.step + 1, state.epoch + 1, lambda: kept(ckpt, state)))
     dev_tokens = Encoded.of(tokenizer, data.dev, cfg.scoring.max_length) if data.dev is not None else None
+    if t.eval_every is not None and state.step == 0:  # where the curve starts: the (probe-fitted) head, untrained
+        eval_point(state, student, dev_tokens, data, rows.num_labels, device, out, rank, state.times["train"])
 
     # -- the epoch loop (--max-steps: as many epochs as its steps need, the last one cut short) ----------
     stopped = "max steps" if t.max_steps is not None else "epochs"
@@ -125,7 +134,7 @@ def distill(cfg: DistillConfig, *, resume: bool = False, overwrite: bool = False
         t0 = time.perf_counter()
         train_rows = active.rows_for_epoch(epoch)  # dynamic: re-scored and re-chosen here
         state.times["rescore"] += time.perf_counter() - t0
-        t0, paused = time.perf_counter(), 0.0  # paused: --eval-every's evaluation, not training time
+        clock.start(state.times["train"])  # --eval-every's evaluation pauses it: not training time
         torch.manual_seed(t.seed + epoch)  # dropout: the same whether resumed or not
         losses = []
         batches = epoch_batches(tokens.lengths, train_rows, t.batch_size, t.seed + epoch)[rank::world]
@@ -136,18 +145,19 @@ def distill(cfg: DistillConfig, *, resume: bool = False, overwrite: bool = False
                 state.step += 1
                 advance(len(b))
                 if t.eval_every is not None and state.step % t.eval_every == 0:
-                    paused += eval_point(state, student, dev_tokens, data, rows.num_labels, device, out,
-                                         rank, state.times["train"] + time.perf_counter() - t0 - paused)
-                spent = state.times["train"] + time.perf_counter() - t0 - paused
-                if t.time_budget is not None and state.step < total_steps and over_budget(spent, t.time_budget, world):
+                    clock.pause(eval_point(state, student, dev_tokens, data, rows.num_labels, device, out, rank,
+                                           clock.seconds()))
+                if t.time_budget is not None and state.step < total_steps and over_budget(clock.seconds(), t.time_budget, world):
                     stopped = "time budget"
                     break
-        state.times["train"] += time.perf_counter() - t0 - paused
+        state.times["train"] = clock.seconds()
         t0 = time.perf_counter()
         record = {"epoch": epoch + 1, "step": state.step, "train_loss": round(float(np.mean(losses)), 5),
-                  "train_rows": int(len(train_rows))}
+                  "train_rows": int(len(train_rows)), "seconds_train": round(state.times["train"], 4),
+                  "student_rows_trained": state.counters["train_rows"]}
         if dev_tokens is not None and rank == 0:
             record["dev"] = evaluate(student, dev_tokens, data.dev, rows.num_labels, device, state.counters)
+            state.dev_top_class = record["dev"].pop("top_class")
             if state.best_dev is None or record["dev"]["accuracy"] > state.best_dev["accuracy"]:
                 state.best_dev = {**record["dev"], "epoch": epoch + 1}
         state.times["eval"] += time.perf_counter() - t0
@@ -164,15 +174,20 @@ def distill(cfg: DistillConfig, *, resume: bool = False, overwrite: bool = False
     if rank != 0:
         parallel.barrier(world)
         return DistillResult(out, state.best_dev or {}, None, {})
-    test_metrics = None
+    test_metrics, test_top = None, None
     if data.test is not None:
         t0 = time.perf_counter()
         test_tokens = Encoded.of(tokenizer, data.test, cfg.scoring.max_length)
         test_metrics = evaluate(student, test_tokens, data.test, rows.num_labels, device, state.counters)
+        test_top = test_metrics.pop("top_class")
         state.times["eval"] += time.perf_counter() - t0
         log(out, {"final": True, "test": test_metrics})
     save_student(out / "student", student, tokenizer, rows.label_names)
-    summary = {**run_summary(state, test_metrics, signals, data, time.perf_counter() - t_start), "stopped": stopped}
+    summary = {**run_summary(state, test_metrics, signals, data, time.perf_counter() - t_start), "stopped": stopped,
+               "lr_at_end": round(sched.get_last_lr()[0], 10), "one_class": one_class(state.dev_top_class or test_top, rows.label_names,
+                                                       "dev" if state.dev_top_class else "test")}
+    if summary["one_class"]:
+        warnings.warn(one_class_message(summary["one_class"]), SelectKDWarning, stacklevel=2)
     atomic_write_json(out / "summary.json", summary)
     parallel.barrier(world)
     return DistillResult(out, state.best_dev or {}, test_metrics, summary)
@@ -232,12 +247,32 @@ class Step:
 
 
 def run_steps(spec: TrainSpec, steps_per_epoch: int) -> int:
-    """The steps the schedule decays over: --max-steps when given, else every step of --epochs epochs.
-
-    --time-budget does not change it (when the budget runs out is not known up front): a run stopped by
-    the budget ends before its lr reaches 0.
+    """The steps the run trains and the schedule decays over: --max-steps when given, else every step of
+    --epochs epochs, with epochs added until there are at least --min-steps (a 10% subset of a few
+    thousand rows makes a few dozen steps an epoch: too few updates to leave the majority class).
     """
-    return spec.max_steps if spec.max_steps is not None else steps_per_epoch * spec.epochs
+    if spec.max_steps is not None:
+        return spec.max_steps
+    return steps_per_epoch * max(spec.epochs, math.ceil(spec.min_steps / steps_per_epoch))
+
+
+@dataclass
+class TrainClock:
+    """Training seconds so far: the run's earlier epochs (also when resumed) plus this epoch's, less the
+    pauses for --eval-every's evaluation. The schedule reads it to decay by --time-budget."""
+
+    before: float = 0.0
+    started: float | None = None
+    paused: float = 0.0
+
+    def start(self, before: float) -> None:
+        self.before, self.started, self.paused = before, time.perf_counter(), 0.0
+
+    def pause(self, seconds: float) -> None:
+        self.paused += seconds
+
+    def seconds(self) -> float:
+        return self.before + (time.perf_counter() - self.started - self.paused if self.started is not None else 0.0)
 
 
 def over_budget(train_seconds: float, budget: float, world: int) -> bool:
@@ -260,15 +295,31 @@ def eval_point(state: RunState, student, dev_tokens: Encoded, data: RunData, num
     return spent
 
 
-def optimizer(params: list, spec: TrainSpec, total_steps: int):
-    """AdamW with linear warm-up over ``spec.warmup`` of the steps, then linear decay to zero."""
+def optimizer(params: list, spec: TrainSpec, total_steps: int, clock: TrainClock | None = None):
+    """AdamW with linear warm-up over ``spec.warmup`` of the run, then linear decay to zero at its end."""
     import torch
 
     opt = torch.optim.AdamW(params, lr=spec.lr, weight_decay=0.01)
-    warm = max(1, int(spec.warmup * total_steps))
+    seconds = clock.seconds if clock is not None else (lambda: 0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min((s + 1) / warm, max(0.0, (total_steps - s) / max(1, total_steps - warm))))
+        opt, lambda s: lr_factor(s, total_steps, spec.warmup, seconds(), spec.time_budget))
     return opt, sched
+
+
+def lr_factor(step: int, total_steps: int, warmup: float, seconds: float = 0.0, budget: float | None = None) -> float:
+    """The learning rate's share of its peak after ``step`` steps and ``seconds`` of training.
+
+    Linear warm-up over ``warmup`` of the run, then linear decay reaching 0 at its end: the end is step
+    ``total_steps``, or with a time ``budget`` whichever comes first, the steps or the seconds, so a run
+    cut by --time-budget still decays to (about) 0 at its last step.
+    """
+    warm = max(1, int(warmup * total_steps))
+    ramp = (step + 1) / warm
+    decay = max(0.0, (total_steps - step) / max(1, total_steps - warm))
+    if budget is not None:
+        ramp = max(ramp, seconds / (warmup * budget)) if warmup > 0 else 1.0
+        decay = min(decay, max(0.0, (budget - seconds) / (budget * (1 - min(warmup, 0.99)))))
+    return min(1.0, ramp, decay)
 
 
 def epoch_batches(lengths: np.ndarray, rows: np.ndarray, batch_size: int, seed: int) -> list[np.ndarray]:
@@ -359,8 +410,39 @@ def active_rows(cfg: DistillConfig, data: RunData, selection, scored, signals: l
 
 
 def evaluate(student, enc: Encoded, split_rows: Rows, num_labels: int, device: str, counters: dict) -> dict:
+    """Accuracy and macro-F1, and ``top_class``: the class predicted most often and its share of the rows."""
     counters["eval_rows"] += len(split_rows)
-    return classification_metrics(predictions(student, enc, device), split_rows.labels, num_labels)
+    preds = predictions(student, enc, device)
+    counts = np.bincount(preds, minlength=num_labels)
+    top = int(counts.argmax())
+    return {**classification_metrics(preds, split_rows.labels, num_labels),
+            "top_class": {"class": top, "share": round(float(counts[top] / max(1, len(preds))), 4)}}
+
+
+ONE_CLASS_SHARE = 0.95  # a student that gives one class to this share of the dev rows has not learnt the task
+
+
+def one_class(top: dict | None, label_names: list[str] | None, where: str) -> dict | None:
+    """The class the final student predicts for >= 95% of the dev (else test) rows; None when it does not."""
+    if not top or top["share"] < ONE_CLASS_SHARE:
+        return None
+    name = label_names[top["class"]] if label_names else str(top["class"])
+    return {"class": name, "share": top["share"], "rows": where}
+
+
+def one_class_message(found: dict) -> str:
+    return (f"the student predicts \"{found['class']}\" for {found['share']:.0%} of the {found['rows']} rows: it has "
+            f"not learnt the task (a majority-class result); train more steps (--min-steps, --max-steps) or raise --lr")
+
+
+def probe_head(student, tokens: Encoded, positions: np.ndarray, signals: list[TeacherSignal], num_labels: int,
+               device: str, seed: int) -> dict:
+    """--head-init probe: fit the student's head to the teachers' mean soft labels on ``positions``."""
+    from ..uncertainty import softmax
+    from .head import init_head
+
+    probs = np.mean([softmax(s.logits(positions)) for s in signals], axis=0)
+    return init_head(student, tokens, positions, probs, num_labels, device, seed=seed)
 
 
 def log(out: Path, record: dict) -> None:
@@ -388,5 +470,5 @@ def run_summary(state: RunState, test: dict | None, signals: list[TeacherSignal]
         "student_rows_forward_backward": c["train_rows"],
         "student_rows_forward_only": c["rescore_rows"] + c["eval_rows"],
         "teacher_forwards": c["teacher_forwards"], "teacher_cache_keys": [s.key for s in signals],
-        "steps": state.step, "train_pool_rows": len(data.train), "dev": data.dev_source, "selectkd_version": __version__,
+        "steps": state.step, "epochs": state.epoch, "head_init": state.head, "train_pool_rows": len(data.train), "dev": data.dev_source, "selectkd_version": __version__,
     }

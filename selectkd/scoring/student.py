@@ -25,17 +25,23 @@ from .teacher import teacher_logits
 
 
 def fit_probe(features: np.ndarray, targets: np.ndarray, labels: np.ndarray | None = None,
-              l2: float = 1e-3, seed: int = 0, max_iter: int = 200) -> tuple[np.ndarray, np.ndarray, dict]:
+              l2: float = 1e-3, seed: int = 0, max_iter: int = 200,
+              standardize: bool = True) -> tuple[np.ndarray, np.ndarray, dict]:
     """A linear head on frozen features, fitted to soft targets (teacher probabilities).
 
     Full-batch L-BFGS (``max_iter`` iterations) on soft cross-entropy + ``l2`` * |W|^2. First fitted on 80% to report held-out
     agreement with the teacher, then refitted on every row. Returns (W (C, D), b (C,), fit).
+    ``standardize`` fits on features scaled to unit variance (then folded back into W and b); without it the
+    penalty bounds W on the raw features, as a head that goes on training needs (a near-constant feature
+    would otherwise get a huge weight).
     """
     import torch
 
     x_all = torch.from_numpy(np.array(features, dtype=np.float32))
     t_all = torch.from_numpy(np.array(targets, dtype=np.float32))
     mean, std = x_all.mean(0), x_all.std(0).clamp_min(1e-6)
+    if not standardize:
+        mean, std = torch.zeros_like(mean), torch.ones_like(std)
 
     def train(x: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         torch.manual_seed(seed)
