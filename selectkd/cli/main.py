@@ -244,7 +244,8 @@ def print_demo(res: dict, runs_dir: Path) -> None:
             reached = (f"reaches 99% of it ({tta['target_dev_accuracy']:.3f}) after {tta['seconds_to_target']:.0f} s"
                        if tta["seconds_to_target"] is not None else f"never reaches 99% of it ({tta['target_dev_accuracy']:.3f})")
             at = tta["dev_accuracy_at_mark"]
-            out.print(f"{r['name']}: dev accuracy {at:.3f} at {tta['mark_seconds']:.0f} s (15% of full KD's time; "
+            flag = " = the majority class" if tta.get("majority_at_mark") else ""
+            out.print(f"{r['name']}: dev accuracy {at:.3f}{flag} at {tta['mark_seconds']:.0f} s (15% of full KD's time; "
                       f"full KD ends at {tta['full_final_dev_accuracy']:.3f}); {reached}" if at is not None else
                       f"{r['name']}: no dev point by {tta['mark_seconds']:.0f} s (15% of full KD's time); {reached}",
                       highlight=False)

@@ -435,12 +435,18 @@ def one_class_message(found: dict) -> str:
             f"not learnt the task (a majority-class result); train more steps (--min-steps, --max-steps) or raise --lr")
 
 
+PROBE_ROWS = 1000  # a linear head on a few hundred features: more rows cost a forward pass and add little
+
+
 def probe_head(student, tokens: Encoded, positions: np.ndarray, signals: list[TeacherSignal], num_labels: int,
                device: str, seed: int) -> dict:
-    """--head-init probe: fit the student's head to the teachers' mean soft labels on ``positions``."""
+    """--head-init probe: fit the student's head to the teachers' mean soft labels on ``positions`` (a seeded
+    sample of ``PROBE_ROWS`` of them when there are more: the fit's forward pass counts as training time)."""
     from ..uncertainty import softmax
     from .head import init_head
 
+    if len(positions) > PROBE_ROWS:
+        positions = np.sort(np.random.default_rng(seed).choice(positions, PROBE_ROWS, replace=False))
     probs = np.mean([softmax(s.logits(positions)) for s in signals], axis=0)
     return init_head(student, tokens, positions, probs, num_labels, device, seed=seed)
 
