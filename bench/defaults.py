@@ -107,9 +107,9 @@ def write(args, results: list[dict], teacher_test: dict, record: dict) -> None:
              "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in results:
         acc = f"{r['test']['accuracy']:.3f}" + (" (majority)" if r["one_class"] else "")
+        load = f"{r['load_average_before']:.1f}" if r["load_average_before"] is not None else "-"
         lines.append(f"| {r['name']} | {r['question']} | {r['seed']} | {acc} | {r['test']['macro_f1']:.3f} | "
-                     f"{r['best_dev']['accuracy']:.3f} | {r['steps']} | {r['train_seconds']:.0f} | "
-                     f"{r['load_average_before'] if r['load_average_before'] is not None else '-'} |")
+                     f"{r['best_dev']['accuracy']:.3f} | {r['steps']} | {r['train_seconds']:.0f} | {load} |")
     if len(args.seeds) > 1:
         lines += ["", "| configuration | median test acc over seeds |", "| --- | ---: |"]
         for name, *_ in CONFIGS:
