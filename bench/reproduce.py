@@ -113,7 +113,9 @@ def plan(args, data: str, prep: dict, seed: int) -> list[Run]:
     n = args.train_rows
     base = dict(data=data, teachers=[prep["teacher"]], student=args.student, out="", limit=n, eval_limit=0,
                 test_limit=args.test_rows, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
-                max_length=args.max_length, seed=seed, checkpoint=False, cache_dir=args.cache_dir)
+                max_length=args.max_length, seed=seed, checkpoint=False, cache_dir=args.cache_dir,
+                # the settings the report describes, pinned so that later distill defaults do not change its runs
+                kd_loss="mse", temperature=1.0, min_steps=0, head_init="random")
     folder = Path(args.runs) / dataset_tag(data) / f"s{seed}"
     runs: list[Run] = []
 

@@ -58,7 +58,8 @@ def flip_classes(src, dst):
 
 def distill_args(spam, out, *extra):
     return ["distill", "--data", str(spam["train"]), "--teacher", str(spam["teacher"]), "--student",
-            str(spam["student"]), "--out", str(out), "--lr", "5e-3", "--epochs", "4", "--no-progress", *extra]
+            str(spam["student"]), "--out", str(out), "--lr", "5e-3", "--epochs", "4", "--min-steps", "0",
+            "--kd-loss", "mse", "--no-progress", *extra]
 
 
 # -- labels ------------------------------------------------------------------------------------------
@@ -168,7 +169,7 @@ def test_distill_and_finetune_without_dev_data_hold_out_a_dev_part(spam, tmp_pat
     assert json.loads((run / "config.json").read_text())["holdout"] == 0.1
     # the bench's reuse sees the same run; a run made before holdout existed trained on every row: not reused
     cfg = DistillConfig.from_options(data=str(spam["train"]), teachers=[str(spam["teacher"])], student=str(spam["student"]),
-                        out=str(run), lr=5e-3, epochs=4, cache_dir=str(spam["cache"]))
+                        out=str(run), lr=5e-3, epochs=4, min_steps=0, kd_loss="mse", cache_dir=str(spam["cache"]))
     assert finished_summary(run, cfg) == summary
     saved = json.loads((run / "config.json").read_text())
     (run / "config.json").write_text(json.dumps({k: v for k, v in saved.items() if k != "holdout"}))
