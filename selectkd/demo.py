@@ -109,7 +109,7 @@ def run_demo(rows: int = 3000, dev_rows: int = 300, test_rows: int = 1000, epoch
     say(f"[3/6] score once: teacher logits and the student's embeddings and probe for the pool (training tweets "
         f"{teacher_rows + 1:,}-{teacher_rows + rows:,}, which the teacher never saw), cached for every run")
     scoring = ScoreSpec(teachers=(teacher,), student=student, max_length=max_length)
-    train = score(DataSpec(str(pool)), scoring, cache_dir=cache, progress=progress)
+    train = score(DataSpec(str(pool), limit=rows), scoring, cache_dir=cache, progress=progress)
     test = score(DataSpec(DATA, "test", limit=test_rows), replace(scoring, student=None), cache_dir=cache,
                  progress=progress)
     [teacher_test] = teacher_test_metrics(test)
