@@ -1,7 +1,7 @@
 """Which distill defaults train a small student: learning rate, KD loss, head initialisation.
 
 The demo's pair and sizes (all-MiniLM-L6-v2 fine-tuned end to end on 6,000 real tweets teaching its
-own first 3 layers on a 3,000-row pool, 300 dev and 1,000 test tweets, max length 48), one
+own first 3 layers; the pool is the first 3,000 of the teacher's own training rows, 300 dev and 1,000 test tweets, max length 48), one
 configuration per row, every option spelled out so a later change of a default does not change a row:
 
     .venv/bin/python bench/defaults.py                 # resumable: a finished run is reused, never redone

@@ -1,7 +1,7 @@
-"""Does KD beat cross-entropy when the pool is rows the teacher never saw? (the demo's pool is not)
+"""Does KD beat cross-entropy when the pool is rows the teacher never saw? (the demo distils on such rows)
 
-The demo distils on the teacher's own training rows, where its soft labels say little beyond the gold
-labels, and there KD was level with CE (bench/results/defaults.md). Here the pool is the next 3,000
+bench/defaults.py distils on the teacher's own training rows, where its soft labels say little beyond the
+gold labels, and there KD was level with CE (bench/results/defaults.md). Here the pool is the next 3,000
 training tweets after the 6,000 the demo's teacher was fine-tuned on (written once to a CSV with the
 class names), everything else as in the demo (its teacher and student must exist: run `make demo`):
 
