@@ -3,7 +3,7 @@
 bench/defaults.py distils on the teacher's own training rows, where its soft labels say little beyond the
 gold labels, and there KD was level with CE (bench/results/defaults.md). Here the pool is the next 3,000
 training tweets after the 6,000 the demo's teacher was fine-tuned on (written once to a CSV with the
-class names), everything else as in the demo (its teacher and student must exist: run `make demo`):
+class names, by the demo's own `transfer_pool`), everything else as in the demo (its teacher and student must exist: run `make demo`):
 
     .venv/bin/python bench/transfer_set.py        # resumable: a finished run is reused
 
@@ -12,7 +12,6 @@ Writes bench/results/transfer_set.md with each run's command, the machine and th
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import shlex
@@ -22,9 +21,8 @@ import time
 from pathlib import Path
 
 from selectkd.cache.store import Store
-from selectkd.data.rows import load_rows
+from selectkd.demo import transfer_pool
 from selectkd.runtime import machine
-from selectkd.specs import DataSpec
 
 HERE = Path(__file__).resolve().parent
 RUNS = HERE / "runs" / "transfer"
@@ -32,19 +30,10 @@ RUNS = HERE / "runs" / "transfer"
 
 def main() -> None:
     root = Store(None).root
-    rows = load_rows(DataSpec("tweets-binary", "train", limit=9000), root)
-    pool = RUNS / "pool.csv"
-    if not pool.exists():
-        pool.parent.mkdir(parents=True, exist_ok=True)
-        texts, labels = rows.dataset["text"], rows.labels
-        with open(pool, "w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(["text", "label"])
-            for i in range(6000, 9000):
-                w.writerow([texts[i], rows.label_names[labels[i]]])
+    pool = transfer_pool(root, 3000, skip=6000)  # the demo's pool: training tweets 6,001-9,000
     teacher = os.path.relpath(root / "teachers" / "demo-minilm-l6-tweets-binary-6000-48-e1-s0", HERE.parent)
     student = os.path.relpath(root / "models" / "minilm-l6-first3", HERE.parent)
-    common = ["--data", str(pool.relative_to(HERE.parent)), "--teacher", teacher, "--student", student, "--eval-data", "tweets-binary",
+    common = ["--data", os.path.relpath(pool, HERE.parent), "--teacher", teacher, "--student", student, "--eval-data", "tweets-binary",
               "--eval-limit", "300", "--test-data", "tweets-binary", "--test-limit", "1000", "--max-length", "48",
               "--epochs", "2", "--min-steps", "0", "--no-progress", "--overwrite"]
     lines = ["# KD on rows the teacher never saw", "",
@@ -53,7 +42,8 @@ def main() -> None:
              "Pool: training tweets 6,001-9,000 (the demo's teacher was fine-tuned on the first 6,000); dev 300, "
              "test 1,000 tweets of tweets-binary; the demo's teacher (test 0.875) and student (its first 3 layers), "
              "2 epochs, distill's defaults otherwise (KL at T=2, lr 1e-4, probe head) and for no KD a random head. "
-             "The first four runs were made by these same options from a scratch script (outputs under /tmp, "
+             "The first four runs were made by these same options from a scratch script (its pool CSV byte-identical "
+             "to this one, its outputs under /tmp, "
              "then copied here) an hour before this file existed; two seeds only.", "",
              "| run | seed | test acc | macro-F1 | best dev |", "| --- | ---: | ---: | ---: | ---: |"]
     commands = []

@@ -125,7 +125,8 @@ def run_demo(rows: int = 3000, dev_rows: int = 300, test_rows: int = 1000, epoch
                   test_data=DATA, test_limit=test_rows,
                   max_length=max_length, seed=seed, eval_every=eval_every, cache_dir=cache)
     summaries: dict[str, dict] = {}
-    for n, plan in enumerate(plans(budget, selection, epochs), start=1):
+    student_runs = plans(budget, selection, epochs)
+    for n, plan in enumerate(student_runs, start=1):
         options = dict(plan.options)
         if plan.folder == "same-time":
             options["time_budget"] = summaries["default"]["seconds"]["train"]
@@ -139,8 +140,8 @@ def run_demo(rows: int = 3000, dev_rows: int = 300, test_rows: int = 1000, epoch
     table = [{"name": f"teacher {TEACHER} (fine-tuned end to end, 6 layers)", "rows": record["train_rows"],
               "test_accuracy": teacher_test["accuracy"], "macro_f1": teacher_test["macro_f1"],
               "train_seconds": record["seconds"], "majority": teacher_test["accuracy"] <= floor["accuracy"]}]
-    curves = {p.folder: read_curve(runs / p.folder) for p in plans(budget, selection, epochs)}
-    for plan in plans(budget, selection, epochs):
+    curves = {p.folder: read_curve(runs / p.folder) for p in student_runs}
+    for plan in student_runs:
         s = summaries[plan.folder]
         row = {"name": plan.name, "rows": _rows_per_epoch(runs / plan.folder), "test_accuracy": s["test"]["accuracy"],
                "macro_f1": s["test"]["macro_f1"], "train_seconds": s["seconds"]["train"], "steps": s["steps"],
@@ -151,7 +152,7 @@ def run_demo(rows: int = 3000, dev_rows: int = 300, test_rows: int = 1000, epoch
             row["time_to_accuracy"] = {**tta, "majority_at_mark": at is not None and at <= dev_floor + 1e-9}
         table.append(row)
     runs.mkdir(parents=True, exist_ok=True)
-    curve = plot_curves([runs / p.folder for p in plans(budget, selection, epochs)], runs / "curve.png",
+    curve = plot_curves([runs / p.folder for p in student_runs], runs / "curve.png",
                         reference=runs / "full-kd")
     result = {"rows": table, "shared_scoring": shared, "majority_class": floor, "dev_majority_accuracy": dev_floor, "test_rows": test_rows,
               "pool_rows": rows, "student": f"{TEACHER} first {STUDENT_LAYERS} layers", "curve": str(curve),

@@ -34,8 +34,9 @@ class ActiveSet:
         return None
 
     def head_rows(self) -> np.ndarray:
-        """The rows --head-init probe fits the student's head on: the rows the run trains on."""
-        return self.current
+        """The rows --head-init probe fits the student's head on: those of the first epoch (dynamic: the
+        first selection, from the cached scores, chosen now and kept for epoch 0)."""
+        return self.rows_for_epoch(0)
 
     def restore(self, rows: list[int] | None, selected_epoch: int | None) -> None:
         """Continue from a checkpoint's rows (resume)."""
@@ -109,12 +110,6 @@ class Dynamic(ActiveSet):
         s = self.spec
         return choose(pool, s.strategy, size, criterion=s.criterion, clusters=clusters, per_class=s.per_class,
                       sample=s.sample, temperature=s.sample_temperature, seed=seed).indices
-
-    def head_rows(self) -> np.ndarray:
-        """The first selection (from the cached scores): chosen now, trained on in epoch 0."""
-        if self.current is None:
-            self.current, self.selected_epoch = self.initial(), 0
-        return self.current
 
     def initial(self) -> np.ndarray:
         """Epoch 0: the student's fresh head knows nothing, so use the cached probe scores."""
