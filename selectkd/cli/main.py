@@ -196,12 +196,12 @@ def finetune(
 
 @app.command()
 def demo(
-    rows: int = typer.Option(3000, "--rows", help="Training tweets: the pool the teacher is fine-tuned on and every student run draws from."),
+    rows: int = typer.Option(3000, "--rows", help="Training tweets in the pool every student run draws from: the ones after the teacher's --teacher-rows."),
     dev_rows: int = typer.Option(300, "--dev-rows", help="Dev tweets for the curves (--eval-every) and the teacher's dev score."),
     test_rows: int = typer.Option(1000, "--test-rows", help="Test tweets for the final table."),
     epochs: int = typer.Option(2, "--epochs", help="Distillation epochs of the full-data runs (a subset run gets the step floor)."),
     budget: float = typer.Option(0.1, "--budget", help="Fraction of the pool for the subset runs, in (0, 1]."),
-    teacher_rows: int = typer.Option(6000, "--teacher-rows", help="Training tweets the teacher is fine-tuned on (the pool is their first --rows)."),
+    teacher_rows: int = typer.Option(6000, "--teacher-rows", help="Training tweets the teacher is fine-tuned on: the first N; the pool is the --rows tweets after them."),
     teacher_epochs: int = typer.Option(1, "--teacher-epochs", help="Epochs of the teacher's fine-tuning."),
     max_length: int = typer.Option(48, "--max-length", help="Truncate tweets to this many tokens (most are shorter)."),
     seed: int = typer.Option(0, "--seed", help="Random seed of the teacher, the selection and every run."),
