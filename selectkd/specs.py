@@ -29,6 +29,8 @@ DEFAULT_HEAD_INIT = "probe"
 DEFAULT_STRATEGY = "random"  # measured best at 10% with full KD's step count: bench/results/matched_steps.md
 DEFAULT_CRITERION = "entropy"
 DEFAULT_CLUSTERS = 30
+DEFAULT_PRUNE_HARD = 0.2  # ccs: the share of the pool dropped as too hard or mislabelled (CCS: 0.1..0.4)
+DEFAULT_BINS = 10  # ccs: difficulty bins by teacher margin
 
 
 @dataclass(frozen=True)
@@ -79,6 +81,8 @@ class SelectSpec:
     disagreement_threshold: float = 0.9
     dedup: float | None = None
     seed: int = 0
+    prune_hard: float = DEFAULT_PRUNE_HARD  # ccs
+    bins: int = DEFAULT_BINS  # ccs
 
 
 @dataclass(frozen=True)

@@ -9,8 +9,8 @@ import typer
 from rich.table import Table
 
 from selectkd.cli.options import COLUMNS, RUN, out, with_options
-from selectkd.specs import (DEFAULT_CRITERION, DEFAULT_HEAD_INIT, DEFAULT_KD_LOSS, DEFAULT_LR, DEFAULT_MIN_STEPS,
-                            DEFAULT_STRATEGY, DEFAULT_TEMPERATURE)
+from selectkd.specs import (DEFAULT_BINS, DEFAULT_CRITERION, DEFAULT_HEAD_INIT, DEFAULT_KD_LOSS, DEFAULT_LR,
+                            DEFAULT_MIN_STEPS, DEFAULT_PRUNE_HARD, DEFAULT_STRATEGY, DEFAULT_TEMPERATURE)
 
 
 def register(app: typer.Typer) -> None:
@@ -34,6 +34,8 @@ def register(app: typer.Typer) -> None:
         criterion: str = typer.Option(DEFAULT_CRITERION, "--criterion", help="Coverage's ranking inside clusters; in-batch mode's criterion (entropy, margin, least_confidence, kl, random)."),
         clusters: int = typer.Option(30, "--clusters", help="Coverage: k-means clusters."),
         per_class: bool = typer.Option(False, "--per-class", help="Keep class proportions when selecting."),
+        prune_hard: float = typer.Option(DEFAULT_PRUNE_HARD, "--prune-hard", help="ccs: the share of the pool dropped first as too hard (confident teacher contradictions, then highest teacher entropy)."),
+        bins: int = typer.Option(DEFAULT_BINS, "--bins", help="ccs: difficulty bins by teacher margin, each an equal share of the budget."),
         sample: bool = typer.Option(False, "--sample", help="Sample in proportion to uncertainty instead of taking the top k."),
         sample_temperature: float = typer.Option(1.0, "--sample-temperature", help="Temperature of --sample."),
         reselect_every: int = typer.Option(1, "--reselect-every", help="Dynamic: re-select every K epochs."),
@@ -89,7 +91,7 @@ def register(app: typer.Typer) -> None:
                             min_steps=min_steps, head_init=head_init),
             selecting=SelectSpec(strategy=strategy, budget=parse_budget(budget), criterion=criterion, clusters=clusters,
                                  per_class=per_class, sample=sample, sample_temperature=sample_temperature,
-                                 seed=seed) if budget else None,
+                                 seed=seed, prune_hard=prune_hard, bins=bins) if budget else None,
             selection=selection, in_batch=in_batch, in_batch_criterion=criterion, reselect_every=reselect_every,
             rescore_pool=rescore_pool, rescore_by=rescore_by, eval_data=eval_data, test_data=test_data,
             eval_limit=eval_limit, test_limit=test_limit, cache_dir=str(shared["cache_dir"]) if shared["cache_dir"] else None)

@@ -15,7 +15,8 @@ from rich.table import Table
 
 from selectkd.cli.options import COLUMNS, RUN, CacheDirOption, ConfigOption, out, with_options
 from selectkd.errors import SelectKDError, SelectKDWarning
-from selectkd.specs import DEFAULT_CLUSTERS, DEFAULT_CRITERION, DEFAULT_STRATEGY, DataSpec, ScoreSpec, SelectSpec
+from selectkd.specs import (DEFAULT_BINS, DEFAULT_CLUSTERS, DEFAULT_CRITERION, DEFAULT_PRUNE_HARD, DEFAULT_STRATEGY, DataSpec,
+                            ScoreSpec, SelectSpec)
 
 
 @with_options(COLUMNS, RUN)
@@ -29,6 +30,8 @@ def select_command(
     budget: str = typer.Option("0.1", "--budget", help="How many rows: a fraction in (0, 1] such as 0.1 (1 and 1.0 mean every row), or a whole row count >= 2 such as 300."),
     per_class: bool = typer.Option(False, "--per-class", help="Keep the pool's class proportions in the subset."),
     clusters: int = typer.Option(DEFAULT_CLUSTERS, "--clusters", help="For coverage: number of k-means clusters over the student embeddings."),
+    prune_hard: float = typer.Option(DEFAULT_PRUNE_HARD, "--prune-hard", help="For ccs: the share of the pool dropped first as too hard: rows the teachers confidently contradict (likely mislabelled), then those of highest teacher entropy. CCS used 0.1-0.4."),
+    bins: int = typer.Option(DEFAULT_BINS, "--bins", help="For ccs: difficulty bins by teacher margin; each gets an equal share of the budget."),
     dedup: Optional[float] = typer.Option(None, "--dedup", help="Drop near-duplicates first: rows within this distance of an earlier row (unit embeddings; 0.1 ~ cosine 0.995)."),
     sample: bool = typer.Option(False, "--sample", help="Sample without replacement, p ∝ exp(standardised score / --sample-temperature), instead of taking the top rows."),
     sample_temperature: float = typer.Option(1.0, "--sample-temperature", help="With --sample: lower is closer to top-k, higher closer to random."),
@@ -78,7 +81,8 @@ def select_command(
                   trust_remote_code=shared["trust_remote_code"]),
         SelectSpec(strategy, parse_budget(budget), criterion, clusters, per_class=per_class, sample=sample,
                    sample_temperature=sample_temperature, drop_disagreement=drop_disagreement,
-                   disagreement_threshold=disagreement_threshold, dedup=dedup, seed=seed),
+                   disagreement_threshold=disagreement_threshold, dedup=dedup, seed=seed, prune_hard=prune_hard,
+                   bins=bins),
         name=name, cache_dir=shared["cache_dir"], overwrite=overwrite, no_compute=no_compute,
         progress=shared["progress"],
     )

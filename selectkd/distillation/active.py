@@ -109,7 +109,8 @@ class Dynamic(ActiveSet):
 
         s = self.spec
         return choose(pool, s.strategy, size, criterion=s.criterion, clusters=clusters, per_class=s.per_class,
-                      sample=s.sample, temperature=s.sample_temperature, seed=seed).indices
+                      sample=s.sample, temperature=s.sample_temperature, seed=seed, prune_hard=s.prune_hard,
+                      bins=s.bins).indices
 
     def initial(self) -> np.ndarray:
         """Epoch 0: the student's fresh head knows nothing, so use the cached probe scores."""
@@ -126,7 +127,7 @@ class Dynamic(ActiveSet):
 
     def reselect(self, epoch: int) -> np.ndarray:
         """Re-score (a fraction of) the pool with the current student, then choose."""
-        from ..selection.strategies import pool_from_logits
+        from ..selection.strategies import get_strategy, pool_from_logits
 
         rng = np.random.default_rng(self.spec.seed + 1000 + epoch)
         pool_idx = self.pool
@@ -135,7 +136,7 @@ class Dynamic(ActiveSet):
             pool_idx = self.pool[rescore_sample(len(self.pool), self.rescore_pool, rng,
                                                 groups[self.pool] if groups is not None else None)]
         teacher = self.teacher_logits(pool_idx)
-        if self.spec.strategy == "random" and self.spec.dedup is None:  # a fresh draw: no student pass to pay for
+        if not get_strategy(self.spec.strategy).needs_student and self.spec.dedup is None:  # no student pass to pay for
             logits, emb = np.zeros(teacher.shape[1:], dtype=np.float32), None
         else:
             logits, emb = self.student_scores(pool_idx, self.spec.strategy == "coverage")

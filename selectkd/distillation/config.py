@@ -16,8 +16,9 @@ from ..cache.store import Store
 from ..errors import SelectKDError
 from ..outputs import RUN, check_output
 from ..ranges import COUNT, FRACTION, HOLDOUT, MAX_LENGTH, NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE, ROW_LIMIT, SEED, WARMUP, check_ranges
-from ..specs import (DEFAULT_CLUSTERS, DEFAULT_CRITERION, DEFAULT_HEAD_INIT, DEFAULT_KD_LOSS, DEFAULT_LR,
+from ..specs import (DEFAULT_BINS, DEFAULT_CLUSTERS, DEFAULT_PRUNE_HARD, DEFAULT_CRITERION, DEFAULT_HEAD_INIT, DEFAULT_KD_LOSS, DEFAULT_LR,
                      DEFAULT_MIN_STEPS, DEFAULT_STRATEGY, DEFAULT_TEMPERATURE, DataSpec, ScoreSpec, SelectSpec, TrainSpec)
+from ..selection.choose import PRUNE
 from ..selection.strategies import IN_BATCH_CRITERIA
 from .active import RESCORE_BY
 from .head import HEAD_INITS
@@ -31,7 +32,8 @@ OPTION_DEFAULTS: dict = {
     "test_limit": None, "holdout": 0.1,
     # selection
     "selection": None, "budget": None, "strategy": DEFAULT_STRATEGY, "criterion": DEFAULT_CRITERION,
-    "clusters": DEFAULT_CLUSTERS, "per_class": False, "sample": False, "sample_temperature": 1.0, "reselect_every": 1,
+    "clusters": DEFAULT_CLUSTERS, "per_class": False, "sample": False, "sample_temperature": 1.0,
+    "prune_hard": DEFAULT_PRUNE_HARD, "bins": DEFAULT_BINS, "reselect_every": 1,
     "rescore_pool": 1.0, "rescore_by": "random", "in_batch": None,
     # losses
     "kd_loss": DEFAULT_KD_LOSS, "temperature": DEFAULT_TEMPERATURE, "ce_alpha": 1.0, "kd_alpha": 1.0, "adoption": None, "objective": "none",
@@ -45,7 +47,7 @@ OPTION_DEFAULTS: dict = {
 TRAIN_OPTIONS = ("epochs", "lr", "batch_size", "warmup", "seed", "kd_loss", "temperature", "ce_alpha", "kd_alpha",
                  "adoption", "objective", "pt_alpha", "live_teacher", "checkpoint", "holdout",
                  "max_steps", "time_budget", "eval_every", "min_steps", "head_init")
-SELECT_OPTIONS = ("strategy", "criterion", "clusters", "per_class", "sample", "sample_temperature")
+SELECT_OPTIONS = ("strategy", "criterion", "clusters", "per_class", "sample", "sample_temperature", "prune_hard", "bins")
 RUN_OPTIONS = ("eval_data", "eval_split", "test_data", "test_split", "eval_limit", "test_limit", "selection",
                "in_batch", "reselect_every", "rescore_pool", "rescore_by", "cache_dir")
 
@@ -148,7 +150,8 @@ def check_config(cfg: DistillConfig) -> None:
         "--in-batch": (cfg.in_batch, FRACTION), "--reselect-every": (cfg.reselect_every, COUNT),
         "--rescore-pool": (cfg.rescore_pool, FRACTION), "--limit": (cfg.data.limit, COUNT),
         "--eval-limit": (cfg.eval_limit, ROW_LIMIT), "--test-limit": (cfg.test_limit, ROW_LIMIT),
-        **({"--clusters": (sel.clusters, COUNT), "--sample-temperature": (sel.sample_temperature, POSITIVE)} if sel else {}),
+        **({"--clusters": (sel.clusters, COUNT), "--sample-temperature": (sel.sample_temperature, POSITIVE),
+            "--prune-hard": (sel.prune_hard, PRUNE), "--bins": (sel.bins, COUNT)} if sel else {}),
     })
     if t.head_init not in HEAD_INITS:
         raise SelectKDError(f"unknown --head-init {t.head_init!r}; valid: {', '.join(HEAD_INITS)}")

@@ -9,11 +9,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..ranges import Range
-from ..specs import DEFAULT_STRATEGY
+from ..specs import DEFAULT_BINS, DEFAULT_PRUNE_HARD, DEFAULT_STRATEGY
 from .strategies import (DEFAULT_CLUSTERS, DEFAULT_CRITERION, Pool, Ranking, SelectionError,
                          get_strategy, teacher_probs)
 
 DEDUP_RADIUS = Range(0, 2)  # distance between unit vectors
+PRUNE = Range(0, 1, high_open=True)  # ccs --prune-hard: a share of the pool, never all of it
 
 
 def parse_budget(text: str | float | int) -> float | int:
@@ -73,6 +74,37 @@ def largest_remainder(sizes: np.ndarray, k: int) -> np.ndarray:
     short = k - int(quotas.sum())
     order = np.lexsort((np.arange(len(sizes)), -sizes, -(exact - quotas)))
     quotas[order[:short]] += 1
+    return quotas
+
+
+def capped_quotas(sizes: np.ndarray, weights: np.ndarray, k: int) -> np.ndarray:
+    """Integer quotas that sum to ``k`` (at most ``sizes.sum()``), in proportion to ``weights``, none above its size.
+
+    Water-filling: a group whose share exceeds its size gives all its rows and the rest is shared again
+    among the others; the fractions are rounded by largest remainder among groups with room left.
+    """
+    sizes = np.asarray(sizes, dtype=np.int64)
+    w = np.where(sizes > 0, np.asarray(weights, dtype=np.float64), 0.0)
+    k = min(int(k), int(sizes.sum()))
+    capped = np.zeros(len(sizes), dtype=bool)
+    exact = np.zeros(len(sizes))
+    while True:
+        free = ~capped & (w > 0)
+        if not free.any():
+            break
+        level = (k - sizes[capped].sum()) / w[free].sum()
+        exact = np.where(capped, sizes, np.where(free, level * w, 0.0))
+        over = free & (exact > sizes)
+        if not over.any():
+            break
+        capped |= over
+    quotas = np.minimum(np.floor(exact + 1e-9).astype(np.int64), sizes)
+    short = k - int(quotas.sum())
+    if short > 0:
+        room = quotas < sizes
+        order = np.lexsort((np.arange(len(sizes)), -(exact - quotas)))
+        order = order[room[order]]
+        quotas[order[:short]] += 1
     return quotas
 
 
@@ -146,12 +178,14 @@ def choose(
     disagreement_threshold: float = 0.9,
     dedup: float | None = None,
     seed: int = 0,
+    prune_hard: float = DEFAULT_PRUNE_HARD,
+    bins: int = DEFAULT_BINS,
 ) -> Choice:
     """Pick the subset from plain arrays; no I/O, so every rule is testable on a hand-made pool.
 
     Filters run first, then the budget is shared across strata (coverage clusters and/or
-    classes) by largest remainder, then inside each stratum the top rows by priority are
-    kept, or, with ``sample``, rows are drawn without replacement with
+    classes) by largest remainder (or by the strategy's ``share``), then inside each stratum the top
+    rows by priority are kept (a drawing strategy's priority is random), or, with ``sample``, rows are drawn without replacement with
     p ∝ exp(z / temperature), z the priority standardised over the pool (Gumbel top-k).
     """
     spec = get_strategy(strategy)
@@ -161,8 +195,16 @@ def choose(
     rng = np.random.default_rng(seed)
     eligible, dropped = _eligible(pool, k, dedup, drop_disagreement, disagreement_threshold)
 
-    ranking = spec.fn(pool, rng=rng, criterion=criterion, clusters=clusters, seed=seed)
-    priority = ranking.priority
+    ranking = spec.fn(pool, rng=rng, criterion=criterion, clusters=clusters, seed=seed, prune_hard=prune_hard,
+                      bins=bins, budget_rows=k)
+    if ranking.exclude is not None:
+        pruned = ranking.exclude & eligible
+        dropped[f"{strategy}_pruned"] = int(pruned.sum())
+        eligible = eligible & ~pruned
+        if eligible.sum() < k:
+            raise SelectionError(f"only {int(eligible.sum())} rows are left after {strategy} pruned {int(pruned.sum())} "
+                                 f"and the filters dropped more, fewer than the budget of {k}; lower --prune-hard or --budget")
+    priority = _priority(ranking, eligible, rng)
     if sample:
         live = priority[eligible]
         z = (priority - live.mean()) / (live.std() or 1.0)
@@ -175,10 +217,29 @@ def choose(
     if strata is None:
         picked = order[:k]
     else:
-        quotas = largest_remainder(np.bincount(strata[eligible], minlength=int(strata.max()) + 1), k)
+        sizes = np.bincount(strata[eligible], minlength=int(strata.max()) + 1)
+        if ranking.share is None:
+            quotas = largest_remainder(sizes, k)
+        else:
+            quotas = capped_quotas(sizes, np.bincount(strata[eligible], weights=ranking.share[eligible],
+                                                      minlength=len(sizes)), k)
         groups = strata[order]
         picked = order[_rank_within(groups) < quotas[groups]]
     return Choice(picked, ranking, eligible, k, dropped, strata)
+
+
+def _priority(ranking: Ranking, eligible: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Higher = chosen first. A drawing strategy's priority is a Gumbel key: sorting by it draws
+    without replacement, uniformly or with probability ∝ score (Gumbel top-k)."""
+    if ranking.draw is None:
+        return ranking.priority
+    noise = rng.gumbel(size=len(ranking.score))
+    if ranking.draw == "uniform":
+        return noise
+    if ranking.draw != "proportional":
+        raise SelectionError(f"unknown draw {ranking.draw!r} (uniform or proportional)")
+    score = np.asarray(ranking.score, dtype=np.float64)
+    return np.log(np.clip(score, 1e-12, None)) + noise
 
 
 def _eligible(pool: Pool, k: int, dedup: float | None, drop_disagreement: bool,

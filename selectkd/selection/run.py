@@ -25,7 +25,7 @@ from ..cache.store import Entry, Store
 from ..data.rows import Rows
 from ..ranges import COUNT, FRACTION, MAX_LENGTH, POSITIVE, SEED, check_ranges
 from ..specs import DataSpec, ScoreSpec, SelectSpec
-from .choose import DEDUP_RADIUS, Choice, check_budget, choose, parse_budget
+from .choose import DEDUP_RADIUS, PRUNE, Choice, check_budget, choose, parse_budget
 from .pool import load_pool, needs_teacher_logits
 from .saved import SELECTIONS, PoolStats, Selection, check_name, save_selection, selection_path
 from .strategies import Pool, SelectionError, check_criterion, get_strategy
@@ -53,7 +53,7 @@ def select(data: DataSpec, scoring: ScoreSpec, spec: SelectSpec, *, name: str | 
     choice = choose(pool, spec.strategy, spec.budget, criterion=spec.criterion, clusters=spec.clusters,
                     per_class=spec.per_class, sample=spec.sample, temperature=spec.sample_temperature,
                     drop_disagreement=spec.drop_disagreement, disagreement_threshold=spec.disagreement_threshold,
-                    dedup=spec.dedup, seed=spec.seed)
+                    dedup=spec.dedup, seed=spec.seed, prune_hard=spec.prune_hard, bins=spec.bins)
     name = name or default_name(spec, choice.budget_rows)
     if selection_path(store.root, name).exists() and not overwrite:
         raise SelectionError(f"selection {name!r} exists in {store.root / SELECTIONS}; choose another --name or pass --overwrite")
@@ -87,6 +87,7 @@ def checked_spec(scoring: ScoreSpec, spec: SelectSpec, name: str | None = None) 
     check_ranges({"--clusters": (spec.clusters, COUNT), "--sample-temperature": (spec.sample_temperature, POSITIVE),
                   "--disagreement-threshold": (spec.disagreement_threshold, FRACTION),
                   "--dedup": (spec.dedup, DEDUP_RADIUS), "--seed": (spec.seed, SEED),
+                  "--prune-hard": (spec.prune_hard, PRUNE), "--bins": (spec.bins, COUNT),
                   "--max-length": (scoring.max_length, MAX_LENGTH), "--batch-size": (scoring.batch_size, COUNT)})
     if name is not None:
         check_name(name)
@@ -114,6 +115,8 @@ def provenance(name: str, spec: SelectSpec, choice: Choice, pool: Pool, *, data:
             "drop_disagreement": spec.drop_disagreement,
             "disagreement_threshold": spec.disagreement_threshold if spec.drop_disagreement else None,
             "dedup": spec.dedup,
+            "prune_hard": spec.prune_hard if spec.strategy == "ccs" else None,
+            "bins": spec.bins if spec.strategy == "ccs" else None,
         },
         "seed": spec.seed,
         "score_higher_first": choice.ranking.higher_first,

@@ -12,7 +12,7 @@ from typing import Callable
 import numpy as np
 
 from ..errors import SelectKDError
-from ..specs import DEFAULT_CLUSTERS, DEFAULT_CRITERION
+from ..specs import DEFAULT_BINS, DEFAULT_CLUSTERS, DEFAULT_CRITERION, DEFAULT_PRUNE_HARD
 from ..uncertainty import entropy, kl_divergence, least_confidence, margin, softmax
 
 
@@ -52,14 +52,20 @@ class Pool:
 class Ranking:
     """A strategy's verdict: ``score`` per row, ranked highest first unless ``higher_first`` is False.
 
-    ``groups`` (int per row) asks ``choose`` to share the budget across groups in
-    proportion to their size.
+    ``groups`` (int per row) asks ``choose`` to share the budget across groups: in proportion to
+    their size, or, with ``share`` (a weight per row), in proportion to the summed weight of their
+    rows, no group getting more rows than it has (the rest goes to the others). ``exclude`` marks rows
+    the strategy never picks. ``draw`` makes ``choose`` draw rows at random instead of taking the top:
+    "proportional" with probability ∝ score, "uniform" with equal probability (without replacement).
     """
 
     score: np.ndarray
     higher_first: bool = True
     groups: np.ndarray | None = None
     criterion: str | None = None
+    exclude: np.ndarray | None = None
+    share: np.ndarray | None = None
+    draw: str | None = None
 
     @property
     def priority(self) -> np.ndarray:
@@ -78,17 +84,19 @@ class Strategy:
     fn: StrategyFn
     needs_teachers: bool = False
     needs_embeddings: bool = False
+    needs_student: bool = True  # False: dynamic re-selection needs no student pass over the pool
 
 
 STRATEGIES: dict[str, Strategy] = {}
 
 
-def strategy(name: str, description: str, *, needs_teachers: bool = False,
-             needs_embeddings: bool = False) -> Callable[[StrategyFn], StrategyFn]:
-    """Register ``fn(pool, *, rng, criterion, clusters, seed) -> Ranking`` under ``name``."""
+def strategy(name: str, description: str, *, needs_teachers: bool = False, needs_embeddings: bool = False,
+             needs_student: bool = True) -> Callable[[StrategyFn], StrategyFn]:
+    """Register ``fn(pool, *, rng, criterion, clusters, seed, prune_hard, bins) -> Ranking`` under ``name``
+    (a strategy takes the keywords it uses and ``**_``)."""
 
     def register(fn: StrategyFn) -> StrategyFn:
-        STRATEGIES[name] = Strategy(name, description, fn, needs_teachers, needs_embeddings)
+        STRATEGIES[name] = Strategy(name, description, fn, needs_teachers, needs_embeddings, needs_student)
         return fn
 
     return register
@@ -129,12 +137,14 @@ def by_kl(pool: Pool, **_: object) -> Ranking:
     return Ranking(np.asarray(pool.kl, dtype=np.float64).mean(axis=1), True)
 
 
-@strategy("teacher_entropy", "entropy of the teachers' mean probabilities, highest first", needs_teachers=True)
+@strategy("teacher_entropy", "entropy of the teachers' mean probabilities, highest first", needs_teachers=True,
+          needs_student=False)
 def by_teacher_entropy(pool: Pool, **_: object) -> Ranking:
     return Ranking(entropy(teacher_probs(pool, "strategy teacher_entropy")), True)
 
 
-@strategy("random", "a seeded random permutation: the baseline to beat, and the measured default at 10%")
+@strategy("random", "a seeded random permutation: the baseline to beat, and the measured default at 10%",
+          needs_student=False)
 def by_random(pool: Pool, *, rng: np.random.Generator, **_: object) -> Ranking:
     return Ranking(rng.random(len(pool)), True)
 
@@ -144,15 +154,85 @@ def by_random(pool: Pool, *, rng: np.random.Generator, **_: object) -> Ranking:
 def by_coverage(pool: Pool, *, rng: np.random.Generator, criterion: str = DEFAULT_CRITERION,
                 clusters: int = DEFAULT_CLUSTERS, seed: int = 0, **_: object) -> Ranking:
     inner = check_criterion(criterion).fn(pool, rng=rng, seed=seed)
-    return Ranking(inner.score, inner.higher_first, kmeans_clusters(pool.embeddings, clusters, seed), criterion)
+    return Ranking(inner.score, inner.higher_first, kmeans_clusters(pool.embeddings, clusters, seed), criterion,
+                   exclude=inner.exclude, draw=inner.draw)
+
+
+@strategy("ccs", "coverage-centric (CCS): drop the --prune-hard share of rows the teacher confidently contradicts "
+          "or finds hardest, then draw at random evenly across --bins difficulty bins of teacher margin, classes in "
+          "proportion inside each bin", needs_teachers=True, needs_student=False)
+def by_ccs(pool: Pool, *, prune_hard: float = DEFAULT_PRUNE_HARD, bins: int = DEFAULT_BINS,
+           budget_rows: int | None = None, **_: object) -> Ranking:
+    """CCS (Zheng et al., ICLR 2023) from the cached teacher logits alone.
+
+    The hard tail goes first: rows whose gold label the teachers' mean prediction contradicts with
+    probability >= CONTRADICTION (most often label noise), most confident first, then the rows of
+    highest teacher entropy, until ``prune_hard`` of the pool is gone (never so many that fewer than
+    ``budget_rows`` are left). The rest fall into ``bins`` equal-width bins of teacher margin (top-1
+    minus top-2 probability: hard to easy); every bin gets an equal share of the budget (a bin with
+    fewer rows gives all it has and the rest goes to the others), and inside a bin each class its
+    proportion of the bin. Rows are drawn uniformly at random within each bin and class.
+    """
+    if not 0 <= prune_hard < 1:
+        raise SelectionError(f"--prune-hard {prune_hard} must be in [0, 1): the share of the pool dropped as too hard")
+    if bins < 1:
+        raise SelectionError(f"--bins {bins} must be >= 1")
+    probs = teacher_probs(pool, "strategy ccs")
+    n, classes = probs.shape
+    labels = np.asarray(pool.labels)
+    confidence, predicted = probs.max(axis=1), probs.argmax(axis=1)
+    contradicts = (labels >= 0) & (predicted != labels) & (confidence >= CONTRADICTION)
+    hardness = np.where(contradicts, 2.0 + confidence, entropy(probs) / np.log(max(classes, 2)))  # contradictions first
+    drop = min(int(np.ceil(prune_hard * n)), n - (budget_rows or 0))
+    exclude = np.zeros(n, dtype=bool)
+    if drop > 0:
+        exclude[np.argsort(-hardness, kind="stable")[:drop]] = True
+    difficulty = margin(probs)
+    kept = difficulty[~exclude]
+    lo, hi = (kept.min(), kept.max()) if len(kept) else (0.0, 1.0)
+    edges = np.linspace(lo, hi, bins + 1)[1:-1]
+    binned = np.searchsorted(edges, difficulty, side="right")
+    bin_rows = np.bincount(binned[~exclude], minlength=bins).astype(np.float64)
+    share = 1.0 / np.maximum(bin_rows[binned], 1.0)  # a bin's rows share one weight: bins count equally
+    groups = binned * max(classes, 1) + np.where(labels >= 0, labels, 0)
+    return Ranking(difficulty, False, groups, exclude=exclude, share=share, draw="uniform")
+
+
+CONTRADICTION = 0.9  # ccs: the teachers' probability at which a prediction against the gold label counts as confident
+
+
+@strategy("confident_uncertain", "rows the teachers are confident on and the student is not (LLKD), drawn with "
+          "probability ∝ teacher probability of the gold label × normalised student entropy", needs_teachers=True)
+def by_confident_uncertain(pool: Pool, **_: object) -> Ranking:
+    """LLKD's rule (arXiv 2411.08028) as sampling: score = p_teacher(gold label) × H(student) / log C.
+
+    Where the gold label is unknown (-1), the teachers' top probability stands in for it. Sampled, not
+    top-k: the top of any single uncertainty score is one skewed corner of the pool."""
+    probs = teacher_probs(pool, "strategy confident_uncertain")
+    labels = np.asarray(pool.labels)
+    rows = np.arange(len(probs))
+    confident = np.where(labels >= 0, probs[rows, np.clip(labels, 0, None)], probs.max(axis=1))
+    uncertain = np.asarray(pool.entropy, dtype=np.float64) / np.log(max(probs.shape[1], 2))
+    return Ranking(confident * uncertain, True, draw="proportional")
+
+
+@strategy("uncertainty_sampling", "rows drawn with probability ∝ student entropy, each class its share of the pool")
+def by_uncertainty_sampling(pool: Pool, **_: object) -> Ranking:
+    """Uncertainty-proportional sampling, stratified by class: hard rows are likelier, easy ones still come."""
+    labels = np.asarray(pool.labels)
+    return Ranking(np.asarray(pool.entropy, dtype=np.float64), True, groups=np.where(labels >= 0, labels, -1),
+                   draw="proportional")
 
 
 def check_criterion(criterion: str) -> Strategy:
-    """The strategy that ranks rows inside coverage's clusters (any but coverage itself)."""
-    if criterion == "coverage" or criterion not in STRATEGIES:
-        valid = ", ".join(n for n in STRATEGIES if n != "coverage")
+    """The strategy that ranks rows inside coverage's clusters (any but those that make their own groups)."""
+    if criterion in GROUPING or criterion not in STRATEGIES:
+        valid = ", ".join(n for n in STRATEGIES if n not in GROUPING)
         raise SelectionError(f"unknown criterion {criterion!r} for coverage; valid: {valid}")
     return STRATEGIES[criterion]
+
+
+GROUPING = ("coverage", "ccs")  # strategies whose groups are their point: not a criterion inside clusters
 
 
 def kmeans_clusters(embeddings: np.ndarray | None, k: int, seed: int = 0) -> np.ndarray:

@@ -1,0 +1,186 @@
+"""The 10% recipes from cached signals (ccs, confident_uncertain, uncertainty_sampling) on hand-made pools."""
+
+import numpy as np
+import pytest
+
+from selectkd.errors import SelectKDError
+from selectkd.selection.choose import capped_quotas, choose
+from selectkd.selection.strategies import STRATEGIES, Pool
+from selectkd.uncertainty import entropy, least_confidence, margin
+
+
+def pool_of(student_probs, labels, teacher_probs) -> Pool:
+    s = np.asarray(student_probs, dtype=np.float64)
+    t = np.asarray(teacher_probs, dtype=np.float64)
+    n = len(s)
+    return Pool(uids=np.arange(1000, 1000 + n, dtype=np.int64), labels=np.asarray(labels, dtype=np.int64),
+                entropy=entropy(s), margin=margin(s), least_confidence=least_confidence(s),
+                teacher_logits=np.log(np.clip(t, 1e-9, None))[None])
+
+
+def two_class(p_class0) -> np.ndarray:
+    p = np.asarray(p_class0, dtype=np.float64)
+    return np.stack([p, 1 - p], axis=1)
+
+
+# -- capped quotas --------------------------------------------------------------------------------
+
+def test_capped_quotas_share_by_weight_and_refill_from_small_groups():
+    # equal weights: 12 rows over groups of 2, 10, 10 -> the small one gives its 2, the rest split 5 / 5
+    assert capped_quotas(np.array([2, 10, 10]), np.ones(3), 12).tolist() == [2, 5, 5]
+    # weights 1:3 without caps
+    assert capped_quotas(np.array([40, 40]), np.array([1.0, 3.0]), 20).tolist() == [5, 15]
+    # asking for more than the groups hold gives them all
+    assert capped_quotas(np.array([3, 4]), np.ones(2), 100).tolist() == [3, 4]
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        sizes = rng.integers(0, 30, size=rng.integers(1, 9))
+        k = int(rng.integers(0, sizes.sum() + 1))
+        q = capped_quotas(sizes, np.ones(len(sizes)), k)
+        assert q.sum() == k and (q >= 0).all() and (q <= sizes).all()
+        room = q < sizes  # equal weights: every group with rows left got within one row of the most any got
+        if room.any():
+            assert q.max() - q[room].min() <= 1
+
+
+# -- ccs ------------------------------------------------------------------------------------------
+
+def ccs_pool():
+    """100 rows, 2 classes (60 / 40): 5 mislabelled (teacher 99% sure of the other class), 10 where the
+    teacher is torn (50/50), the other 85 spread over teacher margins 0.2 .. 0.98."""
+    rng = np.random.default_rng(7)
+    labels = np.array([0] * 60 + [1] * 40)
+    p_gold = np.concatenate([rng.uniform(0.6, 0.99, 60), rng.uniform(0.6, 0.99, 40)])
+    wrong = np.array([0, 1, 2, 60, 61])  # the teacher contradicts the gold label with 0.99
+    torn = np.array([10, 11, 12, 13, 14, 70, 71, 72, 73, 74])
+    p_gold[wrong] = 0.01
+    p_gold[torn] = 0.5
+    p0 = np.where(labels == 0, p_gold, 1 - p_gold)
+    student = two_class(rng.uniform(0.3, 0.9, 100))
+    return pool_of(student, labels, two_class(p0)), labels, wrong, torn
+
+
+def test_ccs_prunes_the_contradicted_then_the_torn_rows_first():
+    pool, labels, wrong, torn = ccs_pool()
+    choice = choose(pool, "ccs", 40, prune_hard=0.1, seed=0)
+    pruned = np.flatnonzero(~choice.eligible)
+    assert set(wrong) <= set(pruned) and len(pruned) == 10  # the 5 contradictions, then 5 of the 10 torn rows
+    assert set(pruned) - set(wrong) <= set(torn)
+    assert choice.dropped == {"ccs_pruned": 10}
+    assert not set(choice.indices) & set(pruned)
+    assert len(choice.indices) == 40 and len(set(choice.indices.tolist())) == 40
+
+
+def test_ccs_fills_difficulty_bins_evenly_and_keeps_classes_inside_them():
+    pool, labels, _, _ = ccs_pool()
+    bins = 4
+    choice = choose(pool, "ccs", 40, prune_hard=0.1, bins=bins, seed=3)
+    ranking = choice.ranking
+    bin_of = ranking.groups // 2
+    live = choice.eligible
+    sizes = np.bincount(bin_of[live], minlength=bins)
+    got = np.bincount(bin_of[choice.indices], minlength=bins)
+    expected = capped_quotas(sizes, np.ones(bins), 40)
+    assert abs(got - expected).max() <= 1, (got, expected, sizes)  # classes round inside each bin
+    assert got.sum() == 40
+    # inside each bin, each class gets its share of the bin (to a row)
+    for b in range(bins):
+        in_bin = live & (bin_of == b)
+        if got[b] == 0:
+            continue
+        share = np.bincount(labels[in_bin], minlength=2) / in_bin.sum() * got[b]
+        picked = np.bincount(labels[choice.indices][bin_of[choice.indices] == b], minlength=2)
+        assert (abs(picked - share) <= 1).all()
+
+
+def test_ccs_draws_at_random_inside_bins_seeded():
+    pool, *_ = ccs_pool()
+    a = choose(pool, "ccs", 30, seed=1).indices
+    assert np.array_equal(a, choose(pool, "ccs", 30, seed=1).indices)
+    assert set(a.tolist()) != set(choose(pool, "ccs", 30, seed=2).indices.tolist())
+
+
+def test_ccs_never_prunes_below_the_budget_and_checks_its_options():
+    pool, *_ = ccs_pool()
+    choice = choose(pool, "ccs", 90, prune_hard=0.4)  # 40 would leave 60 < 90 rows: only 10 go
+    assert choice.dropped["ccs_pruned"] == 10 and len(choice.indices) == 90
+    with pytest.raises(SelectKDError, match="--prune-hard"):
+        choose(pool, "ccs", 10, prune_hard=1.0)
+    with pytest.raises(SelectKDError, match="--bins"):
+        choose(pool, "ccs", 10, bins=0)
+    no_teacher = Pool(pool.uids, pool.labels, pool.entropy, pool.margin, pool.least_confidence)
+    with pytest.raises(SelectKDError, match="--teacher"):
+        choose(no_teacher, "ccs", 10)
+
+
+# -- confident_uncertain and uncertainty_sampling ------------------------------------------------
+
+def draw_frequencies(pool: Pool, strategy: str, draws: int = 4000) -> np.ndarray:
+    """How often each row is the one row chosen, over ``draws`` seeds."""
+    counts = np.zeros(len(pool))
+    for seed in range(draws):
+        counts[choose(pool, strategy, 1, seed=seed).indices] += 1
+    return counts / draws
+
+
+def test_confident_uncertain_draws_in_proportion_to_teacher_confidence_times_student_entropy():
+    # row 0: teacher sure of the gold label, student torn        -> the highest score
+    # row 1: teacher sure of the gold label, student fairly sure -> lower
+    # row 2: teacher sure of the *other* class, student torn     -> about 0 (confidence in gold 0.01)
+    # row 3: teacher torn, student torn                          -> half of row 0
+    student = two_class([0.5, 0.9, 0.5, 0.5])
+    teacher = two_class([0.99, 0.99, 0.01, 0.5])
+    pool = pool_of(student, [0, 0, 0, 0], teacher)
+    score = STRATEGIES["confident_uncertain"].fn(pool).score
+    assert score == pytest.approx(teacher[:, 0] * entropy(student) / np.log(2))
+    freq = draw_frequencies(pool, "confident_uncertain")
+    assert freq == pytest.approx(score / score.sum(), abs=0.03)
+    # sampled, not top-k: the second-best rows are chosen too
+    assert freq[1] > 0.1 and freq[3] > 0.2
+
+
+def test_confident_uncertain_without_gold_labels_uses_the_teachers_top_probability():
+    pool = pool_of(two_class([0.5, 0.5]), [-1, -1], two_class([0.01, 0.5]))
+    assert STRATEGIES["confident_uncertain"].fn(pool).score == pytest.approx([0.99, 0.5])
+
+
+def test_uncertainty_sampling_keeps_class_shares_and_favours_uncertain_rows():
+    # 80 rows of class 0 (half torn, half sure), 20 of class 1 (all torn)
+    labels = np.array([0] * 80 + [1] * 20)
+    p0 = np.where(np.arange(100) % 2 == 0, 0.5, 0.999)
+    p0[80:] = 0.5
+    pool = pool_of(two_class(p0), labels, two_class(p0))
+    for seed in range(20):
+        picked = choose(pool, "uncertainty_sampling", 10, seed=seed).indices
+        assert np.bincount(labels[picked], minlength=2).tolist() == [8, 2]  # the pool's 80 / 20
+    picks = np.concatenate([choose(pool, "uncertainty_sampling", 10, seed=s).indices for s in range(200)])
+    class0 = picks[labels[picks] == 0]
+    assert np.mean(p0[class0] == 0.5) > 0.95  # entropy 0.69 vs 0.008: the sure rows of class 0 rarely come
+    assert len(set(picks.tolist())) > 30  # many different rows over seeds: sampled, not the same top-k
+
+
+def test_recipes_refuse_what_they_cannot_use_as_coverage_criterion():
+    from selectkd.selection.strategies import check_criterion
+
+    with pytest.raises(SelectKDError, match="criterion"):
+        check_criterion("ccs")
+    assert check_criterion("confident_uncertain").name == "confident_uncertain"
+
+
+def test_dynamic_ccs_draws_afresh_each_epoch_without_a_student_pass():
+    from selectkd.distillation.active import Dynamic
+    from selectkd.specs import SelectSpec
+
+    pool, labels, *_ = ccs_pool()
+    calls = []
+    teacher = pool.teacher_logits
+
+    def student_scores(positions, embeddings):
+        calls.append(positions)
+        return np.zeros((len(positions), 2), dtype=np.float32), None
+
+    active = Dynamic(pool.uids, labels, np.arange(len(pool)), SelectSpec(strategy="ccs"), 20, scored=None,
+                     student_scores=student_scores, teacher_logits=lambda p: teacher[:, p])
+    active.restore(list(range(20)), selected_epoch=0)
+    draws = [set(active.rows_for_epoch(epoch).tolist()) for epoch in (1, 2)]
+    assert not calls and all(len(d) == 20 for d in draws) and draws[0] != draws[1]
