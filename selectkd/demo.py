@@ -58,17 +58,17 @@ def teacher_folder(root: Path, teacher_rows: int, max_length: int, epochs: int, 
     return root / "teachers" / f"demo-{TEACHER}-{DATA}-{teacher_rows}-{max_length}-e{epochs}-s{seed}"
 
 
-def transfer_pool(root: Path, rows: int, skip: int) -> Path:
-    """The KD pool: training tweets ``skip``+1 .. ``skip``+``rows`` (the teacher is fine-tuned on the first
-    ``skip``), written once into the store as a CSV with the class names. On the teacher's own training rows its
+def transfer_pool(root: Path, rows: int, skip: int, data: str = DATA) -> Path:
+    """The KD pool: training rows ``skip``+1 .. ``skip``+``rows`` of ``data`` (the teacher is fine-tuned on the
+    first ``skip``), written once into the store as a CSV with the class names. On the teacher's own training rows its
     soft labels add little to the gold labels and KD was level with plain cross-entropy; on rows it never saw
     KD won (bench/results/defaults.md, bench/results/transfer_set.md)."""
-    path = root / "pools" / f"demo-{DATA}-{skip + 1}-{skip + rows}.csv"
+    path = root / "pools" / f"demo-{Path(data).name}-{skip + 1}-{skip + rows}.csv"
     if path.exists():
         return path
-    source = load_rows(DataSpec(DATA, "train", limit=skip + rows), root)
+    source = load_rows(DataSpec(data, "train", limit=skip + rows), root)
     if len(source) < skip + rows:
-        raise SelectKDError(f"{DATA} has {len(source):,} training rows: fewer than --teacher-rows + --rows "
+        raise SelectKDError(f"{data} has {len(source):,} training rows: fewer than --teacher-rows + --rows "
                             f"({skip + rows:,}); lower them")
     texts, labels, names = source.dataset["text"], source.labels, source.label_names
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,86 +1,108 @@
-"""bench/reproduce.py end to end in a tiny configuration: every table and plot it promises is
-written, and the numbers in the tables are the ones in the run folders' metrics.jsonl."""
+"""bench/reproduce.py end to end on tiny models: every planned run leaves a record, the report's numbers
+are the records', a second invocation trains nothing, and a record from other settings is redone."""
 
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 import sys
 from pathlib import Path
 
 import datasets
-import numpy as np
 import pytest
 
 from .conftest import build_bert, build_tokenizer, make_rows
 
 REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow  # ~40 tiny distillations
+
+
+def run_study(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    done = subprocess.run([sys.executable, str(REPO / "bench" / "reproduce.py"), *args], capture_output=True,
+                          text=True, cwd=cwd)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
 
 
 @pytest.fixture(scope="module")
-def report(tmp_path_factory):
+def study(tmp_path_factory):
     base = tmp_path_factory.mktemp("reproduce")
-    rows = make_rows(420, seed=3)
+    rows = make_rows(400, seed=3)
     data = base / "toy"
     cols = lambda rs: {"text": [r["text"] for r in rs], "label": [r["label"] for r in rs]}  # noqa: E731
-    datasets.DatasetDict({"train": datasets.Dataset.from_dict(cols(rows[:300])),
+    datasets.DatasetDict({"train": datasets.Dataset.from_dict(cols(rows[:240])),
+                          "dev": datasets.Dataset.from_dict(cols(rows[240:300])),
                           "test": datasets.Dataset.from_dict(cols(rows[300:]))}).save_to_disk(str(data))
     tok = build_tokenizer(base / "tok", [r["text"] for r in rows])
     teacher = build_bert(base / "teacher", tok, num_labels=None, layers=2, hidden=32, seed=1)
-    small_teacher = build_bert(base / "small-teacher", tok, num_labels=None, layers=1, hidden=32, seed=2)
-    student = build_bert(base / "student", tok, num_labels=None, layers=2, hidden=16, seed=3)
-    cmd = [sys.executable, str(REPO / "bench" / "reproduce.py"), "--datasets", str(data), "--seeds", "0",
-           "--train-rows", "200", "--test-rows", "120", "--epochs", "1", "--batch-size", "16", "--lr", "1e-3",
-           "--max-length", "32", "--teacher", str(teacher), "--small-teacher", str(small_teacher),
-           "--student", str(student), "--small-student-layers", "1", "--budgets", "0.05", "0.1", "0.5", "1.0",
-           "--cache-dir", str(base / "cache"), "--runs", str(base / "runs"), "--out", str(base / "docs")]
-    done = subprocess.run(cmd, capture_output=True, text=True, cwd=base)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return {"base": base, "cmd": cmd, "docs": base / "docs", "runs": base / "runs" / "toy" / "s0", "log": done.stdout}
+    large = build_bert(base / "large", tok, num_labels=None, layers=2, hidden=48, seed=2)
+    args = ["--datasets", str(data), "--seeds", "0", "--teacher", str(teacher), "--large-teacher", str(large),
+            "--student-layers", "1", "--epochs", "1", "--min-steps", "3", "--eval-every", "2", "--teacher-rows", "80",
+            "--pool-rows", "160", "--test-rows", "100", "--dev-rows", "60", "--teacher-epochs", "1",
+            "--max-length-cap", "32", "--cache-dir", str(base / "cache"), "--runs", str(base / "runs"),
+            "--results", str(base / "results"), "--out", str(base / "docs")]
+    first = run_study(args, base)
+    return {"base": base, "args": args, "log": first.stdout, "docs": base / "docs",
+            "records": base / "results" / "toy" / "s0"}
 
 
-def test_every_table_and_plot_is_written(report):
-    doc = (report["docs"] / "RESULTS.md").read_text()
-    for heading in ("1. Data selection", "2. Budget curve", "3. Teacher adoption", "4. Objective adaptation",
-                    "5. Cost", "Where the paper's claims held"):
-        assert f"{heading}" in doc, heading
-    for png in ("selection-toy.png", "budget-toy.png"):
-        path = report["docs"] / "plots" / png
-        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-        assert f"(plots/{png})" in doc
-    for row in ("full-data KD", "student without KD", "`entropy` static", "`coverage` dynamic", "in-batch",
-                "full KD's step count", "adoption `soft-instance`", "objective `uncertainty-r`", "average of both"):
-        assert row in doc, row
-    assert "**The bar on toy:**" in doc
-    assert (report["docs"] / "headline.md").read_text().count("| toy |") == 4
+def records(study) -> dict[str, dict]:
+    return {p.stem: json.loads(p.read_text()) for p in study["records"].glob("*.json")}
 
 
-def test_table_numbers_are_the_runs_metrics(report):
-    results = json.loads((report["docs"] / "results.json").read_text())
+def test_every_planned_run_leaves_a_record_with_machine_load_and_curve(study):
+    recs = records(study)
+    # core 10, strategies 14, budgets 3 random + 3 of the best, teachers 5 adoption + 3 objective
+    assert len(recs) == 38, sorted(recs)
+    for name in ("no-kd", "full", "dynamic-random-10", "same-time", "static-ccs-10", "dynamic-ccs-10",
+                 "static-confident_uncertain-10", "dynamic-uncertainty_sampling-10", "in-batch-10",
+                 "static-random-5", "static-random-50", "adopt-soft-instance", "objective-uncertainty-r"):
+        assert name in recs, name
+    for rec in recs.values():
+        assert rec["machine"] and rec["load_before"] is not None and rec["commit"]
+        assert len(rec["curve"]["seconds"]) == len(rec["curve"]["dev_accuracy"]) >= 2
+        assert rec["command"].startswith("selectkd distill ")
+    # the full data for the default's time: its --time-budget is the default run's training seconds
+    assert f"--time-budget {recs['dynamic-random-10']['seconds_train']}" in recs["same-time"]["command"]
+    assert recs["static-ccs-10"]["selection"]["command"].startswith("selectkd select ")
+
+
+def test_the_budget_strategy_is_the_best_10_percent_row_and_is_kept(study):
+    chosen = json.loads((study["base"] / "results" / "budget_strategy.json").read_text())
+    means = chosen["mean_test_accuracy"]
+    assert chosen["best"] == max(sorted(means), key=means.get)
+    kind, strategy = chosen["best"].split("-", 1)
+    recs = records(study)
+    if strategy != "random":
+        assert f"{kind}-{strategy}-20" in recs
+
+
+def test_report_numbers_are_the_records(study):
+    doc = (study["docs"] / "RESULTS.md").read_text()
+    results = json.loads((study["docs"] / "results.json").read_text())
     rows = results["datasets"]["toy"]["rows"]
-    doc = (report["docs"] / "RESULTS.md").read_text()
-    run_dirs = sorted(p for p in report["runs"].iterdir() if (p / "metrics.jsonl").exists())
-    assert len(run_dirs) == len(rows) == 27  # 2 + 6 static + 2 dynamic + in-batch + matched + 6 curve + 6 + 3
-    for run in run_dirs:
-        final = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if '"final"' in x][-1]
-        row = rows[run.name]
-        assert row["accuracy"] == [final["test"]["accuracy"]]
-        assert row["macro_f1"] == [final["test"]["macro_f1"]]
-        # the markdown row shows that accuracy and that run's command
-        line = next(x for x in doc.splitlines() if f"--out {run.relative_to(report['base'])}".replace("s0", "s$SEED") in x)
-        cells = [c.strip() for c in line.split("|")]
-        assert cells[2] == f"{final['test']['accuracy'] * 100:.1f}"
-        assert cells[3] == f"{final['test']['macro_f1'] * 100:.1f}"
-    # a 10% static run trained on exactly the rows of its selection, for the same epochs as full KD
-    steps = {name: r["steps"][0] for name, r in rows.items()}
-    assert steps["static-entropy-10"] == int(np.ceil(20 / 16)) and steps["full"] == int(np.ceil(200 / 16))
-    assert steps["matched-random-10"] >= steps["full"] - 1
+    for name, rec in records(study).items():
+        assert rows[name]["accuracy"] == rec["test"]["accuracy"]
+    line = next(x for x in doc.splitlines() if x.startswith("| full-data KD |"))
+    assert line.split("|")[2].strip() == f"{records(study)['full']['test']['accuracy'] * 100:.1f}"
+    assert "the default 10% recipe **" in results["datasets"]["toy"]["verdict"]
+    assert results["datasets"]["toy"]["verdict"] in doc
+    png = study["docs"] / "plots" / "curve-toy.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and "(plots/curve-toy.png)" in doc
+    for heading in ("### 10% of the pool", "### Budgets 5-50%", "### Teacher adoption and objective adaptation"):
+        assert heading in doc
 
 
-def test_a_rerun_reuses_every_finished_run(report):
-    before = {p: p.stat().st_mtime for p in report["runs"].glob("*/summary.json")}
-    done = subprocess.run(report["cmd"], capture_output=True, text=True, cwd=report["base"])
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert {p: p.stat().st_mtime for p in report["runs"].glob("*/summary.json")} == before
-    assert not re.search(r"seed 0: ", done.stdout)  # no run was started again
+def test_a_second_invocation_trains_nothing_and_other_settings_are_redone(study):
+    before = records(study)
+    path = study["records"] / "static-random-10.json"
+    stale = json.loads(path.read_text())
+    stale["signature"]["lr"] = 123.0  # as if it had run with other settings
+    path.write_text(json.dumps(stale))
+    again = run_study(study["args"], study["base"])
+    trained = [line for line in again.stdout.splitlines() if "toy seed 0:" in line]
+    assert len(trained) == 1 and trained[0].endswith("static-random-10"), trained
+    after = records(study)
+    assert {k: v["finished"] for k, v in after.items() if k != "static-random-10"} == \
+        {k: v["finished"] for k, v in before.items() if k != "static-random-10"}
+    assert after["static-random-10"]["signature"]["lr"] != 123.0
