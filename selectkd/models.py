@@ -109,14 +109,14 @@ def resolve(name: str, root: Path, trust_remote_code: bool = False) -> ModelRef:
         if folder is None:
             raise ModelError(f"built-in model {name!r} is not installed in {assets.searched(root)}; run "
                              f"`selectkd assets install --models {name} --cache-dir {root}`")
-        return ModelRef(name, str(folder), True, model_fingerprint(folder, root), trust_remote_code,
+        return ModelRef(name, str(folder), True, model_fingerprint(folder), trust_remote_code,
                         _max_positions(_read_config(folder)))
     path = Path(name).expanduser()
     if path.is_dir():
         if not (path / "config.json").exists():
             raise ModelError(f"{path} is not a model folder (no config.json); give a folder saved with save_pretrained")
         code = _check_no_remote_code(path, trust_remote_code)
-        fingerprint = model_fingerprint(path, root) + (f"+code:{code}" if code else "")
+        fingerprint = model_fingerprint(path) + (f"+code:{code}" if code else "")
         return ModelRef(name, str(path), True, fingerprint, trust_remote_code, _max_positions(_read_config(path)))
     if path.exists() or name.startswith((".", "/", "~")) or name.count("/") > 1:
         raise ModelError(f"model path {name} does not exist; give a model folder, a hub name or one of: {', '.join(assets.MODELS)}")

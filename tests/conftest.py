@@ -8,6 +8,7 @@ import os
 import random
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,8 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# the user's memo of file hashes: one per test session, never the real ~/.cache
+os.environ.setdefault("SELECTKD_FINGERPRINTS", str(Path(tempfile.mkdtemp(prefix="selectkd-fp-")) / "fingerprints.json"))
 
 POS = ["good", "great", "lovely", "fine", "happy", "excellent", "nice", "superb"]
 NEG = ["bad", "awful", "terrible", "sad", "poor", "horrible", "nasty", "dreadful"]

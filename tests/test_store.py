@@ -136,3 +136,30 @@ def test_an_entry_of_an_older_format_is_one_line_naming_the_fix(tmp_path):
     with pytest.raises(CacheError, match=r"cache format 1, this selectkd reads 2; remove it with `selectkd cache rm k1`"):
         entry.read_parts()
     assert entry.manifest(current=False)["format_version"] == 1  # `cache ls` and `cache info` still show it
+
+
+def test_file_hashes_are_remembered_per_user_not_per_store(tmp_path, monkeypatch):
+    """A new --cache-dir finds a model's key without re-reading its weights; a changed file is re-hashed."""
+    import os
+
+    from selectkd.cache import fingerprint
+
+    memo = tmp_path / "home" / "fp.json"
+    monkeypatch.setenv("SELECTKD_FINGERPRINTS", str(memo))
+    reads = []
+    real = fingerprint.file_sha256
+    monkeypatch.setattr(fingerprint, "file_sha256", lambda p: reads.append(p) or real(p))
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text('{"hidden_size": 8}')
+    (model / "model.safetensors").write_bytes(b"weights" * 1000)
+    first = fingerprint.model_fingerprint(model)
+    assert len(reads) == 2 and memo.exists()
+    assert fingerprint.model_fingerprint(model) == first and len(reads) == 2  # any store: no re-read
+    weights = model / "model.safetensors"
+    weights.write_bytes(b"other weights" * 1000)
+    os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))
+    assert fingerprint.model_fingerprint(model) != first and len(reads) == 3  # only the changed file
+    monkeypatch.delenv("SELECTKD_FINGERPRINTS")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert fingerprint.memo_path() == tmp_path / "xdg" / "selectkd" / "fingerprints.json"

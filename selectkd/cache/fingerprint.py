@@ -1,13 +1,15 @@
 """Fingerprints of the inputs that name a cache key: files, model folders, tokenizers.
 
-File hashes are remembered in ``<root>/fingerprints.json`` by (path, size, mtime), so a
-warm run does not re-read a 400 MB weight file to find its key.
+File hashes are remembered per user, not per store (``memo_path``), by (path, size, mtime): a
+warm run, or a run with a new --cache-dir, does not re-read a 400 MB weight file to find its key;
+a file that changes (size or mtime) is hashed again.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 from ..atomic import atomic_write_json
@@ -18,12 +20,23 @@ TOKENIZER_FILES = {"tokenizer.json", "vocab.txt", "tokenizer_config.json", "spec
                    "merges.txt", "vocab.json", "sentencepiece.bpe.model", "spiece.model", "added_tokens.json"}
 
 
-def path_fingerprint(path: Path, root: Path) -> str:
-    """sha256 of a file's bytes, remembered by (path, size, mtime) under the store root."""
+MEMO_ENV = "SELECTKD_FINGERPRINTS"
+
+
+def memo_path() -> Path:
+    """The user's memo of file hashes: $SELECTKD_FINGERPRINTS, else $XDG_CACHE_HOME (~/.cache)/selectkd/fingerprints.json."""
+    if os.environ.get(MEMO_ENV):
+        return Path(os.environ[MEMO_ENV]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "selectkd" / "fingerprints.json"
+
+
+def path_fingerprint(path: Path) -> str:
+    """sha256 of a file's bytes, remembered by (path, size, mtime) in the user's memo (``memo_path``)."""
     path = Path(path).resolve()
     st = path.stat()
-    memo_path = Path(root) / "fingerprints.json"
-    memo = _read_memo(memo_path)
+    memo_file = memo_path()
+    memo = _read_memo(memo_file)
     stamp = [st.st_size, st.st_mtime_ns]
     hit = memo.get(str(path))
     if isinstance(hit, list) and len(hit) == 3 and hit[:2] == stamp and isinstance(hit[2], str):
@@ -31,10 +44,10 @@ def path_fingerprint(path: Path, root: Path) -> str:
     digest = file_sha256(path)
     memo[str(path)] = [*stamp, digest]
     try:
-        memo_path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(memo_path, memo)
+        memo_file.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(memo_file, memo)
     except OSError:
-        pass  # a read-only store still works, only slower
+        pass  # a read-only home still works, only slower
     return digest
 
 
@@ -47,13 +60,13 @@ def _read_memo(path: Path) -> dict:
     return memo if isinstance(memo, dict) else {}
 
 
-def model_fingerprint(folder: Path, root: Path) -> str:
+def model_fingerprint(folder: Path) -> str:
     """Hash of a model folder's config and weight files (not its tokenizer: that has its own)."""
     folder = Path(folder)
     parts = []
     for f in sorted(folder.iterdir()):
         if f.is_file() and (f.suffix in WEIGHT_SUFFIXES or (f.suffix == ".json" and f.name not in TOKENIZER_FILES)):
-            parts.append([f.name, path_fingerprint(f, root)])
+            parts.append([f.name, path_fingerprint(f)])
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:24]
 
 

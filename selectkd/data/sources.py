@@ -114,7 +114,7 @@ def _open_file(path: Path, root: Path):
         cause = _root_cause(exc)
         msg = (str(cause).splitlines() or [type(cause).__name__])[0]
         raise DataError(f"cannot read {path} as {builder}: {msg[:200]}") from None
-    return ds, path_fingerprint(path, root), {"file": str(path.resolve())}
+    return ds, path_fingerprint(path), {"file": str(path.resolve())}
 
 
 def _open_hub(spec: DataSpec):
