@@ -330,7 +330,7 @@ def execute(args, run: Run, cfg: DistillConfig, prep: dict) -> dict:
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(path, rec)
     if args.commit:
-        commit([path], f"reproduce: {tag(run.data)} seed {run.seed} {run.name} "
+        commit([path, Path(args.results) / tag(run.data) / "prep.json"], f"reproduce: {tag(run.data)} seed {run.seed} {run.name} "
                        f"(test {rec['test']['accuracy']:.3f}, {rec['seconds_train']:.0f} s)")
     return rec
 

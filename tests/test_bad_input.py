@@ -186,6 +186,7 @@ CASES = [
          ("--prune-hard 1 is out of range", "[0, 1)")),
     Case(distill("--budget 0.1 --strategy ccs --bins 0 --out RUN/"), "ccs with zero difficulty bins",
          ("--bins 0 is out of range", "integer >= 1")),
+    Case("cache gc --older-than soon", "an age gc cannot read", ("--older-than 'soon' is not an age like 30d",)),
     Case(select("--seed -1"), "negative seed", ("--seed -1 is out of range", "integer >= 0")),
     Case(score("DATA.csv", "--max-length 1"), "--max-length 1", ("--max-length 1 is out of range", "integer >= 2")),
     Case(distill("--lr -1 --out RUN/"), "negative learning rate", ("--lr -1 is out of range", "number > 0")),

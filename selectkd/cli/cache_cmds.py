@@ -1,4 +1,4 @@
-"""`selectkd cache ls | info | verify | rm`: look after the store's entries and the selections."""
+"""`selectkd cache ls | info | verify | rm | gc`: look after the store's entries and the selections."""
 
 from __future__ import annotations
 
@@ -159,3 +159,39 @@ def cache_rm(keys: List[str] = typer.Argument(..., help="Keys or unique prefixes
     for entry in entries:
         store.remove(entry)
         out.print(f"removed {entry.kind}/{entry.key}")
+
+
+@cache_app.command("gc")
+def cache_gc(older_than: Optional[str] = typer.Option(None, "--older-than", help="Only entries written longer ago "
+                                                      "than this, e.g. 30d, 12h (units s, m, h, d, w)."),
+             yes: bool = typer.Option(False, "--yes", help="Remove what is listed (without it, gc only lists)."),
+             cache_dir: Optional[Path] = CacheDirOption, config: Optional[Path] = ConfigOption) -> None:
+    """List what the store no longer needs; remove it with --yes.
+
+    That is: entries that no selection, no distill run (while its folder exists) and no kept student entry refers to; entries of another cache format; what killed writers left (temp files, lock files of entries that do not exist, registrations of runs whose folder is gone). An entry another process is writing is never touched: with --yes, gc then removes nothing and says so.
+    """
+    from selectkd.cache import gc
+    from selectkd.cache.store import Store
+
+    age = gc.parse_age(older_than) if older_than is not None else None
+    store = Store(cache_dir)
+    found = gc.plan(store, age)
+    if found.remove:
+        table = Table("remove", "why", "size", "age")
+        for c in found.remove:
+            days = "" if c.age_seconds is None else f"{c.age_seconds / 86400:.1f} d"
+            table.add_row(c.name, c.why, f"{c.bytes / 1e6:.1f} MB", days)
+        table.columns[0].overflow = "fold"  # a key is worth reading whole
+        out.print(table)
+    for e in found.in_use:
+        out.print(f"in use (being written by another process, left alone): {e.kind}/{e.key}", highlight=False)
+    summary = (f"{len(found.remove)} to remove ({found.bytes / 1e6:.1f} MB), {found.kept} entries kept, "
+               f"in {store.root}")
+    if not yes:
+        out.print(summary + ("; run again with --yes to remove them" if found.remove else ""), highlight=False)
+        return
+    if found.remove or found.in_use:
+        store.check_writable()
+    removed = gc.apply(found)
+    out.print(f"removed {len(removed)} ({found.bytes / 1e6:.1f} MB), {found.kept} entries kept, in {store.root}",
+              highlight=False)

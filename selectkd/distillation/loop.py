@@ -21,6 +21,7 @@ import numpy as np
 from .. import parallel
 from .._version import __version__
 from ..atomic import atomic_write_json, clean_stale, replacing
+from ..cache.gc import register_run
 from ..cache.store import Store
 from ..data.rows import Rows, load_rows
 from ..errors import SelectKDError, SelectKDWarning
@@ -110,6 +111,8 @@ def distill(cfg: DistillConfig, *, resume: bool = False, overwrite: bool = False
     # -- a new run folder, or the checkpoint to resume from ------------------------------------------
     if rank == 0:
         prepare_run_dir(out, config, resume, overwrite, root)
+        # `selectkd cache gc` keeps the entries a run reads while its folder exists
+        register_run(root, out, [sig.key for sig in signals], scored.student.key if scored.student else None)
     parallel.barrier(world)
     if resume and not load_checkpoint(ckpt, state, student, proj, opt, sched):
         (out / "metrics.jsonl").unlink(missing_ok=True)  # killed before the first checkpoint: start over
