@@ -43,7 +43,7 @@ _T_START = time.perf_counter()  # the worker's import phase starts here
 REPO = Path(__file__).resolve().parents[1]
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-BUILD_VERSION = 2  # bump when the synthetic data changes
+BUILD_VERSION = 3  # bump when the synthetic data (or the cache layout) changes
 
 
 def log(msg: str) -> None:
@@ -195,33 +195,44 @@ def write_pair(root: Path, data: str, n: int, classes: int, part_rows: int, seed
         w.finish(seconds=0.0, tokens_scored=0)
     t_teacher = time.perf_counter() - t1
 
-    # student: embedding parts (optional), then scores.arrow by the function `score` writes it with
+    # the student's embedding entry (optional: parts + nothing else), then its student entry: scores.arrow by
+    # the function `score` writes it with, naming the embedding entry as `score` does
     t2 = time.perf_counter()
-    sin = entry_inputs("student", data, {"num_labels": classes, "head": "probe", "teachers": [teacher.key],
-                                         "pooling": "mean", "bench_seed": seed, "bench_version": BUILD_VERSION,
-                                         "emb_dim": emb_dim})
-    student = store.entry("student", hash_inputs(sin))
-    t_emb = 0.0
-    with student.lock():
-        w = EntryWriter(student, sin, {"role": "student", "model_name": "synthetic-student", "num_rows": n,
-                                       "num_labels": classes, "label_names": [str(c) for c in range(classes)],
-                                       "head": "probe", "part_rows": part_rows, "teachers": [teacher.key],
-                                       "data_source": {"synthetic": "select_bench"}})
-        if emb_dim:
-            te = time.perf_counter()
+    t_emb, embedding = 0.0, None
+    if emb_dim:
+        te = time.perf_counter()
+        ein = entry_inputs("embedding", data, {"num_labels": classes, "head": "probe", "pooling": "mean",
+                                               "bench_seed": seed, "bench_version": BUILD_VERSION, "emb_dim": emb_dim})
+        embedding = store.entry("embedding", hash_inputs(ein))
+        with embedding.lock():
+            w = EntryWriter(embedding, ein, {"role": "embedding", "model_name": "synthetic-student", "num_rows": n,
+                                             "num_labels": classes, "part_rows": part_rows,
+                                             "data_source": {"synthetic": "select_bench"}})
             emb = blob_embeddings(np.random.default_rng(seed + 1), n, emb_dim, blobs)
             for i, lo in enumerate(range(0, n, part_rows)):
                 hi = min(n, lo + part_rows)
                 w.write_table(part_name(i), pa.table({"uid": pa.array(uids[lo:hi]), "embedding": fixed_list(emb[lo:hi])}))
             del emb
-            t_emb = time.perf_counter() - te
+            w.finish(seconds=0.0, embedding_dim=emb_dim)
+        t_emb = time.perf_counter() - te
+    sin = entry_inputs("student", data, {"num_labels": classes, "head": "probe", "teachers": [teacher.key],
+                                         "pooling": "mean", "bench_seed": seed, "bench_version": BUILD_VERSION,
+                                         "embedding": embedding.key if embedding else None})
+    student = store.entry("student", hash_inputs(sin))
+    with student.lock():
+        w = EntryWriter(student, sin, {"role": "student", "model_name": "synthetic-student", "num_rows": n,
+                                       "num_labels": classes, "label_names": [str(c) for c in range(classes)],
+                                       "head": "probe", "teachers": [teacher.key],
+                                       **({"embedding": embedding.key} if embedding else {}),
+                                       "data_source": {"synthetic": "select_bench"}})
         w.write_table("scores.arrow", scores_table(uids, labels, s_logits, [softmax(t_logits)]))
-        w.finish(seconds=0.0, embedding_dim=emb_dim or None)
+        w.finish(seconds=0.0)
     t_student = time.perf_counter() - t2
     return {"teacher_key": teacher.key, "student_key": student.key, "rows": n, "classes": classes,
             "part_rows": part_rows, "teacher_parts": len(teacher.part_names()),
-            "student_parts": len(student.part_names()), "embedding_dim": emb_dim,
-            "teacher_bytes": teacher.size_bytes(), "student_bytes": student.size_bytes(),
+            "student_parts": len(embedding.part_names()) if embedding else 0, "embedding_dim": emb_dim,
+            "teacher_bytes": teacher.size_bytes(),
+            "student_bytes": student.size_bytes() + (embedding.size_bytes() if embedding else 0),
             "scores_arrow_bytes": (student.path / "scores.arrow").stat().st_size,
             "seconds": {"generate_logits": round(t_gen, 2), "teacher_entry": round(t_teacher, 2),
                         "student_entry": round(t_student, 2), "of_which_embeddings": round(t_emb, 2),

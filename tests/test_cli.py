@@ -15,17 +15,17 @@ def score_args(tiny, data=None, *extra):
 def test_score_end_to_end_then_reuse_then_cache_commands(tiny, tmp_path):
     cache = tmp_path / "c"
     first = run_cli(*score_args(tiny), cache=cache, check=True)
-    assert first.stdout.count("written") == 2
+    assert first.stdout.count("written") == 3  # teacher, the student's embeddings, its probe and scores
     second = run_cli(*score_args(tiny), cache=cache, check=True)
-    assert second.stdout.count("│ reused") == 2 and "no model was run" in second.stdout
+    assert second.stdout.count("│ reused") == 3 and "no model was run" in second.stdout
     ls = run_cli("cache", "ls", cache=cache, check=True)
-    assert "2 entries" in ls.stdout
+    assert "3 entries" in ls.stdout
     key = Store(cache).entries()[0].key
     info = run_cli("cache", "info", key[:8], cache=cache, check=True)
     assert json.loads(info.stdout)["key"] == key
-    assert "2 entries verified" in run_cli("cache", "verify", cache=cache, check=True).stdout
+    assert "3 entries verified" in run_cli("cache", "verify", cache=cache, check=True).stdout
     run_cli("cache", "rm", key[:8], cache=cache, check=True)
-    assert len(Store(cache).entries()) == 1
+    assert len(Store(cache).entries()) == 2
 
 
 def test_config_file_sets_options_and_flags_win(tiny, tmp_path):

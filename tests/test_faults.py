@@ -61,7 +61,7 @@ def snapshot(cache: Path) -> dict[str, int]:
 @pytest.mark.slow
 def test_sigkill_at_ten_random_moments_then_rerun_equals_an_uninterrupted_run(setup, tmp_path):
     """Each kill lands at a random point of the work: once a random number of parts is on disk
-    (24 in all: 12 teacher, 12 student), plus a random few milliseconds."""
+    (24 in all: 12 teacher, 12 of the student's embeddings), plus a random few milliseconds."""
     cache = tmp_path / "cache"
     rng = random.Random(7)
     env = {**os.environ, "SELECTKD_CACHE": str(cache), **setup["env"]}
@@ -94,8 +94,13 @@ def test_two_processes_on_one_key_one_computes_the_other_reuses(setup, tmp_path)
              for _ in range(2)]
     outs = [p.communicate(timeout=300) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], [o[1][-500:] for o in outs]
-    statuses = sorted(("written" in o[0], "reused" in o[0]) for o in outs)
-    assert statuses == [(False, True), (True, False)], [o[0] for o in outs]  # one wrote, one reused
+    def written(stdout: str) -> dict[str, bool]:  # role -> whether this process wrote its entry
+        return {line.split("│")[1].strip(): "written" in line for line in stdout.splitlines()
+                if "│" in line and ("written" in line or "reused" in line)}
+
+    first, second = (written(o[0]) for o in outs)
+    assert set(first) == set(second) == {"teacher", "embedding", "student"}, [o[0] for o in outs]
+    assert all(first[role] != second[role] for role in first), [o[0] for o in outs]  # each written once, reused once
     assert entries(cache) == entries(setup["reference"])
     assert run_cli("cache", "verify", cache=cache).returncode == 0
 
@@ -173,7 +178,7 @@ def test_torchrun_score_writes_the_same_cache_as_one_process(setup, tmp_path):
     cache = tmp_path / "cache"
     proc = torchrun("score", *setup["args"], env={"SELECTKD_CACHE": str(cache), **setup["env"]}, port=29531)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert proc.stdout.count("written") == 2  # one report (rank 0): teacher and student
+    assert proc.stdout.count("written") == 3  # one report (rank 0): teacher, the student's embeddings and scores
     ours, ref = Store(cache), Store(setup["reference"])
     assert sorted(entries(cache)) == sorted(entries(setup["reference"]))  # same keys
     for e in ours.entries():

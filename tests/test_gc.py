@@ -76,8 +76,8 @@ def test_plan_lists_exactly_what_nothing_needs_and_changes_nothing(store):
                      str(store["gone"])}
     why = {c.name: c.why for c in found.remove}
     assert "cache format 1" in why[f"teacher/{store['old']}"] and "killed writer" in why[str(store["tmp"])]
-    # kept: the selection's student and teacher, the teacher a live run reads
-    assert found.kept == 3 and not found.in_use
+    # kept: the selection's student, its embeddings and teacher, the teacher a live run reads
+    assert found.kept == 4 and not found.in_use
 
 
 def test_older_than_keeps_young_entries_and_apply_removes_only_the_plan(store):
@@ -88,7 +88,7 @@ def test_older_than_keeps_young_entries_and_apply_removes_only_the_plan(store):
     assert len(removed) == 5
     left = {e.key for e in Store(root).entries()}
     prov = store["selection"].provenance["cache"]
-    assert left == {prov["student"], *prov["teachers"], store["live"]}
+    assert left == {prov["student"], prov["embedding"], *prov["teachers"], store["live"]}
     assert not store["tmp"].exists() and not store["lock"].exists() and not store["gone"].exists()
     assert gc.plan(Store(root)).remove == []  # a second gc finds nothing
 

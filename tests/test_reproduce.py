@@ -36,7 +36,8 @@ def study(tmp_path_factory):
     tok = build_tokenizer(base / "tok", [r["text"] for r in rows])
     teacher = build_bert(base / "teacher", tok, num_labels=None, layers=2, hidden=32, seed=1)
     large = build_bert(base / "large", tok, num_labels=None, layers=2, hidden=48, seed=2)
-    args = ["--datasets", str(data), "--seeds", "0", "--teacher", str(teacher), "--large-teacher", str(large),
+    args = ["--datasets", str(data), "--seeds", "0", "--teacher", str(large), "--small-teacher", str(teacher),
+            "--student", str(teacher),
             "--student-layers", "1", "--epochs", "1", "--min-steps", "3", "--eval-every", "2", "--teacher-rows", "80",
             "--pool-rows", "160", "--test-rows", "100", "--dev-rows", "60", "--teacher-epochs", "1",
             "--max-length-cap", "32", "--cache-dir", str(base / "cache"), "--runs", str(base / "runs"),
@@ -106,3 +107,14 @@ def test_a_second_invocation_trains_nothing_and_other_settings_are_redone(study)
     assert {k: v["finished"] for k, v in after.items() if k != "static-random-10"} == \
         {k: v["finished"] for k, v in before.items() if k != "static-random-10"}
     assert after["static-random-10"]["signature"]["lr"] != 123.0
+
+
+def test_rerun_loaded_trains_again_only_the_runs_that_ran_beside_other_work(study):
+    path = study["records"] / "static-ccs-10.json"
+    rec = json.loads(path.read_text())
+    rec["load_after"] = 9.5
+    path.write_text(json.dumps(rec))
+    again = run_study([*study["args"], "--rerun-loaded", "9", "--tiers", "core"], study["base"])
+    trained = [line for line in again.stdout.splitlines() if "toy seed 0:" in line and "again" not in line]
+    assert [t.rsplit(" ", 1)[-1] for t in trained] == ["static-ccs-10"], again.stdout
+    assert json.loads(path.read_text())["load_after"] != 9.5

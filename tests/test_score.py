@@ -62,9 +62,11 @@ def test_score_writes_teacher_and_student_and_reuses(tiny, tmp_path, monkeypatch
     assert manifest["complete"] and manifest["probe"]["heldout_rows"] == 60
     import faiss
 
-    index = faiss.read_index(str(sentry.path / "index.faiss"))
+    eentry = store.entry("embedding", res.embedding.key)
+    assert manifest["embedding"] == eentry.key and eentry.manifest()["student_forward_rows"] == 300
+    index = faiss.read_index(str(eentry.path / "index.faiss"))
     assert index.ntotal == 300
-    emb = column_matrix(sentry.read_parts(), "embedding")
+    emb = column_matrix(eentry.read_parts(), "embedding")
     _, ids = index.search(emb[:5].copy(), 1)
     assert ids[:, 0].tolist() == [0, 1, 2, 3, 4]
 
@@ -76,8 +78,30 @@ def test_score_writes_teacher_and_student_and_reuses(tiny, tmp_path, monkeypatch
     monkeypatch.setattr(student_mod, "load_classifier", boom)
     monkeypatch.setattr(student_mod, "load_encoder", boom)
     again = selectkd.score(data, scoring, cache_dir=tmp_path, progress=False, part_rows=128)
-    assert again.teachers[0].reused and again.student.reused
+    assert again.teachers[0].reused and again.student.reused and again.embedding.reused
     assert again.teachers[0].key == t.key and again.student.key == s.key
+
+
+def test_a_second_teacher_reuses_the_students_embeddings(tiny, tmp_path, monkeypatch):
+    """Adding a teacher re-fits the probe and re-scores uncertainty from the cached embeddings: the student
+    never runs (zero forward rows), only the new teacher does."""
+    data = DataSpec(str(tiny["csv"]))
+    first = selectkd.score(data, ScoreSpec(teachers=(str(tiny["teacher"]),), student=str(tiny["student"])),
+                           cache_dir=tmp_path, progress=False)
+    second_teacher = build_bert(tmp_path / "t2", tiny["tokenizer"], num_labels=2, seed=7)
+
+    def boom(*a, **k):
+        raise AssertionError("the student ran again")
+
+    monkeypatch.setattr(student_mod, "load_encoder", boom)
+    monkeypatch.setattr(student_mod, "load_classifier", boom)
+    both = selectkd.score(data, ScoreSpec(teachers=(str(tiny["teacher"]), str(second_teacher)),
+                                          student=str(tiny["student"])), cache_dir=tmp_path, progress=False)
+    assert both.embedding.reused and both.embedding.key == first.embedding.key
+    assert not both.student.reused and both.student.key != first.student.key
+    manifest = Store(tmp_path).entry("student", both.student.key).manifest()
+    assert manifest["student_forward_rows"] == 0 and manifest["embedding"] == first.embedding.key
+    assert column_matrix(Store(tmp_path).entry("student", both.student.key).read_file("scores.arrow"), "kl").shape == (300, 2)
 
 
 def _teacher_key(tiny, cache, data=None, teacher=None, **scoring):

@@ -287,9 +287,10 @@ def test_selection_names_with_paths_are_refused(tmp_path, name):
 
 
 def fake_entry(store: Store, kind: str, key: str, inputs: dict, table: pa.Table, extra: dict | None = None,
-               teachers: list[str] | None = None):
+               teachers: list[str] | None = None, embedding: str | None = None):
     entry = store.entry(kind, key)
-    writer = EntryWriter(entry, inputs, {"teachers": teachers or [], "part_rows": len(table)})
+    writer = EntryWriter(entry, inputs, {"teachers": teachers or [], "part_rows": len(table),
+                                         **({"embedding": embedding} if embedding else {})})
     writer.write_table(part_name(0), table)
     for name, t in (extra or {}).items():
         writer.write_table(name, t)
@@ -309,9 +310,11 @@ def test_teacher_and_student_from_other_data_are_refused(tmp_path):
     zeros = pa.array(np.zeros(4, np.float32))
     scores = pa.table({"uid": uids, "label": pa.array(np.zeros(4, np.int64)), "entropy": zeros, "margin": zeros,
                        "least_confidence": zeros})
+    embedding = fake_entry(store, "embedding", "e" * 24, {"data": "aaa", "split": "train"},
+                           pa.table({"uid": uids, "embedding": fixed_list(np.eye(4, dtype=np.float32))}))
     student = fake_entry(store, "student", "s" * 24, {"data": "aaa", "split": "train"},
-                         pa.table({"uid": uids, "embedding": fixed_list(np.eye(4, dtype=np.float32))}),
-                         {"scores.arrow": scores}, teachers=[teacher.key])
+                         pa.table({"uid": uids}), {"scores.arrow": scores}, teachers=[teacher.key],
+                         embedding=embedding.key)
     assert load_pool(student, [teacher], embeddings=True).teacher_logits.shape == (1, 4, 2)
     for bad in (other, dev):
         with pytest.raises(SelectKDError, match="other data or split.*same --data and --split"):
@@ -325,7 +328,8 @@ def scored(tiny, tmp_path_factory):
     cache = tmp_path_factory.mktemp("select-cache")
     result = selectkd.score(DataSpec(str(tiny["csv"])), ScoreSpec((str(tiny["teacher"]),), str(tiny["student"])),
                             cache_dir=cache, progress=False)
-    return {"cache": cache, "teacher_key": result.teachers[0].key, "student_key": result.student.key, **tiny}
+    return {"cache": cache, "teacher_key": result.teachers[0].key, "student_key": result.student.key,
+            "embedding_key": result.embedding.key, **tiny}
 
 
 def run_select(scored, *, teachers=None, student="", name=None, cache_dir=None, overwrite=False, no_compute=False,
@@ -340,7 +344,8 @@ def test_select_end_to_end_records_the_cache_keys(scored):
     sel = run_select(scored, budget=30, clusters=5, name="e2e", seed=1, strategy="coverage")
     assert len(sel) == 30 and len(set(sel.uids.tolist())) == 30
     prov = json.loads((scored["cache"] / "selections" / "e2e" / "provenance.json").read_text())
-    assert prov["cache"] == {"student": scored["student_key"], "teachers": [scored["teacher_key"]]}
+    assert prov["cache"] == {"student": scored["student_key"], "teachers": [scored["teacher_key"]],
+                             "embedding": scored["embedding_key"]}
     assert prov["strategy"] == "coverage" and prov["parameters"]["criterion"] == "entropy"
     assert prov["parameters"]["clusters"] == 5 and prov["seed"] == 1
     assert prov["data"]["split"] == "train" and len(prov["data"]["fingerprint"]) == 24

@@ -133,7 +133,7 @@ def test_an_entry_of_an_older_format_is_one_line_naming_the_fix(tmp_path):
     entry = _write(Store(tmp_path))
     manifest = json.loads(entry.manifest_path.read_text())
     entry.manifest_path.write_text(json.dumps({**manifest, "format_version": 1}))
-    with pytest.raises(CacheError, match=r"cache format 1, this selectkd reads 2; remove it with `selectkd cache rm k1`"):
+    with pytest.raises(CacheError, match=r"cache format 1, this selectkd reads 3; remove it with `selectkd cache rm k1`"):
         entry.read_parts()
     assert entry.manifest(current=False)["format_version"] == 1  # `cache ls` and `cache info` still show it
 

@@ -119,7 +119,7 @@ def test_one_bad_manifest_does_not_break_cache_ls(cache, text):
     assert rows[entry.key].rstrip(" │").endswith("damaged")
     student = next(e for e in Store(cache).entries() if e.kind == "student")
     assert rows[student.key].rstrip(" │").endswith("yes")
-    assert "2 entries and 1 selections" in ls.stdout  # the stray file and folder are not entries
+    assert "3 entries and 1 selections" in ls.stdout  # the stray file and folder are not entries
     verify = run_cli("cache", "verify", cache=cache)
     assert verify.returncode == 1 and f"BAD teacher/{entry.key}: cache entry teacher/{entry.key} is damaged" in verify.stderr
     assert f"ok  student/{student.key}" in verify.stdout
@@ -129,7 +129,7 @@ def test_fingerprints_json_of_another_shape_is_rebuilt(tiny, cache, tmp_path):
     memo = tmp_path / "fp.json"
     memo.write_text("[]")
     proc = run_cli("score", *models(tiny), cache=cache, check=True, env={"SELECTKD_FINGERPRINTS": str(memo)})
-    assert proc.stdout.count("│ reused") == 2  # same keys as before: the memo only saves re-reading weights
+    assert proc.stdout.count("│ reused") == 3  # same keys as before: the memo only saves re-reading weights
     assert isinstance(json.loads(memo.read_text()), dict)
 
 
@@ -148,7 +148,7 @@ def test_a_truncated_selection_is_damaged_for_export_distill_and_verify(tiny, ca
     assert "selection 's1' is damaged" in line and not run.exists()
     verify = run_cli("cache", "verify", cache=cache)
     assert verify.returncode == 1 and "BAD selection/s1" in verify.stderr
-    assert verify.stdout.count("ok  ") == 2  # both entries are fine
+    assert verify.stdout.count("ok  ") == 3  # every entry is fine
 
 
 def test_verify_checks_a_selection_checksum_when_one_is_recorded(cache):
@@ -178,11 +178,11 @@ def test_cache_ls_shows_max_length_limit_and_selections(tiny, tmp_path):
     header = next(line for line in ls.splitlines() if "max len" in line)
     assert [c.strip() for c in header.strip("┃ ").split("┃")][4:6] == ["max len", "limit"]
     entries = [line for line in ls.splitlines() if "train.csv:train" in line and "student/" not in line]
-    assert len(entries) == 2 and all([c.strip() for c in e.split("│")][5:7] == ["16", "50"] for e in entries)
+    assert len(entries) == 3 and all([c.strip() for c in e.split("│")][5:7] == ["16", "50"] for e in entries)
     student = next(e for e in Store(cache).entries() if e.kind == "student")
     row = next(line for line in ls.splitlines() if line.startswith("│ small"))
     assert "random" in row and "10" in row and f"student/{student.key[:12]}" in row
-    assert "2 entries and 1 selections" in ls
+    assert "3 entries and 1 selections" in ls
 
 
 def test_cache_info_reads_selections_and_an_exact_selection_name_wins(tiny, cache):

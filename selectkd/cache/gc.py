@@ -3,7 +3,7 @@
 What counts as no longer needed:
 
 - an entry no selection, no distill run and no kept student entry refers to (a student entry
-  names the teacher entries it was scored against; each distill run registers the entries it
+  names the teacher entries it was scored against and the embedding entry it was fitted on; each distill run registers the entries it
   read in ``<root>/runs/``, and a registration whose run folder is gone is itself stale);
 - an entry written in another cache format (this selectkd refuses to read it);
 - what killed writers left: hidden ``.NAME.tmp-PID`` / ``.NAME.discarded-PID`` files and folders
@@ -149,7 +149,8 @@ def _references(store: Store) -> tuple[set[str], list[Path]]:
     if selections.is_dir():
         for prov in selections.glob("*/provenance.json"):
             cache = _json(prov).get("cache") or {}
-            keys.update(k for k in [cache.get("student"), *(cache.get("teachers") or [])] if isinstance(k, str))
+            keys.update(k for k in [cache.get("student"), cache.get("embedding"), *(cache.get("teachers") or [])]
+                        if isinstance(k, str))
     stale = []
     runs = store.root / RUNS
     if runs.is_dir():
@@ -159,11 +160,10 @@ def _references(store: Store) -> tuple[set[str], list[Path]]:
                 stale.append(reg)
                 continue
             keys.update(k for k in [rec.get("student"), *(rec.get("teachers") or [])] if isinstance(k, str))
-    # a kept student keeps the teachers it was scored against
+    # a kept student keeps the teachers it was scored against and the embeddings it was fitted on
     for key in list(keys):
-        student = store.root / "student" / key / "manifest.json"
-        if student.is_file():
-            keys.update(k for k in _json(student).get("teachers") or [] if isinstance(k, str))
+        student = _json(store.root / "student" / key / "manifest.json")
+        keys.update(k for k in [*(student.get("teachers") or []), student.get("embedding")] if isinstance(k, str))
     return keys, stale
 
 

@@ -21,15 +21,16 @@ from ..specs import ScoreSpec
 from .files import canonical_json
 from .store import FORMAT_VERSION
 
-KINDS = ("teacher", "student")
+KINDS = ("teacher", "embedding", "student")
 
 # hashed as what they stand for (see ``entry_inputs``), not as the text a user typed
 RESOLVED = {
     "data": "the fingerprint of the rows (source, split and limit), so a moved file keeps its key",
     "split": "the split read: a single data file has one, whatever --split says",
     "device": "the numerics it computes in (float32 or bf16 autocast): cuda:0 and cuda:1 give the same numbers",
-    "teachers": "a teacher entry: that teacher's model fingerprint; a student entry: the teachers' entry keys",
-    "student": "the student's model fingerprint (a teacher entry ignores it)",
+    "teachers": "a teacher entry: that teacher's model fingerprint; a student entry: the teachers' entry keys "
+                "(an embedding entry ignores them)",
+    "student": "the student's model fingerprint (a teacher entry ignores it); a student entry: its embedding entry's key",
 }
 
 _NO_NUMBERS = {
@@ -44,6 +45,13 @@ IGNORED: dict[str, dict[str, str]] = {
         "probe_l2": "fits the student's probe",
         "probe_max_iter": "fits the student's probe",
     },
+    "embedding": {
+        **_NO_NUMBERS,
+        "cls_states": "the teachers' [CLS] states; the student stores embeddings either way",
+        "allow_untrained_head": "teachers only: a student's head is the probe or its own trained head",
+        "probe_l2": "fits the probe, from the embeddings: the student entry's",
+        "probe_max_iter": "fits the probe, from the embeddings: the student entry's",
+    },
     "student": {
         **_NO_NUMBERS,
         "cls_states": "the teachers' [CLS] states; the student stores embeddings either way",
@@ -53,11 +61,12 @@ IGNORED: dict[str, dict[str, str]] = {
 
 
 def entry_key(kind: str, rows: Rows, scoring: ScoreSpec, *, model: ModelRef, tokenizer: str, device: str,
-              teacher_keys: Sequence[str] = ()) -> tuple[str, dict]:
+              teacher_keys: Sequence[str] = (), embedding_key: str | None = None) -> tuple[str, dict]:
     """(key, inputs) of the ``kind`` entry of ``model`` over ``rows``; the inputs go into its manifest.
 
     ``rows.spec`` is the data spec as loaded (with the teacher's label names, where they were used);
-    ``device`` the device scoring runs on; ``teacher_keys`` the teacher entries a student is scored against.
+    ``device`` the device scoring runs on; ``teacher_keys`` the teacher entries a student is scored against;
+    ``embedding_key`` the embedding entry a student's probe and scores are computed from.
     """
     if kind not in KINDS:
         raise ValueError(f"unknown cache kind {kind!r}")
@@ -68,8 +77,10 @@ def entry_key(kind: str, rows: Rows, scoring: ScoreSpec, *, model: ModelRef, tok
     inputs.update(data=rows.fingerprint, split=FILE_SPLIT if "file" in rows.source else rows.spec.split,
                   model=model.fingerprint, tokenizer=tokenizer, num_labels=rows.num_labels,
                   numerics=numeric_mode(device))
+    if kind == "embedding":
+        inputs.update(pooling="mean")
     if kind == "student":
-        inputs.update(teachers=list(teacher_keys), pooling="mean")
+        inputs.update(teachers=list(teacher_keys), embedding=embedding_key, pooling="mean")
     inputs = json.loads(canonical_json(inputs))  # as the manifest stores them: tuples are lists
     return hash_inputs(inputs), inputs
 
@@ -83,7 +94,7 @@ def hash_inputs(inputs: dict) -> str:
 # -- what a key input is called on the command line (for "the nearest entry differs in ...") --------
 
 OPTIONS = {"numerics": "--device", "teachers": "--teacher", "data": "--data"}
-NOT_OPTIONS = {"role", "model", "tokenizer", "num_labels", "pooling", "label_names", "probe_l2", "probe_max_iter"}
+NOT_OPTIONS = {"role", "model", "tokenizer", "num_labels", "pooling", "label_names", "probe_l2", "probe_max_iter", "embedding"}
 
 
 def option_of(name: str) -> str | None:

@@ -26,12 +26,14 @@ from ..errors import CacheError, SelectKDError
 from .files import (canonical_json, file_sha256, files_problem, is_own_file, is_plain_name, read_arrow, read_json_file,
                     shape_problem, write_arrow)
 
-FORMAT_VERSION = 2  # 2: keys hash every field of the specs (cache/keys.py); 1's keys are not asked for any more
+# 3: the student's embeddings and faiss index are an entry of their own (kind "embedding"), keyed without the
+# teachers; the "student" entry (probe, scores) names it. 2: keys hash every field of the specs (cache/keys.py).
+FORMAT_VERSION = 3
 DEFAULT_ROOT = "cache"
-KINDS = ("teacher", "student")
+KINDS = ("teacher", "embedding", "student")
 # what readers of a manifest rely on: required fields, and the type of every field that is present
 MANIFEST_FIELDS = {"inputs": dict, "files": dict, "complete": bool, "num_rows": int, "data_source": dict,
-                   "columns": dict, "teachers": list, "model_name": str, "format_version": int}
+                   "columns": dict, "teachers": list, "model_name": str, "format_version": int, "embedding": str}
 MANIFEST_REQUIRED = ("inputs", "files")
 
 

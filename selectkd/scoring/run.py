@@ -1,10 +1,11 @@
 """The score stage: run each teacher (and the student) over a split once, into the cache.
 
-Teacher entries hold ``uid, logits[, cls]`` per row. The student entry holds pooled
-embeddings (parts), a faiss index over them, the fitted probe head and, in
-``scores.arrow``, the student's probabilities, entropy, margin, least confidence and
-KL(teacher || student) against every teacher given. A second identical call finds every
-key complete and runs no model at all.
+Teacher entries hold ``uid, logits[, cls]`` per row. The student's embedding entry holds its
+pooled embeddings (parts) and a faiss index over them, keyed without the teachers; its student
+entry the probe head fitted to the teachers and, in ``scores.arrow``, the student's
+probabilities, entropy, margin, least confidence and KL(teacher || student) against every
+teacher given. A second identical call finds every key complete and runs no model at all; a
+call with another teacher reuses the embeddings and runs only that teacher.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from ..ranges import COUNT, MAX_LENGTH, NON_NEGATIVE, check_ranges
 from ..runtime import pick_device
 from ..specs import DataSpec, ScoreSpec
 from .parts import PART_ROWS, Work
-from .student import score_student
+from .student import score_embeddings, score_student
 from .teacher import score_teacher
 
 STUDENT_HEADS = ("probe", "as-is")
@@ -56,10 +57,11 @@ class ScoreResult:
     teachers: list[EntryReport]
     student: EntryReport | None
     store: Store
+    embedding: EntryReport | None = None  # the student's embeddings (with a student)
 
     @property
     def reports(self) -> list[EntryReport]:
-        return [*self.teachers, *([self.student] if self.student else [])]
+        return [*self.teachers, *(r for r in (self.embedding, self.student) if r)]
 
 
 def check_score_spec(scoring: ScoreSpec) -> None:
@@ -98,8 +100,9 @@ def score(data: DataSpec, scoring: ScoreSpec, *, cache_dir: str | Path | None = 
     _check_before_scoring(rows, [*teacher_refs, *([student_ref] if student_ref else [])], scoring.max_length, rank)
     run = _Run(store, rows, scoring, Work(device, part_rows, progress and rank == 0, rank, world), compute, repair)
     teachers = [run.report("teacher", ref) for ref in teacher_refs]
-    student = run.report("student", student_ref, [t.key for t in teachers]) if student_ref else None
-    return ScoreResult(rows, teachers, student, store)
+    embedding = run.report("embedding", student_ref) if student_ref else None
+    student = run.report("student", student_ref, [t.key for t in teachers], embedding.key) if embedding else None
+    return ScoreResult(rows, teachers, student, store, embedding)
 
 
 @dataclass
@@ -113,19 +116,24 @@ class _Run:
     compute: bool
     repair: bool
 
-    def report(self, role: str, ref: ModelRef, teacher_keys: Sequence[str] = ()) -> EntryReport:
+    def report(self, role: str, ref: ModelRef, teacher_keys: Sequence[str] = (),
+               embedding_key: str | None = None) -> EntryReport:
         key, inputs = entry_key(role, self.rows, self.scoring, model=ref, tokenizer=tokenizer_key(ref),
-                                device=self.work.device, teacher_keys=teacher_keys)
+                                device=self.work.device, teacher_keys=teacher_keys, embedding_key=embedding_key)
         entry = self.store.entry(role, key)
         t0 = time.perf_counter()
         if role == "teacher":
             def work(tok):
                 return score_teacher(entry, inputs, ref, tok, self.rows, self.scoring, self.work)
+        elif role == "embedding":
+            def work(tok):
+                return score_embeddings(entry, inputs, ref, tok, self.rows, self.scoring, self.work)
         else:
             teachers = [self.store.entry("teacher", k) for k in teacher_keys]
+            embedding = self.store.entry("embedding", embedding_key)
 
             def work(tok):
-                return score_student(entry, inputs, ref, tok, self.rows, teachers, self.scoring, self.work)
+                return score_student(entry, inputs, embedding, ref, self.rows, teachers, self.scoring, self.work)
         reused, tokens, extra = self.fill(entry, inputs, role, ref, work)
         return EntryReport(role, ref.name, role, entry.key, len(self.rows), reused, time.perf_counter() - t0,
                            tokens, extra)

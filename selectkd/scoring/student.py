@@ -1,4 +1,6 @@
-"""The student's cache entry: pooled embeddings, a faiss index, the probe head and its uncertainty.
+"""The student's two cache entries: its pooled embeddings with a faiss index (kind "embedding", keyed by the
+student, the data and the max length only), and the probe head and uncertainty scores fitted to the teachers
+from them (kind "student"): a new teacher re-fits the probe without a student forward pass.
 
 A pre-trained student's fresh head knows nothing of the task, so by default its head is
 fitted as a linear probe on the frozen embeddings against the teachers' soft labels."""
@@ -13,7 +15,7 @@ import pyarrow as pa
 
 from .._version import __version__
 from ..cache.arrays import column_matrix, fixed_list
-from ..cache.store import Entry
+from ..cache.store import Entry, EntryWriter
 from ..data.rows import Rows
 from ..errors import CacheError, SelectKDError
 from ..models import ModelRef, load_classifier, load_encoder
@@ -100,26 +102,50 @@ def build_index(uids: np.ndarray, embeddings: np.ndarray):
     return index
 
 
-def score_student(entry: Entry, inputs: dict, ref: ModelRef, tokenizer, rows: Rows, teacher_entries: list[Entry],
-                  scoring: ScoreSpec, work: Work) -> tuple[int, int, dict]:
-    """Write the student entry: embedding parts, then (rank 0) the probe, scores.arrow and the faiss index."""
-    head = scoring.student_head
-    meta = {"role": "student", "model_name": ref.name, "model_source": ref.source, "num_rows": len(rows),
-            "num_labels": rows.num_labels, "label_names": rows.label_names, "head": head, "part_rows": work.part_rows,
-            "teachers": [e.key for e in teacher_entries], "selectkd_version": __version__,
-            "data_source": rows.source}
+def score_embeddings(entry: Entry, inputs: dict, ref: ModelRef, tokenizer, rows: Rows, scoring: ScoreSpec,
+                     work: Work) -> tuple[int, int, dict]:
+    """Write the embedding entry: the student's mean-pooled embedding parts (+ its own head's logits with
+    --student-head as-is), then (rank 0) the faiss index. Keyed without the teachers: any teacher reuses it."""
+    meta = {"role": "embedding", "model_name": ref.name, "model_source": ref.source, "num_rows": len(rows),
+            "num_labels": rows.num_labels, "label_names": rows.label_names, "head": scoring.student_head,
+            "part_rows": work.part_rows, "selectkd_version": __version__, "data_source": rows.source}
     writer = open_writer(entry, inputs, meta, work)
     t0 = time.perf_counter()
-    n, tokens = forward_parts(rows, tokenizer, scoring.max_length, writer, _pooled_batches(ref, rows, head, work.device),
-                              scoring.batch_size, f"student {Path(ref.name).name}", work)
+    n, tokens = forward_parts(rows, tokenizer, scoring.max_length, writer,
+                              _pooled_batches(ref, rows, scoring.student_head, work.device), scoring.batch_size,
+                              f"student {Path(ref.name).name}", work)
     forward_s = time.perf_counter() - t0
     first, tokens = gathered(writer, tokens, work)
-    if not first:  # rank 0 fits the probe and builds the index over all parts
+    if not first:  # rank 0 builds the index over all parts
         return n, tokens, {}
-    extra = _write_scores(entry, writer, rows, teacher_entries, scoring)
+    import faiss
+
+    parts = sorted(x for x in writer.manifest["files"] if x.startswith("part-"))
+    table = pa.concat_tables([entry.read_file(x) for x in parts])  # the entry is complete only once finished
+    index = build_index(table.column("uid").to_numpy(), column_matrix(table, "embedding"))
+    writer.write_file("index.faiss", lambda tmp: faiss.write_index(index, str(tmp)))
+    extra = {"embedding_dim": int(index.d), "student_forward_rows": n}
     writer.finish(seconds=round(time.perf_counter() - t0, 3), forward_seconds=round(forward_s, 3),
                   tokens_scored=tokens, processes=work.world, **extra)
     return n, tokens, extra
+
+
+def score_student(entry: Entry, inputs: dict, embedding: Entry, ref: ModelRef, rows: Rows,
+                  teacher_entries: list[Entry], scoring: ScoreSpec, work: Work) -> tuple[int, int, dict]:
+    """Write the student entry from the cached ``embedding`` entry: the probe fitted to the teachers and
+    scores.arrow. No student forward pass (``student_forward_rows`` 0): a new teacher costs a probe fit."""
+    if work.rank != 0:
+        return len(rows), 0, {}
+    meta = {"role": "student", "model_name": ref.name, "model_source": ref.source, "num_rows": len(rows),
+            "num_labels": rows.num_labels, "label_names": rows.label_names, "head": scoring.student_head,
+            "teachers": [e.key for e in teacher_entries], "embedding": embedding.key,
+            "selectkd_version": __version__, "data_source": rows.source}
+    writer = EntryWriter(entry, inputs, meta)
+    t0 = time.perf_counter()
+    extra = _write_scores(writer, embedding.read_parts(), rows, teacher_entries, scoring)
+    extra["student_forward_rows"] = 0
+    writer.finish(seconds=round(time.perf_counter() - t0, 3), tokens_scored=0, processes=1, **extra)
+    return len(rows), 0, extra
 
 
 def _pooled_batches(ref: ModelRef, rows: Rows, head: str, device: str):
@@ -149,12 +175,10 @@ def _pooled_batches(ref: ModelRef, rows: Rows, head: str, device: str):
     return run_batch
 
 
-def _write_scores(entry: Entry, writer, rows: Rows, teacher_entries: list[Entry], scoring: ScoreSpec) -> dict:
-    """The probe (fitted to the teachers' mean probabilities), scores.arrow and index.faiss; returns the fit."""
-    import faiss
-
-    parts = sorted(x for x in writer.manifest["files"] if x.startswith("part-"))
-    table = pa.concat_tables([entry.read_file(p) for p in parts])
+def _write_scores(writer: EntryWriter, table: pa.Table, rows: Rows, teacher_entries: list[Entry],
+                  scoring: ScoreSpec) -> dict:
+    """The probe (fitted to the teachers' mean probabilities) and scores.arrow from the embedding parts
+    ``table``; returns the fit."""
     uids = table.column("uid").to_numpy()
     emb = column_matrix(table, "embedding")
     teacher_probs = [softmax(logits) for logits in _teacher_logits_for(teacher_entries, uids)]
@@ -173,10 +197,7 @@ def _write_scores(entry: Entry, writer, rows: Rows, teacher_entries: list[Entry]
     else:
         logits = column_matrix(table, "head_logits")
     writer.write_table("scores.arrow", scores_table(uids, labels, logits, teacher_probs))
-    index = build_index(uids, emb)
-    writer.write_file("index.faiss", lambda tmp: faiss.write_index(index, str(tmp)))
     extra["student_accuracy_gold"] = round(float((softmax(logits).argmax(1) == labels).mean()), 4)
-    extra["embedding_dim"] = int(emb.shape[1])
     return extra
 
 

@@ -6,7 +6,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..cache.store import Entry
+from ..cache.store import Entry, Store
 from ..errors import CacheError
 from .strategies import DEFAULT_CRITERION, Pool, SelectionError, check_criterion, get_strategy
 
@@ -24,6 +24,14 @@ def positions_of(uids: np.ndarray, wanted: np.ndarray) -> np.ndarray:
         raise CacheError(f"uid {int(wanted[missing][0])} is not in the cache ({int(missing.sum())} missing); "
                          f"re-score the data with `selectkd score`")
     return pos
+
+
+def embedding_entry(student: Entry) -> Entry:
+    """The embedding entry (parts + faiss index) that ``student``'s probe and scores were computed from."""
+    key = student.manifest().get("embedding")
+    if not isinstance(key, str):
+        raise student.damaged("its manifest names no embedding entry")
+    return Store(student.root).entry("embedding", key)
 
 
 def needs_teacher_logits(strategy: str, criterion: str = DEFAULT_CRITERION, drop_disagreement: bool = False) -> bool:
@@ -71,7 +79,7 @@ def load_pool(student: Entry, teachers: Sequence[Entry], embeddings: bool = Fals
             logits.append(column_matrix(table, "logits")[positions_of(table.column("uid").to_numpy(), uids)])
         pool.teacher_logits = np.stack(logits)
     if embeddings:
-        table = student.read_parts(verify=verify)
+        table = embedding_entry(student).read_parts(verify=verify)
         emb = column_matrix(table, "embedding")
         pos = positions_of(table.column("uid").to_numpy(), uids)
         pool.embeddings = emb if np.array_equal(pos, np.arange(len(pos))) else emb[pos]  # aligned: no 2nd copy

@@ -120,7 +120,8 @@ def provenance(name: str, spec: SelectSpec, choice: Choice, pool: Pool, *, data:
         },
         "seed": spec.seed,
         "score_higher_first": choice.ranking.higher_first,
-        "cache": {"student": student.key, "teachers": [e.key for e in teachers]},
+        "cache": {"student": student.key, "teachers": [e.key for e in teachers],
+                  "embedding": student.manifest().get("embedding")},
         "models": {"student": scoring.student, "teachers": list(scoring.teachers)},
         "data": {  # a file or folder by its absolute path, so export finds it from any folder
             "data": rows.source.get("file") or rows.source.get("folder") or data.data, "given": data.data,

@@ -200,6 +200,8 @@ def selection_problem(root: str | os.PathLike, name: str) -> str | None:
         cache = load_selection(root, name).provenance["cache"]
         store = Store(root)
         named = [store.entry("student", cache["student"]), *(store.entry("teacher", k) for k in cache["teachers"])]
+        if isinstance(cache.get("embedding"), str):
+            named.append(store.entry("embedding", cache["embedding"]))
     except SelectKDError as exc:
         return str(exc)
     gone = [f"{e.kind}/{e.key}" for e in named if not e.exists()]
