@@ -593,6 +593,7 @@ def render(args, preps: dict[str, dict], best: str | None) -> dict:
                 f"1-minute load average before each run: median {np.median(loads):.1f}, max {max(loads):.1f}; "
                 f"{busy} runs started above 2.5 (beside other work on a 2-core machine: their seconds are inflated).", ""]
     headline = []
+    waiting = [tag(d) for d in args.datasets if d not in preps]
     for data, prep in preps.items():
         t = tag(data)
         rows = collect(args, prep, best)
@@ -652,6 +653,9 @@ def render(args, preps: dict[str, dict], best: str | None) -> dict:
                [f"{r['select_command']} && \\\n  {r['command']}" if r["select_command"] else r["command"]
                 for r in rows.values()] + ["```", "", "</details>", ""]
         results["datasets"][t] = res
+    for t in waiting:
+        doc += [f"## {t}", "", "Not started yet: the study runs tier by tier, dataset by dataset, and has not "
+                f"prepared {t} (its teacher, pool and scores) so far.", ""]
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "results.json", results)
     atomic_write_text(out / "RESULTS.md", "\n".join(doc))
@@ -684,8 +688,12 @@ def update_readme(lines: list[str], verdicts: list[str]) -> None:
     start, end = "<!-- headline:start -->", "<!-- headline:end -->"
     if start not in text or end not in text:
         return
-    block = [start, "From [docs/RESULTS.md](docs/RESULTS.md) (`python bench/reproduce.py`; mean ± std over the seeds "
-             "finished so far):", "", *lines, "", *verdicts, end]
+    if len(lines) > 2:
+        block = [start, "From [docs/RESULTS.md](docs/RESULTS.md) (`python bench/reproduce.py`; mean ± std over the "
+                 "seeds finished so far):", "", *lines, "", *verdicts, end]
+    else:
+        block = [start, "The study is running: no dataset has its full-data KD and default 10% runs finished yet "
+                 "([docs/RESULTS.md](docs/RESULTS.md) shows what has).", end]
     head, rest = text.split(start, 1)
     atomic_write_text(readme, head + "\n".join(block) + rest.split(end, 1)[1])
 

@@ -93,3 +93,15 @@ def test_a_teacher_scored_with_an_untrained_head_is_found_by_select(tiny, tmp_pa
     forgot = run_cli("select", *models, "--no-compute", "--budget", "30", "--name", "v", "--no-progress", cache=cache)
     assert forgot.returncode == 2 and "differs in --allow-untrained-head (cached on, asked off)" in forgot.stderr
     assert "add --allow-untrained-head or drop --no-compute" in forgot.stderr
+
+
+def test_adding_a_teacher_reuses_the_student_embeddings(tiny, tmp_path):
+    from .conftest import build_bert
+
+    cache = tmp_path / "c"
+    run_cli(*score_args(tiny), cache=cache, check=True)
+    second = build_bert(tmp_path / "t2", tiny["tokenizer"], num_labels=2, seed=11)
+    more = run_cli(*score_args(tiny), "--teacher", str(second), cache=cache, check=True).stdout
+    assert "re-fitted for these teachers with 0 student rows run forward" in more
+    roles = {line.split("│")[1].strip(): line for line in more.splitlines() if "│" in line and "/" in line}
+    assert "reused" in roles["embedding"] and "written" in roles["student"]

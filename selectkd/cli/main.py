@@ -147,6 +147,9 @@ def score(
         tps = f"{r.tokens / r.seconds:,.0f}" if r.tokens and r.seconds else "-"
         table.add_row(r.role, r.model, f"{r.kind}/{r.key[:12]}", f"{r.rows:,}", status, f"{r.seconds:.1f} s", tps)
     out.print(table)
+    if result.embedding and result.embedding.reused and result.student and not result.student.reused:
+        out.print(f"student embeddings reused from {result.embedding.kind}/{result.embedding.key[:12]}: its probe and "
+                  f"scores were re-fitted for these teachers with 0 student rows run forward", highlight=False)
     if result.student and result.student.extra.get("probe"):
         fit = result.student.extra["probe"]
         out.print(f"student probe: held-out agreement with teacher {fit.get('heldout_agreement_with_teacher')}, "

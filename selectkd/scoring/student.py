@@ -144,7 +144,7 @@ def score_student(entry: Entry, inputs: dict, embedding: Entry, ref: ModelRef, r
     t0 = time.perf_counter()
     extra = _write_scores(writer, embedding.read_parts(), rows, teacher_entries, scoring)
     extra["student_forward_rows"] = 0
-    writer.finish(seconds=round(time.perf_counter() - t0, 3), tokens_scored=0, processes=1, **extra)
+    writer.finish(seconds=round(time.perf_counter() - t0, 3), tokens_scored=0, processes=work.world, **extra)
     return len(rows), 0, extra
 
 
