@@ -648,7 +648,7 @@ def render(args, preps: dict[str, dict], best: str | None) -> dict:
                     f"All rows. 'full-data KD' learns from `{tag(args.teacher)}` alone; adoption mixes it with the small "
                     f"teacher `{tag(args.small_teacher)}` fine-tuned on the same rows; the objective rows add [CLS] alignment "
                     f"(--pt-alpha {args.pt_alpha:g}).", ""] + table(teach, full) + [""]
-        doc += [f"<details><summary>commands (seed {min(rows['full']['seeds']) if full else ''}; the other seeds add "
+        doc += [f"<details><summary>commands (seed {min(min(r['seeds']) for r in rows.values())}; the other seeds add "
                 "--seed N and their own --out)</summary>", "", "```sh"] + \
                [f"{r['select_command']} && \\\n  {r['command']}" if r["select_command"] else r["command"]
                 for r in rows.values()] + ["```", "", "</details>", ""]
