@@ -584,7 +584,8 @@ def render(args, preps: dict[str, dict], best: str | None) -> dict:
            "Training seconds exclude evaluation; dev accuracy at 15% of full KD's time and the time to 99% of full "
            "KD's final dev accuracy come from each run's dev curve against the same seed's full-KD run.", ""]
     results: dict = {"datasets": {}, "best_budget_strategy": best}
-    all_recs = [x for p in preps.values() for r in collect(args, p, best).values() for x in r["records"]]
+    collected = {data: collect(args, prep, best) for data, prep in preps.items()}
+    all_recs = [x for rows in collected.values() for r in rows.values() for x in r["records"]]
     if all_recs:
         machines = sorted({x["machine"] for x in all_recs})
         loads = [x["load_before"] for x in all_recs if x.get("load_before") is not None]
@@ -596,7 +597,7 @@ def render(args, preps: dict[str, dict], best: str | None) -> dict:
     waiting = [tag(d) for d in args.datasets if d not in preps]
     for data, prep in preps.items():
         t = tag(data)
-        rows = collect(args, prep, best)
+        rows = collected[data]
         d = dataset_spec(args, data)
         doc += [f"## {t}", ""]
         teacher_from = (f"training rows 1-{d.teacher_rows:,}; the pool is rows {d.teacher_rows + 1:,}-"

@@ -95,7 +95,6 @@ def plan(store: Store, older_than: float | None = None) -> Plan:
     now = time.time()
     entries = store.entries()
     referenced, stale_runs = _references(store)
-    current: dict[str, Entry] = {}
     for e in entries:
         age = _age(e, now)
         if older_than is not None and age is not None and age < older_than:
@@ -109,7 +108,6 @@ def plan(store: Store, older_than: float | None = None) -> Plan:
             result.in_use.append(e)
             continue
         if why is None:
-            current[e.key] = e
             why = "nothing refers to it"
         result.remove.append(Candidate(e.path, why, e.size_bytes(), e, age))
     result.remove += [Candidate(p, "its run folder is gone", p.stat().st_size) for p in stale_runs]

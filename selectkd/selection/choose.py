@@ -10,7 +10,7 @@ import numpy as np
 
 from ..ranges import Range
 from ..specs import DEFAULT_BINS, DEFAULT_PRUNE_HARD, DEFAULT_STRATEGY
-from .strategies import (DEFAULT_CLUSTERS, DEFAULT_CRITERION, Pool, Ranking, SelectionError,
+from .strategies import (DEFAULT_CLUSTERS, DEFAULT_CRITERION, Pool, Ranking, SelectionError, contradicted,
                          get_strategy, teacher_probs)
 
 DEDUP_RADIUS = Range(0, 2)  # distance between unit vectors
@@ -148,8 +148,7 @@ def disagreements(pool: Pool, threshold: float) -> np.ndarray:
     """
     if not 0 < threshold <= 1:
         raise SelectionError(f"disagreement threshold {threshold} must be in (0, 1]")
-    probs = teacher_probs(pool, "--drop-disagreement")
-    return (probs.max(axis=1) >= threshold) & (probs.argmax(axis=1) != pool.labels)
+    return contradicted(teacher_probs(pool, "--drop-disagreement"), pool.labels, threshold)
 
 
 @dataclass

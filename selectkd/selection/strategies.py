@@ -158,6 +158,16 @@ def by_coverage(pool: Pool, *, rng: np.random.Generator, criterion: str = DEFAUL
                    exclude=inner.exclude, draw=inner.draw)
 
 
+CONTRADICTION = 0.9  # ccs: the teachers' probability at which a prediction against the gold label counts as confident
+
+
+def contradicted(probs: np.ndarray, labels: np.ndarray, threshold: float) -> np.ndarray:
+    """Mask of rows whose known gold label (>= 0) the teachers' mean prediction ``probs`` contradicts with
+    probability >= ``threshold``: most often label noise (ccs prunes them, --drop-disagreement drops them)."""
+    labels = np.asarray(labels)
+    return (labels >= 0) & (probs.max(axis=1) >= threshold) & (probs.argmax(axis=1) != labels)
+
+
 @strategy("ccs", "coverage-centric (CCS): drop the --prune-hard share of rows the teacher confidently contradicts "
           "or finds hardest, then draw at random evenly across --bins difficulty bins of teacher margin, classes in "
           "proportion inside each bin", needs_teachers=True, needs_student=False)
@@ -180,9 +190,8 @@ def by_ccs(pool: Pool, *, prune_hard: float = DEFAULT_PRUNE_HARD, bins: int = DE
     probs = teacher_probs(pool, "strategy ccs")
     n, classes = probs.shape
     labels = np.asarray(pool.labels)
-    confidence, predicted = probs.max(axis=1), probs.argmax(axis=1)
-    contradicts = (labels >= 0) & (predicted != labels) & (confidence >= CONTRADICTION)
-    hardness = np.where(contradicts, 2.0 + confidence, entropy(probs) / np.log(max(classes, 2)))  # contradictions first
+    contradicts = contradicted(probs, labels, CONTRADICTION)
+    hardness = np.where(contradicts, 2.0 + probs.max(axis=1), entropy(probs) / np.log(max(classes, 2)))  # these first
     drop = min(int(np.ceil(prune_hard * n)), n - (budget_rows or 0))
     exclude = np.zeros(n, dtype=bool)
     if drop > 0:
@@ -197,8 +206,6 @@ def by_ccs(pool: Pool, *, prune_hard: float = DEFAULT_PRUNE_HARD, bins: int = DE
     groups = binned * max(classes, 1) + np.where(labels >= 0, labels, 0)
     return Ranking(difficulty, False, groups, exclude=exclude, share=share, draw="uniform")
 
-
-CONTRADICTION = 0.9  # ccs: the teachers' probability at which a prediction against the gold label counts as confident
 
 
 @strategy("confident_uncertain", "rows the teachers are confident on and the student is not (LLKD), drawn with "
