@@ -53,7 +53,8 @@ from selectkd.atomic import atomic_write_json, atomic_write_text, save_figure
 from selectkd.cache.store import Store
 from selectkd.distillation.config import OPTION_DEFAULTS, DistillConfig, run_config
 from selectkd.distillation.curves import accuracy_at, read_curve, seconds_to_reach
-from selectkd.pipeline import distilled, finetuned_teacher, majority_baseline, make_selection, teacher_test_metrics
+from selectkd.distillation.loop import distill
+from selectkd.pipeline import finetuned_teacher, majority_baseline, make_selection, teacher_test_metrics
 from selectkd.runtime import machine
 from selectkd.scoring.run import score
 from selectkd.specs import DEFAULT_STRATEGY, DataSpec, ScoreSpec
@@ -319,7 +320,9 @@ def execute(args, run: Run, cfg: DistillConfig, prep: dict) -> dict:
         sel = {**s, "seconds": round(time.perf_counter() - t, 3), "command": select_command(prep, s, run.seed)}
     log(f"{tag(run.data)} seed {run.seed}: {run.name}" + (f" (--time-budget {cfg.train.time_budget:.1f})"
                                                           if cfg.train.time_budget else ""))
-    summary, _ = distilled(cfg, progress=args.progress)
+    # always trained here, never reused from the run folder: a record's seconds and load must come from one run
+    # (a run redone for --rerun-loaded would otherwise copy the loaded run's seconds beside today's load)
+    summary = distill(cfg, overwrite=True, progress=args.progress).summary
     curve = read_curve(cfg.out)
     rec = {"name": run.name, "dataset": tag(run.data), "seed": run.seed, "tier": run.tier,
            "test": summary["test"], "seconds_train": summary["seconds"]["train"], "seconds": summary["seconds"],

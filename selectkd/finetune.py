@@ -9,6 +9,7 @@ Two modes:
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import time
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import atomic_write_json, remove_path, replace_path, temp_name
+from .atomic import atomic_write_json, remove_path, replace_path, replacing, temp_name
 from .data.holdout import hold_out_dev
 from .data.labels import split_spec
 from .data.rows import Rows, load_rows
@@ -26,12 +27,15 @@ from .errors import SelectKDError
 from .metrics import classification_metrics
 from .models import check_max_length, load_classifier, load_tokenizer, resolve, save_model
 from .outputs import FINETUNE, check_output, claim
-from .ranges import COUNT, HOLDOUT, MAX_LENGTH, POSITIVE, ROW_LIMIT, SEED, WARMUP, check_ranges
+from .ranges import COUNT, HOLDOUT, MAX_LENGTH, NON_NEGATIVE, POSITIVE, ROW_LIMIT, SEED, WARMUP, check_ranges
 from .runtime import pick_device, progress_bar
 from .scoring.run import load_rows_for
 from .distillation.evaluate import Encoded, predictions
 from .scoring.tokens import length_batches
 from .specs import DEFAULT_FINETUNE_LR, DataSpec
+
+
+CHECKPOINT_STATE = "selectkd_finetune_checkpoint.json"  # written last into a checkpoint folder
 
 
 @dataclass
@@ -111,10 +115,82 @@ def _fit_head_only(model, rows: Rows, enc: Encoded, batch_size: int, device: str
     return {"head_loss": round(loss, 4), "train_accuracy": round(train_acc, 4), "l2": l2, "lbfgs_iterations": max_iter}
 
 
+def checkpoint_path(out: Path) -> Path:
+    """Where an unfinished full fine-tune to ``out`` keeps its state: a hidden folder beside ``out``."""
+    return out.with_name(f".{out.name}.finetune-checkpoint")
+
+
+@dataclass
+class Checkpointing:
+    """Save the training state to ``folder`` every ``seconds`` of training (0: never) under ``settings``
+    (what must match for --resume to continue it), and whether to continue from an existing one."""
+
+    folder: Path
+    settings: dict
+    seconds: float = 600.0
+    resume: bool = False
+
+
+def _save_checkpoint(ck: Checkpointing, model, opt, sched, losses: list[float], total: int) -> None:
+    """The state after ``len(losses)`` steps, built under a temp name and swapped in whole."""
+    import torch
+    from safetensors.torch import save_file
+
+    ck.folder.parent.mkdir(parents=True, exist_ok=True)
+    with replacing(ck.folder) as tmp:
+        tmp.mkdir()
+        save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(tmp / "model.safetensors"))
+        torch.save({"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "rng": torch.get_rng_state()},
+                   tmp / "optim.pt")
+        atomic_write_json(tmp / CHECKPOINT_STATE, {"settings": ck.settings, "step": len(losses), "steps": total,
+                                                   "losses": losses})
+
+
+def _load_checkpoint(ck: Checkpointing, model, opt, sched) -> list[float]:
+    """The losses of the steps the checkpoint holds, its state loaded into ``model``, ``opt`` and ``sched``."""
+    import torch
+    from safetensors.torch import load_file
+
+    state = json.loads((ck.folder / CHECKPOINT_STATE).read_text())
+    model.load_state_dict(load_file(str(ck.folder / "model.safetensors")), strict=True)
+    extra = torch.load(ck.folder / "optim.pt", weights_only=True)
+    opt.load_state_dict(extra["optimizer"])
+    sched.load_state_dict(extra["scheduler"])
+    torch.set_rng_state(extra["rng"])
+    return [float(x) for x in state["losses"]]
+
+
+def check_checkpoint(ck: Checkpointing, out: Path, overwrite: bool) -> bool:
+    """True when training continues from ``ck.folder``. Refused in one line: a checkpoint left by an
+    interrupted run without --resume (it would be lost) or --overwrite (start over), and --resume of a
+    checkpoint made with other settings."""
+    path = ck.folder / CHECKPOINT_STATE
+    if not path.exists():
+        return False
+    try:
+        state = json.loads(path.read_text())
+        saved, step, steps = state["settings"], state["step"], state["steps"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise SelectKDError(f"{ck.folder} is not a readable fine-tune checkpoint ({e}); move it away and run again") from e
+    if not ck.resume:
+        if overwrite:
+            return False  # replaced by this run's first checkpoint, or removed when it finishes
+        raise SelectKDError(f"an interrupted fine-tune to {out} stopped at step {step} of {steps} (kept in {ck.folder}); "
+                            f"add --resume to continue it, or --overwrite to start over")
+    changed = sorted(k for k in set(saved) | set(ck.settings) if saved.get(k) != ck.settings.get(k))
+    if changed:
+        raise SelectKDError(f"the checkpoint in {ck.folder} was made with other {', '.join(changed)}; run with the "
+                            f"same options to continue it, or --overwrite without --resume to start over")
+    return True
+
+
 def _fit_full(model, rows: Rows, enc: Encoded, *, batch_size: int, epochs: int, max_steps: int | None, lr: float,
-              warmup: float, seed: int, device: str, progress: bool) -> dict:
+              warmup: float, seed: int, device: str, progress: bool, checkpoint: Checkpointing | None = None,
+              resume: bool = False) -> dict:
     """AdamW with linear warm-up and decay to zero at the last step that runs (``max_steps`` when given,
-    else every step of ``epochs``); stops at the first non-finite loss, before it reaches a weight."""
+    else every step of ``epochs``); stops at the first non-finite loss, before it reaches a weight.
+    With ``checkpoint`` the state is saved every ``checkpoint.seconds``; ``resume`` continues from it
+    step for step (the batch order is seeded per epoch, the RNG state is in the checkpoint)."""
     import torch
 
     from .distillation.losses import check_finite
@@ -126,25 +202,38 @@ def _fit_full(model, rows: Rows, enc: Encoded, *, batch_size: int, epochs: int, 
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
     warm = max(1, int(warmup * total))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min((s + 1) / warm, max(0.0, (total - s) / max(1, total - warm))))
-    losses = []
-    for epoch in range(epochs):
+    losses = _load_checkpoint(checkpoint, model, opt, sched) if resume else []
+    every = checkpoint.seconds if checkpoint is not None else 0.0
+    last_save = time.perf_counter()
+
+    def kept() -> str:
+        saved = checkpoint is not None and (checkpoint.folder / CHECKPOINT_STATE).exists()
+        return f"no model was saved; the last checkpoint is kept in {checkpoint.folder}" if saved else "nothing was saved"
+
+    for epoch in range(len(losses) // steps_per_epoch, epochs):
         model.train()
+        skip = len(losses) - epoch * steps_per_epoch  # steps of this epoch a resumed run has done
         with progress_bar(f"fine-tune epoch {epoch + 1}/{epochs}", len(rows), progress) as advance:
-            for g, batch in _batches(enc, batch_size, shuffle_seed=seed + epoch):
+            for i, (g, batch) in enumerate(_batches(enc, batch_size, shuffle_seed=seed + epoch)):
                 if len(losses) == total:
                     break
+                if i < skip:
+                    advance(len(g))
+                    continue
                 batch = {k: v.to(device) for k, v in batch.items()}
                 labels = torch.from_numpy(rows.labels[g]).to(device)
                 loss = torch.nn.functional.cross_entropy(model(**batch).logits, labels)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-                check_finite(loss.detach(), grad_norm, len(losses) + 1, epoch + 1, lambda: "nothing was saved",
-                             "lower --lr and run again")
+                check_finite(loss.detach(), grad_norm, len(losses) + 1, epoch + 1, kept, "lower --lr and run again")
                 opt.step()
                 sched.step()
                 losses.append(float(loss.detach()))
                 advance(len(g))
+                if every and time.perf_counter() - last_save >= every and len(losses) < total:
+                    _save_checkpoint(checkpoint, model, opt, sched, losses, total)
+                    last_save = time.perf_counter()
     model.eval()
     return {"final_train_loss": round(float(np.mean(losses[-steps_per_epoch:])), 4), "steps": len(losses)}
 
@@ -176,12 +265,17 @@ def finetune(
     device: str | None = None,
     progress: bool = True,
     trust_remote_code: bool = False,
+    resume: bool = False,
+    checkpoint_minutes: float = 10.0,
 ) -> FinetuneResult:
     """Train ``model`` as a classifier on ``data`` and save it to ``out`` (``score`` accepts it).
 
     Dev data is ``eval_data``, else the data's ``eval_split``, else a seeded stratified ``holdout``
     fraction of the training rows (not trained on); ``eval_limit=0`` or ``holdout=0`` evaluates nothing.
     A non-finite loss stops the run before anything is saved.
+    Full fine-tuning saves its state every ``checkpoint_minutes`` (0: never) in a hidden folder beside
+    ``out`` (``checkpoint_path``); ``resume`` continues an interrupted run from it, step for step, and
+    the folder is removed once the model is saved.
     ``overwrite`` replaces only an earlier finetune output (its ``selectkd_finetune.json``), and
     only once the new model is saved whole beside it.
     """
@@ -192,7 +286,8 @@ def finetune(
     out = Path(out)
     check_ranges({"--epochs": (epochs, COUNT), "--max-steps": (max_steps, COUNT), "--lr": (lr, POSITIVE), "--batch-size": (batch_size, COUNT),
                   "--max-length": (max_length, MAX_LENGTH), "--warmup": (warmup, WARMUP), "--seed": (seed, SEED),
-                  "--holdout": (holdout, HOLDOUT), "--eval-limit": (eval_limit, ROW_LIMIT)})
+                  "--holdout": (holdout, HOLDOUT), "--eval-limit": (eval_limit, ROW_LIMIT),
+                  "--checkpoint-minutes": (checkpoint_minutes, NON_NEGATIVE)})
     root = Store(cache_dir).root
     check_output(out, FINETUNE, overwrite, root)
     ref = resolve(model, root, trust_remote_code)
@@ -208,13 +303,19 @@ def finetune(
         net.config.id2label = dict(enumerate(rows.label_names))
         net.config.label2id = {n: i for i, n in enumerate(rows.label_names)}
     net.to(device)
+    ck = Checkpointing(checkpoint_path(out), {
+        "rows": rows.fingerprint, "model": model, "epochs": epochs, "max_steps": max_steps, "lr": lr,
+        "batch_size": batch_size, "max_length": max_length, "warmup": warmup, "seed": seed}, checkpoint_minutes * 60, resume)
+    resuming = not head_only and check_checkpoint(ck, out, overwrite)
+    if not head_only and overwrite and not resume and (ck.folder / CHECKPOINT_STATE).exists():
+        remove_path(ck.folder)  # --overwrite without --resume: the interrupted run is started over
     t0 = time.perf_counter()
     enc = Encoded.of(tokenizer, rows, max_length)  # tokenised once for every epoch
     if head_only:
         metrics = _fit_head_only(net, rows, enc, batch_size, device, progress)
     else:
-        metrics = _fit_full(net, rows, enc, batch_size=batch_size, epochs=epochs, max_steps=max_steps,
-                            lr=lr, warmup=warmup, seed=seed, device=device, progress=progress)
+        metrics = _fit_full(net, rows, enc, batch_size=batch_size, epochs=epochs, max_steps=max_steps, lr=lr,
+                            warmup=warmup, seed=seed, device=device, progress=progress, checkpoint=ck, resume=resuming)
     seconds = time.perf_counter() - t0
     if eval_rows is not None:
         metrics["eval"] = evaluate(net, eval_rows, tokenizer, max_length, batch_size, device)
@@ -226,6 +327,8 @@ def finetune(
         "train_rows": len(rows), "seconds": round(seconds, 2), "label_names": rows.label_names,
         "dev": dev, "metrics": metrics,
     })
+    if (ck.folder / CHECKPOINT_STATE).exists():
+        remove_path(ck.folder)  # the model is saved whole: the interrupted run's state is no longer needed
     return FinetuneResult(out, mode, len(rows), seconds, metrics, dev)
 
 

@@ -36,7 +36,8 @@ def frozen_teacher(data: str, model: str, folder: str | Path, rows: int, *, cach
 def finetuned_teacher(data: str, model: str, folder: str | Path, rows: int, *, cache_dir: str | Path | None = None,
                       progress: bool = False, **finetune_options) -> tuple[str, dict]:
     """(folder, record): ``model`` fine-tuned end to end on the first ``rows`` rows of ``data`` (`selectkd
-    finetune`); a teacher already finished in ``folder`` is reused. ``record`` is its selectkd_finetune.json."""
+    finetune`); a teacher already finished in ``folder`` is reused, one interrupted half-way is continued from
+    its checkpoint. ``record`` is its selectkd_finetune.json."""
     import json
 
     from .finetune import finetune
@@ -44,7 +45,7 @@ def finetuned_teacher(data: str, model: str, folder: str | Path, rows: int, *, c
     folder = Path(folder)
     if not (folder / FINETUNED).exists():
         finetune(data, model, folder, limit=rows, cache_dir=None if cache_dir is None else str(cache_dir),
-                 progress=progress, overwrite=True, **finetune_options)
+                 progress=progress, overwrite=True, resume=True, **finetune_options)
     return str(folder), json.loads((folder / FINETUNED).read_text())
 
 

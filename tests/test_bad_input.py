@@ -200,6 +200,8 @@ CASES = [
          ("--lr nan is not a finite number", "number > 0")),
     Case("finetune --data DATA.csv --model STUDENT/ --out RUN/ --epochs 0", "zero epochs",
          ("--epochs 0 is out of range", "integer >= 1")),
+    Case("finetune --data DATA.csv --model STUDENT/ --out RUN/ --checkpoint-minutes -5", "negative checkpoint period",
+         ("--checkpoint-minutes -5 is out of range", ">= 0")),
     Case("demo --budget 0 --runs-dir RUN/", "demo budget 0", ("--budget 0 is out of range", "(0, 1]")),
     # -- issue 10: outputs --
     Case(select("--name " + "n" * 300), "a 300-character selection name", ("is 300 characters long", "at most 100")),

@@ -113,6 +113,38 @@ def test_kill_and_resume_gives_the_same_final_weights(task, tmp_path):
     assert [r["epoch"] for r in final if "epoch" in r] == [1, 2, 3, 4]
 
 
+def test_a_killed_finetune_resumes_to_the_same_weights_and_cleans_up(task, tmp_path):
+    from safetensors.torch import load_file
+
+    args = ["finetune", "--data", str(task["train"]), "--eval-data", str(task["dev"]), "--model",
+            str(task["base"] / "teacher0"), "--lr", "5e-3", "--epochs", "4", "--no-progress", "--seed", "3"]
+    env = {**os.environ, "SELECTKD_CACHE": str(task["cache"])}
+    killed = tmp_path / "killed"
+    ckpt = tmp_path / ".killed.finetune-checkpoint"
+    proc = subprocess.Popen([sys.executable, "-m", "selectkd", *args, "--out", str(killed), "--checkpoint-minutes",
+                             "0.0001"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and not (ckpt / "selectkd_finetune_checkpoint.json").exists():
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not killed.exists(), "finished before it was killed"
+    step = json.loads((ckpt / "selectkd_finetune_checkpoint.json").read_text())["step"]
+    assert 0 < step < 40
+    # the same command again would lose the checkpoint: refused in one line that names both ways on
+    again = run_cli(*args, "--out", str(killed), cache=task["cache"])
+    assert again.returncode == 2 and "add --resume to continue it, or --overwrite" in again.stderr
+    assert len(again.stderr.strip().splitlines()) == 1 and ckpt.exists()
+    other = run_cli(*args[:-2], "--seed", "4", "--out", str(killed), "--resume", cache=task["cache"])
+    assert other.returncode == 2 and "made with other seed" in other.stderr
+    assert run_cli(*args, "--out", str(killed), "--resume", cache=task["cache"]).returncode == 0
+    assert not ckpt.exists()  # the finished model replaces the checkpoint
+    assert run_cli(*args, "--out", str(tmp_path / "clean"), cache=task["cache"]).returncode == 0
+    a = load_file(str(killed / "model.safetensors"))
+    b = load_file(str(tmp_path / "clean" / "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
 # -- schedules by compute: --max-steps, --time-budget, --eval-every --------------------------------------
 
 def test_max_steps_trains_exactly_n_steps_and_eval_every_logs_dev_points(task, tmp_path):

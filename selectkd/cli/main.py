@@ -177,20 +177,23 @@ def finetune(
     batch_size: int = typer.Option(32, "--batch-size", help="Rows per step."),
     max_length: int = typer.Option(128, "--max-length", help="Truncate to this many tokens (at most what the model's position embeddings hold)."),
     seed: int = typer.Option(0, "--seed", help="Random seed."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier `selectkd finetune` output in --out (nothing else)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier `selectkd finetune` output in --out (nothing else); with an interrupted run's checkpoint and no --resume, start over."),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted full fine-tune from its last checkpoint (same options), step for step."),
+    checkpoint_minutes: float = typer.Option(10.0, "--checkpoint-minutes", help="Full fine-tuning saves its state this often, in a hidden folder beside --out that --resume reads and a finished run removes (0: never)."),
     **shared,
 ) -> None:
     """Train a sequence classifier with cross-entropy: a teacher that `score` accepts.
 
     Saves a normal HF folder (`from_pretrained` loads it) with `selectkd_finetune.json`
-    recording how it was made and its dev accuracy / macro-F1.
+    recording how it was made and its dev accuracy / macro-F1. A long run killed half-way
+    (Ctrl-C, a lost session) continues with the same command plus --resume.
     """
     from selectkd.finetune import finetune as run_finetune
 
     res = run_finetune(data, model, out_dir, split=split, eval_data=eval_data, limit=limit, eval_limit=eval_limit,
                        holdout=holdout, head_only=head_only, epochs=epochs, max_steps=max_steps, lr=lr, batch_size=batch_size,
-                       max_length=max_length, seed=seed, overwrite=overwrite,
-                       **{k: v for k, v in shared.items() if k != "config"})
+                       max_length=max_length, seed=seed, overwrite=overwrite, resume=resume,
+                       checkpoint_minutes=checkpoint_minutes, **{k: v for k, v in shared.items() if k != "config"})
     ev = res.metrics.get("eval")
     tail = f"; dev accuracy {ev['accuracy']:.3f}, macro-F1 {ev['macro_f1']:.3f}" if ev else ""
     out.print(f"dev rows: {dev_source(res.dev)}", highlight=False)
