@@ -365,6 +365,72 @@ def test_select_end_to_end_records_the_cache_keys(scored):
     assert len(run_select(scored, budget=0.5, strategy="kl", name="e2e", overwrite=True)) == 150
 
 
+@pytest.mark.parametrize("strategy,extra", [
+    ("entropy", {}), ("margin", {"per_class": True}), ("kl", {}), ("teacher_entropy", {"sample": True}),
+    ("ccs", {}), ("confident_uncertain", {}), ("uncertainty_sampling", {}), ("coverage", {"clusters": 4}),
+    ("least_confidence", {"drop_disagreement": True, "disagreement_threshold": 0.6}),
+])
+def test_the_cache_read_in_parts_picks_what_the_whole_pool_picks(scored, strategy, extra):
+    from selectkd.selection.choose import choose_parts
+    from selectkd.selection.pool import CacheParts
+
+    store = Store(scored["cache"])
+    student, teacher = store.entry("student", scored["student_key"]), store.entry("teacher", scored["teacher_key"])
+    embeddings = strategy == "coverage"
+    whole = choose(load_pool(student, [teacher], embeddings=embeddings), strategy, 0.2, seed=3, **extra)
+    parts = CacheParts(student, [teacher], embeddings=embeddings, part_rows=7)  # 300 rows: 43 parts
+    streamed = choose_parts(parts, strategy, 0.2, seed=3, **extra)
+    assert streamed.indices.tolist() == whole.indices.tolist()
+    assert streamed.uids is None or streamed.uids.tolist() == load_pool(student, []).uids.tolist()
+    assert np.array_equal(streamed.eligible, whole.eligible) and streamed.dropped == whole.dropped
+
+
+def test_the_part_reader_crosses_batches_and_files_in_row_order(tmp_path):
+    from selectkd.selection.pool import _Cursor
+
+    paths, at = [], 0
+    for i, sizes in enumerate([[5, 3], [4], [1, 7]]):  # files of uneven record batches
+        batches = []
+        for size in sizes:
+            rows = np.arange(at, at + size)
+            batches.append(pa.record_batch({"uid": pa.array(rows), "logits": fixed_list(np.stack([rows, -rows], 1))}))
+            at += size
+        paths.append(tmp_path / f"f{i}.arrow")
+        with pa.OSFile(str(paths[-1]), "wb") as sink, pa.ipc.new_file(sink, batches[0].schema) as writer:
+            for b in batches:
+                writer.write_batch(b)
+    cursor = _Cursor(paths, ["uid", "logits"])
+    got = [cursor.take(6) for _ in range(3)] + [cursor.take(2)]
+    assert np.concatenate([g["uid"] for g in got]).tolist() == list(range(20))
+    assert np.concatenate([g["logits"] for g in got])[:, 1].tolist() == [-i for i in range(20)]
+    with pytest.raises(SelectKDError, match="fewer rows"):
+        cursor.take(1)
+
+
+def test_entries_in_another_row_order_are_joined_whole_by_uid(tmp_path):
+    from selectkd.selection.choose import choose_parts
+    from selectkd.selection.pool import CacheParts, Misaligned
+    from selectkd.selection.run import choose_from_cache
+
+    store = Store(tmp_path)
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(40, 3)).astype(np.float32)
+    order = rng.permutation(40)  # the teacher's parts hold the rows shuffled
+    teacher = fake_entry(store, "teacher", "t" * 24, {"data": "aaa", "split": "train"},
+                         pa.table({"uid": pa.array(order.astype(np.int64)), "logits": fixed_list(logits[order])}))
+    uids = pa.array(np.arange(40, dtype=np.int64))
+    u = rng.random(40).astype(np.float32)
+    scores = pa.table({"uid": uids, "label": pa.array(rng.integers(0, 3, 40)), "entropy": u, "margin": u,
+                       "least_confidence": u})
+    student = fake_entry(store, "student", "s" * 24, {"data": "aaa", "split": "train"}, pa.table({"uid": uids}),
+                         {"scores.arrow": scores}, teachers=[teacher.key])
+    with pytest.raises(Misaligned):
+        choose_parts(CacheParts(student, [teacher], part_rows=8), "teacher_entropy", 5)
+    got = choose_from_cache(student, [teacher], SelectSpec(strategy="teacher_entropy", budget=5))
+    want = choose(load_pool(student, [teacher]), "teacher_entropy", 5)
+    assert got.indices.tolist() == want.indices.tolist()
+
+
 def test_select_no_compute_finds_the_same_keys_or_says_to_score(scored, tmp_path, monkeypatch):
     def boom(*a, **k):
         raise AssertionError("no model may run with no_compute")

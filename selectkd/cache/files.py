@@ -71,11 +71,14 @@ def file_sha256(path: Path) -> str:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
+BATCH_ROWS = 1 << 20  # record batches of at most this many rows: a reader can stream a large file batch by batch
+
+
 def write_arrow(path: Path, table: pa.Table) -> str:
-    """Write ``table`` as an Arrow IPC file via temp + rename; return its sha256."""
+    """Write ``table`` as an Arrow IPC file (record batches of ``BATCH_ROWS``) via temp + rename; return its sha256."""
     with replacing(path) as tmp:
         with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
-            writer.write_table(table)
+            writer.write_table(table, max_chunksize=BATCH_ROWS)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         digest = file_sha256(tmp)

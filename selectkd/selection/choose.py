@@ -5,13 +5,14 @@ Plain arrays in, indices out, no I/O: every rule is testable on a hand-made pool
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Iterator
 
 import numpy as np
 
 from ..ranges import Range
 from ..specs import DEFAULT_BINS, DEFAULT_PRUNE_HARD, DEFAULT_STRATEGY
 from .strategies import (DEFAULT_CLUSTERS, DEFAULT_CRITERION, Pool, Ranking, SelectionError, contradicted,
-                         get_strategy, teacher_probs)
+                         get_strategy, sample_positions, sample_rows, teacher_probs, top_mask)
 
 DEDUP_RADIUS = Range(0, 2)  # distance between unit vectors
 PRUNE = Range(0, 1, high_open=True)  # ccs --prune-hard: a share of the pool, never all of it
@@ -108,13 +109,19 @@ def capped_quotas(sizes: np.ndarray, weights: np.ndarray, k: int) -> np.ndarray:
     return quotas
 
 
-def _strata(*columns: np.ndarray | None) -> np.ndarray | None:
-    """One id per distinct combination of the given group columns (None when none given)."""
-    cols = [np.asarray(c) for c in columns if c is not None]
-    if not cols:
+def _strata(groups: np.ndarray | None, labels: np.ndarray | None) -> np.ndarray | None:
+    """One non-negative id per combination of group and class (None when neither is given); ids may leave
+    gaps (an empty stratum gets no quota), so no sort of the pool is needed."""
+    if groups is None and labels is None:
         return None
-    _, ids = np.unique(np.stack(cols, axis=1), axis=0, return_inverse=True)
-    return ids.reshape(-1)
+    if labels is None or groups is None:
+        only = groups if groups is not None else labels
+        low = int(only.min(initial=0))
+        return only if low >= 0 else only - low  # unknown labels (-1) are a stratum of their own
+    g = groups.astype(np.int64) - int(groups.min(initial=0))
+    lab = labels.astype(np.int64) - int(labels.min(initial=0))
+    ids = g * (int(lab.max(initial=0)) + 1) + lab
+    return ids.astype(np.int32) if ids.max(initial=0) < 2**31 else ids
 
 
 def near_duplicates(embeddings: np.ndarray, radius: float) -> np.ndarray:
@@ -134,10 +141,14 @@ def near_duplicates(embeddings: np.ndarray, radius: float) -> np.ndarray:
     chunk = 65536
     for lo in range(0, len(x), chunk):
         lims, _, found = index.range_search(x[lo:lo + chunk], 1.0 - radius * radius / 2.0 - 1e-6)
-        for i in range(lo, min(lo + chunk, len(x))):
+        query = np.repeat(np.arange(lo, lo + len(lims) - 1), np.diff(lims).astype(np.int64))
+        later = found > query  # each pair once, from its earlier row
+        query, found = query[later], found[later]
+        # greedy in row order, looping only over the rows that have a later neighbour
+        heads, starts = np.unique(query, return_index=True)
+        for i, near in zip(heads, np.split(found, starts[1:])):
             if not drop[i]:
-                near = found[lims[i - lo]:lims[i - lo + 1]]
-                drop[near[near > i]] = True
+                drop[near] = True
     return drop
 
 
@@ -153,7 +164,8 @@ def disagreements(pool: Pool, threshold: float) -> np.ndarray:
 
 @dataclass
 class Choice:
-    """What ``choose`` picked: ``indices`` into the pool, best first, and why."""
+    """What ``choose`` picked: ``indices`` into the pool, best first, and why. ``labels`` and ``uids`` are the
+    pool's (``uids`` None: row i has uid i, as a cache scored in order does, and nothing was kept)."""
 
     indices: np.ndarray
     ranking: Ranking
@@ -161,10 +173,56 @@ class Choice:
     budget_rows: int
     dropped: dict[str, int]
     strata: np.ndarray | None
+    labels: np.ndarray
+    uids: np.ndarray | None = None
+
+    @property
+    def rows(self) -> int:
+        return len(self.eligible)
+
+    def uids_of(self, positions: np.ndarray) -> np.ndarray:
+        return np.asarray(positions, dtype=np.int64) if self.uids is None else self.uids[positions]
 
 
-def choose(
-    pool: Pool,
+class Parts:
+    """A pool as consecutive parts in row order, for ``choose_parts``: iterating yields Pools; ``sample``
+    gives the rows at sorted positions (a strategy's ``prepare``); ``embeddings`` the whole matrix (--dedup)."""
+
+    rows: int
+
+    def __iter__(self) -> Iterator[Pool]:
+        raise NotImplementedError
+
+    def sample(self, positions: np.ndarray) -> Pool:
+        raise NotImplementedError
+
+    def embeddings(self) -> np.ndarray | None:
+        raise NotImplementedError
+
+
+class WholePool(Parts):
+    """A pool in memory: one part."""
+
+    def __init__(self, pool: Pool):
+        self.pool, self.rows = pool, len(pool)
+
+    def __iter__(self) -> Iterator[Pool]:
+        yield self.pool
+
+    def sample(self, positions: np.ndarray) -> Pool:
+        return self.pool.take(positions)
+
+    def embeddings(self) -> np.ndarray | None:
+        return self.pool.embeddings
+
+
+def choose(pool: Pool, strategy: str = DEFAULT_STRATEGY, budget: float | int = 0.1, **options) -> Choice:
+    """``choose_parts`` over a pool in memory (one part); the options are ``choose_parts``'s."""
+    return choose_parts(WholePool(pool), strategy, budget, **options)
+
+
+def choose_parts(
+    parts: Parts,
     strategy: str = DEFAULT_STRATEGY,
     budget: float | int = 0.1,
     *,
@@ -180,93 +238,190 @@ def choose(
     prune_hard: float = DEFAULT_PRUNE_HARD,
     bins: int = DEFAULT_BINS,
 ) -> Choice:
-    """Pick the subset from plain arrays; no I/O, so every rule is testable on a hand-made pool.
+    """Pick the subset from plain arrays, read part by part; no I/O of its own, so every rule is testable
+    on a hand-made pool, and memory holds a few numbers per row, never a part twice.
 
-    Filters run first, then the budget is shared across strata (coverage clusters and/or
-    classes) by largest remainder (or by the strategy's ``share``), then inside each stratum the top
-    rows by priority are kept (a drawing strategy's priority is random), or, with ``sample``, rows are drawn without replacement with
-    p ∝ exp(z / temperature), z the priority standardised over the pool (Gumbel top-k).
+    One pass over the parts ranks each (the strategy's part function; its ``prepare`` first, on a seeded
+    sample; its ``finish`` after, over the joined parts), then the filters drop rows, the budget is shared
+    across strata (coverage clusters and/or classes) by largest remainder (or by the strategy's ``share``),
+    and inside each stratum the rows of highest priority are kept (a drawing strategy's priority is random),
+    or, with ``sample``, rows are drawn without replacement with p ∝ exp(z / temperature), z the priority
+    standardised over the eligible rows (Gumbel top-k). Ties go to the earlier row.
     """
     spec = get_strategy(strategy)
-    k = budget_rows(budget, len(pool))
+    n = parts.rows
+    k = budget_rows(budget, n)
     if sample and temperature <= 0:
         raise SelectionError(f"--sample-temperature {temperature} must be > 0")
-    rng = np.random.default_rng(seed)
-    eligible, dropped = _eligible(pool, k, dedup, drop_disagreement, disagreement_threshold)
-
-    ranking = spec.fn(pool, rng=rng, criterion=criterion, clusters=clusters, seed=seed, prune_hard=prune_hard,
-                      bins=bins, budget_rows=k)
+    if drop_disagreement and not 0 < disagreement_threshold <= 1:
+        raise SelectionError(f"disagreement threshold {disagreement_threshold} must be in (0, 1]")
+    options = dict(criterion=criterion, clusters=clusters, seed=seed, prune_hard=prune_hard, bins=bins, budget_rows=k)
+    context = spec.prepare(parts.sample(sample_positions(n, sample_rows(clusters), seed)), n=n, **options) \
+        if spec.prepare else {}
+    joined = _Joined(n, drop_disagreement)
+    for i, part in enumerate(parts):
+        rng = np.random.default_rng(seed if i == 0 else [seed, i])  # one part: the draws of a whole pool
+        joined.add(part, spec.fn(part, rng=rng, context=context, **options),
+                   disagreements(part, disagreement_threshold) if drop_disagreement else None)
+    ranking, labels, uids, disagree = joined.result()
+    del joined
+    if spec.finish is not None:
+        ranking = spec.finish(ranking, **options)
+    eligible, dropped = _eligible(parts, n, k, dedup, disagree)
+    del disagree
     if ranking.exclude is not None:
         pruned = ranking.exclude & eligible
         dropped[f"{strategy}_pruned"] = int(pruned.sum())
-        eligible = eligible & ~pruned
+        eligible &= ~pruned
+        del pruned
         if eligible.sum() < k:
-            raise SelectionError(f"only {int(eligible.sum())} rows are left after {strategy} pruned {int(pruned.sum())} "
-                                 f"and the filters dropped more, fewer than the budget of {k}; lower --prune-hard or --budget")
-    priority = _priority(ranking, eligible, rng)
-    if sample:
-        live = priority[eligible]
-        z = (priority - live.mean()) / (live.std() or 1.0)
-        priority = z / temperature + rng.gumbel(size=len(pool))
-
-    strata = _strata(ranking.groups, pool.labels if per_class else None)
-    # best first; ties broken by pool position so the result does not depend on the sort
-    order = np.argsort(-priority, kind="stable")
-    order = order[eligible[order]]
+            raise SelectionError(f"only {int(eligible.sum())} rows are left after {strategy} pruned "
+                                 f"{dropped[f'{strategy}_pruned']} and the filters dropped more, fewer than the budget "
+                                 f"of {k}; lower --prune-hard or --budget")
+    priority = _priority(ranking, eligible, np.random.default_rng([seed, 1]), sample, temperature)
+    strata = _strata(ranking.groups, labels if per_class else None)
     if strata is None:
-        picked = order[:k]
+        picked = np.flatnonzero(top_mask(priority, k, eligible))
     else:
-        sizes = np.bincount(strata[eligible], minlength=int(strata.max()) + 1)
+        sizes = _bincount(strata, eligible)
         if ranking.share is None:
             quotas = largest_remainder(sizes, k)
         else:
-            quotas = capped_quotas(sizes, np.bincount(strata[eligible], weights=ranking.share[eligible],
-                                                      minlength=len(sizes)), k)
-        groups = strata[order]
-        picked = order[_rank_within(groups) < quotas[groups]]
-    return Choice(picked, ranking, eligible, k, dropped, strata)
+            quotas = capped_quotas(sizes, _bincount(strata, eligible, ranking.share, len(sizes)), k)
+        picked = _top_per_stratum(priority, strata, eligible, quotas)
+    # best first; ties to the earlier row, as a stable sort by priority would order them
+    picked = picked[np.lexsort((picked, -priority[picked].astype(np.float64)))]
+    return Choice(picked, ranking, eligible, k, dropped, strata, labels, uids)
 
 
-def _priority(ranking: Ranking, eligible: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Higher = chosen first. A drawing strategy's priority is a Gumbel key: sorting by it draws
-    without replacement, uniformly or with probability ∝ score (Gumbel top-k)."""
-    if ranking.draw is None:
-        return ranking.priority
-    noise = rng.gumbel(size=len(ranking.score))
-    if ranking.draw == "uniform":
-        return noise
-    if ranking.draw != "proportional":
+class _Joined:
+    """The parts' rankings, labels and uids joined into one array each (compact dtypes, allocated once)."""
+
+    def __init__(self, n: int, disagreement: bool):
+        self.n, self.at = n, 0
+        self.fields: dict[str, np.ndarray | None] = {}
+        self.extra: dict[str, np.ndarray] = {}
+        self.first: Ranking | None = None
+        self.labels = np.empty(n, dtype=np.int32)
+        self.uids: np.ndarray | None = None  # allocated at the first uid that is not its row number
+        self.disagree = np.zeros(n, dtype=bool) if disagreement else None
+
+    def add(self, part: Pool, r: Ranking, disagree: np.ndarray | None) -> None:
+        lo, hi = self.at, self.at + len(part)
+        if self.first is None:
+            self.first = r
+            for name in ("score", "groups", "exclude", "share"):
+                value = getattr(r, name)
+                self.fields[name] = None if value is None else np.empty(self.n, dtype=_compact(value))
+            self.extra = {name: np.empty(self.n, dtype=_compact(v)) for name, v in r.extra.items()}
+        for name, out in self.fields.items():
+            value = getattr(r, name)
+            if (out is None) != (value is None):
+                raise SelectionError(f"strategy parts disagree on {name!r}: a strategy must rank every part alike")
+            if out is not None:
+                out[lo:hi] = value
+        for name, out in self.extra.items():
+            out[lo:hi] = r.extra[name]
+        self.labels[lo:hi] = part.labels
+        uids = np.asarray(part.uids)
+        if self.uids is None and not np.array_equal(uids, np.arange(lo, hi)):
+            self.uids = np.arange(self.n, dtype=np.int64)  # rows before this part had uid = row number
+        if self.uids is not None:
+            self.uids[lo:hi] = uids
+        if disagree is not None:
+            self.disagree[lo:hi] = disagree
+        self.at = hi
+
+    def result(self) -> tuple[Ranking, np.ndarray, np.ndarray | None, np.ndarray | None]:
+        if self.at != self.n:
+            raise SelectionError(f"the pool's parts hold {self.at} rows, not {self.n}; check the cache with "
+                                 f"`selectkd cache verify`")
+        r = self.first if self.first is not None else Ranking(np.zeros(0, dtype=np.float32))
+        ranking = Ranking(self.fields.get("score", r.score), r.higher_first, self.fields.get("groups"), r.criterion,
+                          self.fields.get("exclude"), self.fields.get("share"), r.draw, self.extra, r.meta)
+        return ranking, self.labels, self.uids, self.disagree
+
+
+def _compact(value: np.ndarray) -> np.dtype:
+    """float32 for scores and weights, int32 for groups, bool for masks: a few bytes per row of the pool."""
+    kind = np.asarray(value).dtype.kind
+    return np.dtype(np.float32 if kind == "f" else np.int32 if kind in "iu" else bool)
+
+
+def _bincount(ids: np.ndarray, mask: np.ndarray, weights: np.ndarray | None = None, minlength: int = 0,
+              chunk: int = 1 << 22) -> np.ndarray:
+    """np.bincount of ``ids[mask]`` (weighted), a chunk at a time: no pool-sized copy, no float64 weights of it."""
+    total = np.zeros(max(minlength, int(ids.max(initial=-1)) + 1), dtype=np.float64 if weights is not None else np.int64)
+    for lo in range(0, len(ids), chunk):
+        m = mask[lo:lo + chunk]
+        w = None if weights is None else weights[lo:lo + chunk][m]
+        counts = np.bincount(ids[lo:lo + chunk][m], weights=w, minlength=len(total))
+        total += counts.astype(total.dtype, copy=False)
+    return total
+
+
+def _top_per_stratum(priority: np.ndarray, strata: np.ndarray, eligible: np.ndarray, quotas: np.ndarray) -> np.ndarray:
+    """Positions of the ``quotas[s]`` eligible rows of highest priority in each stratum s (ties: earlier row)."""
+    wanted = np.flatnonzero(quotas)
+    if len(wanted) <= 32:  # a pass over the pool per stratum: no sort, no pool-sized index
+        picked = np.zeros(len(priority), dtype=bool)
+        for s in wanted:
+            picked |= top_mask(priority, int(quotas[s]), eligible & (strata == s))
+        return np.flatnonzero(picked)
+    live = np.flatnonzero(eligible)  # many strata: group the eligible rows by stratum once
+    live = live[np.argsort(strata[live], kind="stable")]
+    bounds = np.searchsorted(strata[live], np.arange(len(quotas) + 1))
+    out = []
+    for s in wanted:
+        rows = live[bounds[s]:bounds[s + 1]]  # in row order within the stratum
+        out.append(rows[top_mask(priority[rows], int(quotas[s]))])
+    return np.sort(np.concatenate(out))
+
+
+def _priority(ranking: Ranking, eligible: np.ndarray, rng: np.random.Generator, sample: bool, temperature: float,
+              chunk: int = 1 << 22) -> np.ndarray:
+    """Higher = chosen first (float32). A drawing strategy's priority is a Gumbel key: the top of it is a
+    draw without replacement, uniform or with probability ∝ score (Gumbel top-k); ``sample`` draws with
+    p ∝ exp(z / temperature) from any priority. Noise is drawn a chunk at a time (the same stream)."""
+    score = ranking.score
+    if ranking.draw not in (None, "uniform", "proportional"):
         raise SelectionError(f"unknown draw {ranking.draw!r} (uniform or proportional)")
-    score = np.asarray(ranking.score, dtype=np.float64)
-    return np.log(np.clip(score, 1e-12, None)) + noise
+    if ranking.draw is None and not sample:
+        return score if ranking.higher_first else -score
+    priority = np.empty(len(score), dtype=np.float32)
+    for lo in range(0, len(score), chunk):
+        s = score[lo:lo + chunk].astype(np.float64)
+        if ranking.draw is None:
+            priority[lo:lo + chunk] = s if ranking.higher_first else -s
+            continue
+        noise = rng.gumbel(size=len(s))
+        priority[lo:lo + chunk] = noise if ranking.draw == "uniform" else np.log(np.clip(s, 1e-12, None)) + noise
+    if sample:
+        mean = float(np.mean(priority, where=eligible, dtype=np.float64)) if eligible.any() else 0.0
+        std = float(np.std(priority, where=eligible, dtype=np.float64)) if eligible.any() else 0.0
+        for lo in range(0, len(score), chunk):
+            z = (priority[lo:lo + chunk] - mean) / (std or 1.0)
+            priority[lo:lo + chunk] = z / temperature + rng.gumbel(size=len(z))
+    return priority
 
 
-def _eligible(pool: Pool, k: int, dedup: float | None, drop_disagreement: bool,
-              threshold: float) -> tuple[np.ndarray, dict[str, int]]:
+def _eligible(parts: Parts, n: int, k: int, dedup: float | None,
+              disagree: np.ndarray | None) -> tuple[np.ndarray, dict[str, int]]:
     """The rows the filters leave (near-duplicates, confident teacher disagreement) and how many each dropped."""
-    eligible = np.ones(len(pool), dtype=bool)
+    eligible = np.ones(n, dtype=bool)
     dropped: dict[str, int] = {}
     if dedup is not None:
-        if pool.embeddings is None:
+        embeddings = parts.embeddings()
+        if embeddings is None:
             raise SelectionError("--dedup needs the student's embeddings; give --student")
-        dup = near_duplicates(pool.embeddings, dedup)
+        dup = near_duplicates(embeddings, dedup)
         dropped["near_duplicates"] = int(dup.sum())
         eligible &= ~dup
-    if drop_disagreement:
-        bad = disagreements(pool, threshold) & eligible
+    if disagree is not None:
+        bad = disagree & eligible
         dropped["teacher_disagrees_with_label"] = int(bad.sum())
         eligible &= ~bad
     if eligible.sum() < k:
         raise SelectionError(f"only {int(eligible.sum())} rows are left after dropping {sum(dropped.values())}, "
                              f"fewer than the budget of {k}; lower --budget or loosen --dedup/--drop-disagreement")
     return eligible, dropped
-
-
-def _rank_within(groups: np.ndarray) -> np.ndarray:
-    """For each position, how many earlier positions share its group (0 for the first)."""
-    by_group = np.argsort(groups, kind="stable")
-    sorted_groups = groups[by_group]
-    starts = np.searchsorted(sorted_groups, sorted_groups, side="left")
-    within = np.empty(len(groups), dtype=np.int64)
-    within[by_group] = np.arange(len(groups)) - starts
-    return within

@@ -10,7 +10,6 @@ import numpy as np
 from ..atomic import save_figure
 from ..errors import SelectKDError
 from ..outputs import PNG, check_output, claim
-from .pool import positions_of
 from .saved import PoolStats, Selection
 from .strategies import SelectionError
 
@@ -26,19 +25,19 @@ def summary(selection: Selection, pool: PoolStats | None = None) -> dict:
     pool = pool or selection.pool
     if pool is None:
         raise SelectionError("summary needs the pool the selection came from (the result of `select`)")
-    at = positions_of(pool.uids, selection.uids)
+    at = pool.at(selection.uids)
     n_classes = int(max(pool.labels.max(initial=0) + 1, len(pool.label_names or [])))
     pool_counts = np.bincount(pool.labels, minlength=n_classes)
     sub_counts = np.bincount(pool.labels[at], minlength=n_classes)
     names = pool.label_names or [str(i) for i in range(n_classes)]
-    classes = [{"label": names[c], "pool": int(pool_counts[c]), "pool_share": float(pool_counts[c] / len(pool.uids)),
+    classes = [{"label": names[c], "pool": int(pool_counts[c]), "pool_share": float(pool_counts[c] / len(pool)),
                 "subset": int(sub_counts[c]), "subset_share": float(sub_counts[c] / max(1, len(at)))}
                for c in range(n_classes)]
     result = {
         "name": selection.name,
         "strategy": selection.provenance.get("strategy"),
         "criterion": pool.criterion,
-        "pool_rows": int(len(pool.uids)),
+        "pool_rows": int(len(pool)),
         "eligible_rows": int(pool.eligible.sum()),
         "subset_rows": int(len(at)),
         "dropped": dict(selection.provenance.get("dropped", {})),
@@ -71,11 +70,11 @@ def plot_histogram(selection: Selection, path: str | os.PathLike, pool: PoolStat
     except ImportError:
         raise SelectKDError("--plot needs matplotlib; install it with `pip install 'selectkd[plot]'`") from None
     path = Path(path)
-    at = positions_of(pool.uids, selection.uids)
+    at = pool.at(selection.uids)
     edges = np.histogram_bin_edges(pool.scores, bins=bins)
     fig = Figure(figsize=(7, 4), dpi=100)
     ax = fig.add_subplot()
-    ax.hist(pool.scores, bins=edges, color="0.75", label=f"pool ({len(pool.uids):,})")
+    ax.hist(pool.scores, bins=edges, color="0.75", label=f"pool ({len(pool):,})")
     ax.hist(pool.scores[at], bins=edges, color="tab:red", alpha=0.8, label=f"subset ({len(at):,})")
     ax.set_xlabel(pool.criterion or "score")
     ax.set_ylabel("rows")

@@ -25,10 +25,10 @@ from ..cache.store import Entry, Store
 from ..data.rows import Rows
 from ..ranges import COUNT, FRACTION, MAX_LENGTH, POSITIVE, SEED, check_ranges
 from ..specs import DataSpec, ScoreSpec, SelectSpec
-from .choose import DEDUP_RADIUS, PRUNE, Choice, check_budget, choose, parse_budget
-from .pool import load_pool, needs_teacher_logits
+from .choose import DEDUP_RADIUS, PRUNE, Choice, WholePool, check_budget, choose_parts, parse_budget
+from .pool import CacheParts, Misaligned, load_pool, needs_teacher_logits
 from .saved import SELECTIONS, PoolStats, Selection, check_name, save_selection, selection_path
-from .strategies import Pool, SelectionError, check_criterion, get_strategy
+from .strategies import SelectionError, check_criterion, get_strategy
 
 
 def select(data: DataSpec, scoring: ScoreSpec, spec: SelectSpec, *, name: str | None = None,
@@ -47,21 +47,34 @@ def select(data: DataSpec, scoring: ScoreSpec, spec: SelectSpec, *, name: str | 
     result = _scored(data, scoring, store.root, no_compute, progress)
     teachers = [store.entry("teacher", r.key) for r in result.teachers]
     student = store.entry("student", result.student.key)
-    pool = load_pool(student, teachers, embeddings=get_strategy(spec.strategy).needs_embeddings or spec.dedup is not None,
-                     verify=False,  # score has just checked them
-                     teacher_logits=needs_teacher_logits(spec.strategy, spec.criterion, spec.drop_disagreement))
-    choice = choose(pool, spec.strategy, spec.budget, criterion=spec.criterion, clusters=spec.clusters,
-                    per_class=spec.per_class, sample=spec.sample, temperature=spec.sample_temperature,
-                    drop_disagreement=spec.drop_disagreement, disagreement_threshold=spec.disagreement_threshold,
-                    dedup=spec.dedup, seed=spec.seed, prune_hard=spec.prune_hard, bins=spec.bins)
+    choice = choose_from_cache(student, teachers, spec, verify=False)  # score has just checked them
     name = name or default_name(spec, choice.budget_rows)
     if selection_path(store.root, name).exists() and not overwrite:
         raise SelectionError(f"selection {name!r} exists in {store.root / SELECTIONS}; choose another --name or pass --overwrite")
-    record = provenance(name, spec, choice, pool, data=data, scoring=scoring, rows=result.rows, student=student,
+    record = provenance(name, spec, choice, data=data, scoring=scoring, rows=result.rows, student=student,
                         teachers=teachers)
-    selection = _selection(name, pool, choice, record, result.rows)
+    selection = _selection(name, choice, record, result.rows)
     save_selection(store.root, selection, overwrite=overwrite)
     return selection
+
+
+def choose_from_cache(student: Entry, teachers: list[Entry], spec: SelectSpec, verify: bool = True) -> Choice:
+    """``choose_parts`` over the cached pool, read part by part (bounded memory); joined whole by uid
+    instead when --dedup needs every embedding at once or the entries hold their rows in other orders."""
+    embeddings = get_strategy(spec.strategy).needs_embeddings or spec.dedup is not None
+    logits = needs_teacher_logits(spec.strategy, spec.criterion, spec.drop_disagreement)
+    options = dict(criterion=spec.criterion, clusters=spec.clusters, per_class=spec.per_class, sample=spec.sample,
+                   temperature=spec.sample_temperature, drop_disagreement=spec.drop_disagreement,
+                   disagreement_threshold=spec.disagreement_threshold, dedup=spec.dedup, seed=spec.seed,
+                   prune_hard=spec.prune_hard, bins=spec.bins)
+    if spec.dedup is None:
+        try:
+            return choose_parts(CacheParts(student, teachers, embeddings, verify, logits), spec.strategy, spec.budget,
+                                **options)
+        except Misaligned:
+            pass
+    pool = load_pool(student, teachers, embeddings=embeddings, verify=verify, teacher_logits=logits)
+    return choose_parts(WholePool(pool), spec.strategy, spec.budget, **options)
 
 
 def _scored(data: DataSpec, scoring: ScoreSpec, root: Path, no_compute: bool, progress: bool):
@@ -100,7 +113,7 @@ def default_name(spec: SelectSpec, rows: int) -> str:
     return f"{what}-{rows}-seed{spec.seed}"
 
 
-def provenance(name: str, spec: SelectSpec, choice: Choice, pool: Pool, *, data: DataSpec, scoring: ScoreSpec,
+def provenance(name: str, spec: SelectSpec, choice: Choice, *, data: DataSpec, scoring: ScoreSpec,
                rows: Rows, student: Entry, teachers: list[Entry]) -> dict:
     """What provenance.json records: how the selection was made, from which cache entries and data."""
     coverage = spec.strategy == "coverage"
@@ -132,7 +145,7 @@ def provenance(name: str, spec: SelectSpec, choice: Choice, pool: Pool, *, data:
         "score_options": {"max_length": scoring.max_length, "cls_states": scoring.cls_states,
                           "student_head": scoring.student_head, "allow_untrained_head": scoring.allow_untrained_head,
                           "numerics": student.manifest().get("inputs", {}).get("numerics")},
-        "pool_rows": len(pool),
+        "pool_rows": choice.rows,
         "eligible_rows": int(choice.eligible.sum()),
         "dropped": choice.dropped,
         "rows": int(len(choice.indices)),
@@ -141,10 +154,11 @@ def provenance(name: str, spec: SelectSpec, choice: Choice, pool: Pool, *, data:
     }
 
 
-def _selection(name: str, pool: Pool, choice: Choice, record: dict, rows: Rows) -> Selection:
+def _selection(name: str, choice: Choice, record: dict, rows: Rows) -> Selection:
     """The chosen rows best first, with the whole pool's scores kept for the summary and plot."""
     picked = choice.indices
-    scores = np.asarray(choice.ranking.score, dtype=np.float64)
-    stats = PoolStats(pool.uids, pool.labels, scores, choice.eligible, choice.ranking.groups, rows.label_names,
-                      choice.ranking.criterion or record["strategy"])
-    return Selection(name, pool.uids[picked], scores[picked], np.arange(len(picked), dtype=np.int64), record, stats)
+    scores = choice.ranking.score
+    stats = PoolStats(choice.uids, choice.labels, scores, choice.eligible, choice.ranking.groups, rows.label_names,
+                      choice.ranking.criterion or record["strategy"], positions=picked)
+    return Selection(name, choice.uids_of(picked), scores[picked].astype(np.float64), np.arange(len(picked), dtype=np.int64),
+                     record, stats)

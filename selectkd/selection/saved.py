@@ -43,15 +43,28 @@ DATA_FIELDS = ("data", "split", "text_field", "label_field", "fingerprint")
 
 @dataclass
 class PoolStats:
-    """Per-row facts about the whole pool a selection came from, for its summary and plot."""
+    """Per-row facts about the whole pool a selection came from, for its summary and plot. ``uids`` None:
+    row i has uid i; ``positions``: where the selection's rows are in the pool (else found by uid)."""
 
-    uids: np.ndarray
+    uids: np.ndarray | None
     labels: np.ndarray
     scores: np.ndarray
     eligible: np.ndarray
     clusters: np.ndarray | None = None
     label_names: list[str] | None = None
     criterion: str = ""
+    positions: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def at(self, uids: np.ndarray) -> np.ndarray:
+        """Positions in the pool of the rows with ``uids``."""
+        from .pool import positions_of
+
+        if self.positions is not None and len(self.positions) == len(uids):
+            return self.positions
+        return positions_of(np.arange(len(self)) if self.uids is None else self.uids, uids)
 
 
 @dataclass

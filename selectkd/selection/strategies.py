@@ -1,12 +1,15 @@
 """The strategy registry: each strategy ranks a Pool of plain numpy arrays.
 
-Register one with ``@strategy(name, description)``; ``selectkd select --list`` shows them.
+Register one with ``@strategy(name, description)``; ``selectkd select --list`` shows them. A strategy's
+function ranks the rows of one part of the pool (``choose`` reads a large cache part by part, so memory
+stays bounded); one whose rule needs the whole pool adds ``finish`` (ccs: its pruning threshold and bins)
+or ``prepare``, fitted once on a seeded sample before the parts (coverage: the k-means centroids).
 ``batch_priority`` ranks the rows of one training batch by the same registered strategies
 (distill's in-batch selection). PAPER.md explains why plain global top-k by uncertainty collapses at 10%."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Callable
 
 import numpy as np
@@ -57,6 +60,8 @@ class Ranking:
     rows, no group getting more rows than it has (the rest goes to the others). ``exclude`` marks rows
     the strategy never picks. ``draw`` makes ``choose`` draw rows at random instead of taking the top:
     "proportional" with probability ∝ score, "uniform" with equal probability (without replacement).
+    ``extra`` holds per-row facts a strategy's ``finish`` reads (joined across parts like the rest);
+    ``meta`` facts of the pool, not of a row (ccs: the number of classes).
     """
 
     score: np.ndarray
@@ -66,6 +71,8 @@ class Ranking:
     exclude: np.ndarray | None = None
     share: np.ndarray | None = None
     draw: str | None = None
+    extra: dict[str, np.ndarray] = field(default_factory=dict)
+    meta: dict = field(default_factory=dict)
 
     @property
     def priority(self) -> np.ndarray:
@@ -79,27 +86,84 @@ StrategyFn = Callable[..., Ranking]
 
 @dataclass(frozen=True)
 class Strategy:
+    """``fn(part, *, rng, context, criterion, clusters, seed, prune_hard, bins, budget_rows)`` ranks one part
+    of the pool; ``finish(ranking, same keywords)`` turns the joined parts' Ranking into the final one;
+    ``prepare(sample, n=pool rows, same keywords)`` makes the ``context`` every part sees from a seeded
+    sample of rows (``sample_positions(n, sample_rows(clusters), seed)``)."""
+
     name: str
     description: str
     fn: StrategyFn
     needs_teachers: bool = False
     needs_embeddings: bool = False
     needs_student: bool = True  # False: dynamic re-selection needs no student pass over the pool
+    finish: Callable[..., Ranking] | None = None
+    prepare: Callable[..., dict] | None = None
 
 
 STRATEGIES: dict[str, Strategy] = {}
 
 
 def strategy(name: str, description: str, *, needs_teachers: bool = False, needs_embeddings: bool = False,
-             needs_student: bool = True) -> Callable[[StrategyFn], StrategyFn]:
-    """Register ``fn(pool, *, rng, criterion, clusters, seed, prune_hard, bins) -> Ranking`` under ``name``
-    (a strategy takes the keywords it uses and ``**_``)."""
+             needs_student: bool = True, finish: Callable[..., Ranking] | None = None,
+             prepare: Callable[..., dict] | None = None) -> Callable[[StrategyFn], StrategyFn]:
+    """Register ``fn(part, *, rng, criterion, clusters, seed, prune_hard, bins, budget_rows, context) -> Ranking``
+    under ``name`` (a strategy takes the keywords it uses and ``**_``)."""
 
     def register(fn: StrategyFn) -> StrategyFn:
-        STRATEGIES[name] = Strategy(name, description, fn, needs_teachers, needs_embeddings, needs_student)
+        STRATEGIES[name] = Strategy(name, description, fn, needs_teachers, needs_embeddings, needs_student,
+                                    finish, prepare)
         return fn
 
     return register
+
+
+def rank_whole(pool: Pool, name: str, *, rng: np.random.Generator, seed: int = 0, **options: object) -> Ranking:
+    """The strategy ``name`` over a pool in memory as one part: prepare (on the seeded sample), rank, finish."""
+    spec = get_strategy(name)
+    options = {"seed": seed, **options}
+    context = {}
+    if spec.prepare:
+        rows = sample_rows(int(options.get("clusters") or DEFAULT_CLUSTERS))
+        context = spec.prepare(pool.take(sample_positions(len(pool), rows, seed)), n=len(pool), **options)
+    ranking = spec.fn(pool, rng=rng, context=context, **options)
+    return spec.finish(ranking, **options) if spec.finish else ranking
+
+
+def sample_rows(clusters: int) -> int:
+    """How many rows ``prepare`` sees: faiss's own cap for k-means training (256 points per centroid)."""
+    return 256 * max(1, clusters)
+
+
+def sample_positions(n: int, m: int, seed: int) -> np.ndarray:
+    """``m`` positions of ``n`` drawn without replacement (seeded), sorted; all of them when ``m >= n``."""
+    if m >= n:
+        return np.arange(n)
+    return np.sort(np.random.default_rng([seed, 7]).choice(n, m, replace=False))
+
+
+def top_mask(values: np.ndarray, m: int, within: np.ndarray | None = None) -> np.ndarray:
+    """Mask of the ``m`` largest ``values`` (among ``within``), ties to the earlier row: what a stable sort
+    by descending value would take first, found with a partition instead of a sort (memory: one copy)."""
+    values = np.asarray(values)
+    mask = np.zeros(len(values), dtype=bool)
+    live = values if within is None else values[within]
+    m = min(int(m), len(live))
+    if m <= 0:
+        return mask
+    kth = np.partition(live, len(live) - m)[len(live) - m]
+    del live
+    above = values > kth
+    if within is not None:
+        above &= within
+    mask |= above
+    need = m - int(above.sum())
+    if need > 0:
+        tied = values == kth
+        if within is not None:
+            tied &= within
+        mask[np.flatnonzero(tied)[:need]] = True
+    return mask
 
 
 def get_strategy(name: str) -> Strategy:
@@ -149,12 +213,17 @@ def by_random(pool: Pool, *, rng: np.random.Generator, **_: object) -> Ranking:
     return Ranking(rng.random(len(pool)), True)
 
 
+def coverage_prepare(sample: Pool, *, n: int, clusters: int = DEFAULT_CLUSTERS, seed: int = 0, **_: object) -> dict:
+    """coverage's centroids: spherical faiss k-means on a seeded sample of the ``n``-row pool's embeddings."""
+    return {"centroids": kmeans_centroids(sample.embeddings, clusters, seed, n=n)}
+
+
 @strategy("coverage", "the criterion ranked inside faiss k-means clusters of the student embeddings; "
-          "the budget is shared across clusters by size", needs_embeddings=True)
-def by_coverage(pool: Pool, *, rng: np.random.Generator, criterion: str = DEFAULT_CRITERION,
-                clusters: int = DEFAULT_CLUSTERS, seed: int = 0, **_: object) -> Ranking:
+          "the budget is shared across clusters by size", needs_embeddings=True, prepare=coverage_prepare)
+def by_coverage(pool: Pool, *, rng: np.random.Generator, context: dict, criterion: str = DEFAULT_CRITERION,
+                seed: int = 0, **_: object) -> Ranking:
     inner = check_criterion(criterion).fn(pool, rng=rng, seed=seed)
-    return Ranking(inner.score, inner.higher_first, kmeans_clusters(pool.embeddings, clusters, seed), criterion,
+    return Ranking(inner.score, inner.higher_first, assign_clusters(pool.embeddings, context["centroids"]), criterion,
                    exclude=inner.exclude, draw=inner.draw)
 
 
@@ -168,11 +237,33 @@ def contradicted(probs: np.ndarray, labels: np.ndarray, threshold: float) -> np.
     return (labels >= 0) & (probs.max(axis=1) >= threshold) & (probs.argmax(axis=1) != labels)
 
 
+def ccs_finish(ranking: Ranking, *, prune_hard: float = DEFAULT_PRUNE_HARD, bins: int = DEFAULT_BINS,
+               budget_rows: int | None = None, **_: object) -> Ranking:
+    """ccs over the whole pool: the --prune-hard share of hardest rows out, equal-width margin bins of the rest."""
+    if not 0 <= prune_hard < 1:
+        raise SelectionError(f"--prune-hard {prune_hard} must be in [0, 1): the share of the pool dropped as too hard")
+    if bins < 1:
+        raise SelectionError(f"--bins {bins} must be >= 1")
+    difficulty, labels = ranking.score, ranking.groups
+    n, classes = len(difficulty), int(ranking.meta.get("classes", 1))
+    drop = min(int(np.ceil(prune_hard * n)), n - (budget_rows or 0))
+    exclude = top_mask(ranking.extra["hardness"], drop)
+    kept = difficulty[~exclude]
+    lo, hi = (kept.min(), kept.max()) if len(kept) else (0.0, 1.0)
+    del kept
+    edges = np.linspace(lo, hi, bins + 1)[1:-1].astype(difficulty.dtype)
+    binned = np.searchsorted(edges, difficulty, side="right").astype(np.int32)
+    bin_rows = np.bincount(binned[~exclude], minlength=bins).astype(np.float32)
+    share = 1.0 / np.maximum(bin_rows[binned], 1.0)  # a bin's rows share one weight: bins count equally
+    binned *= max(classes, 1)
+    binned += np.where(labels >= 0, labels, 0).astype(np.int32)
+    return Ranking(difficulty, False, binned, exclude=exclude, share=share, draw="uniform")
+
+
 @strategy("ccs", "coverage-centric (CCS): drop the --prune-hard share of rows the teacher confidently contradicts "
           "or finds hardest, then draw at random evenly across --bins difficulty bins of teacher margin, classes in "
-          "proportion inside each bin", needs_teachers=True, needs_student=False)
-def by_ccs(pool: Pool, *, prune_hard: float = DEFAULT_PRUNE_HARD, bins: int = DEFAULT_BINS,
-           budget_rows: int | None = None, **_: object) -> Ranking:
+          "proportion inside each bin", needs_teachers=True, needs_student=False, finish=ccs_finish)
+def by_ccs(pool: Pool, **_: object) -> Ranking:
     """CCS (Zheng et al., ICLR 2023) from the cached teacher logits alone.
 
     The hard tail goes first: rows whose gold label the teachers' mean prediction contradicts with
@@ -182,30 +273,15 @@ def by_ccs(pool: Pool, *, prune_hard: float = DEFAULT_PRUNE_HARD, bins: int = DE
     minus top-2 probability: hard to easy); every bin gets an equal share of the budget (a bin with
     fewer rows gives all it has and the rest goes to the others), and inside a bin each class its
     proportion of the bin. Rows are drawn uniformly at random within each bin and class.
+    This part rates each row (hardness, margin); ``ccs_finish`` prunes and bins the whole pool.
     """
-    if not 0 <= prune_hard < 1:
-        raise SelectionError(f"--prune-hard {prune_hard} must be in [0, 1): the share of the pool dropped as too hard")
-    if bins < 1:
-        raise SelectionError(f"--bins {bins} must be >= 1")
     probs = teacher_probs(pool, "strategy ccs")
-    n, classes = probs.shape
+    classes = probs.shape[1]
     labels = np.asarray(pool.labels)
     contradicts = contradicted(probs, labels, CONTRADICTION)
     hardness = np.where(contradicts, 2.0 + probs.max(axis=1), entropy(probs) / np.log(max(classes, 2)))  # these first
-    drop = min(int(np.ceil(prune_hard * n)), n - (budget_rows or 0))
-    exclude = np.zeros(n, dtype=bool)
-    if drop > 0:
-        exclude[np.argsort(-hardness, kind="stable")[:drop]] = True
-    difficulty = margin(probs)
-    kept = difficulty[~exclude]
-    lo, hi = (kept.min(), kept.max()) if len(kept) else (0.0, 1.0)
-    edges = np.linspace(lo, hi, bins + 1)[1:-1]
-    binned = np.searchsorted(edges, difficulty, side="right")
-    bin_rows = np.bincount(binned[~exclude], minlength=bins).astype(np.float64)
-    share = 1.0 / np.maximum(bin_rows[binned], 1.0)  # a bin's rows share one weight: bins count equally
-    groups = binned * max(classes, 1) + np.where(labels >= 0, labels, 0)
-    return Ranking(difficulty, False, groups, exclude=exclude, share=share, draw="uniform")
-
+    return Ranking(margin(probs).astype(np.float32), False, labels.astype(np.int32),
+                   extra={"hardness": hardness.astype(np.float32)}, meta={"classes": classes}, draw="uniform")
 
 
 @strategy("confident_uncertain", "rows the teachers are confident on and the student is not (LLKD), drawn with "
@@ -242,21 +318,47 @@ def check_criterion(criterion: str) -> Strategy:
 GROUPING = ("coverage", "ccs")  # strategies whose groups are their point: not a criterion inside clusters
 
 
-def kmeans_clusters(embeddings: np.ndarray | None, k: int, seed: int = 0) -> np.ndarray:
-    """Cluster id per row: spherical faiss k-means (the embeddings are unit vectors)."""
+def kmeans_centroids(embeddings: np.ndarray | None, k: int, seed: int = 0, n: int | None = None) -> np.ndarray:
+    """(k, D) centroids of spherical faiss k-means on ``embeddings`` (unit vectors; a sample of a pool of
+    ``n`` rows, all of it when ``n`` is None)."""
     import faiss
 
     if embeddings is None:
         raise SelectionError("coverage needs the student's embeddings; give --student")
-    n = len(embeddings)
-    if k < 1 or k > n:
+    n = len(embeddings) if n is None else n
+    if k < 1 or k > n or k > len(embeddings):
         raise SelectionError(f"--clusters {k} is not in 1..{n} (the pool has {n} rows); lower --clusters")
     x = np.ascontiguousarray(embeddings, dtype=np.float32)
     # min_points_per_centroid=1: small pools are fine and faiss need not warn about them
     km = faiss.Kmeans(x.shape[1], k, niter=20, seed=seed, spherical=True, min_points_per_centroid=1)
     km.train(x)
-    _, assign = km.index.search(x, 1)
-    return assign[:, 0].astype(np.int64)
+    return km.centroids
+
+
+def assign_clusters(embeddings: np.ndarray | None, centroids: np.ndarray, chunk: int = 1 << 16) -> np.ndarray:
+    """The nearest centroid (inner product) of every row, int32; float16 embeddings are widened a chunk at a time."""
+    import faiss
+
+    if embeddings is None:
+        raise SelectionError("coverage needs the student's embeddings; give --student")
+    if embeddings.shape[1] != centroids.shape[1]:
+        raise SelectionError(f"the embeddings have {embeddings.shape[1]} dimensions and the centroids "
+                             f"{centroids.shape[1]}; score the pool again with one --student")
+    index = faiss.IndexFlatIP(centroids.shape[1])
+    index.add(np.ascontiguousarray(centroids, dtype=np.float32))
+    out = np.empty(len(embeddings), dtype=np.int32)
+    for lo in range(0, len(embeddings), chunk):
+        _, assign = index.search(np.ascontiguousarray(embeddings[lo:lo + chunk], dtype=np.float32), 1)
+        out[lo:lo + chunk] = assign[:, 0]
+    return out
+
+
+def kmeans_clusters(embeddings: np.ndarray | None, k: int, seed: int = 0) -> np.ndarray:
+    """Cluster id per row: centroids from a seeded sample (``sample_rows(k)``), then every row assigned."""
+    if embeddings is None:
+        raise SelectionError("coverage needs the student's embeddings; give --student")
+    at = sample_positions(len(embeddings), sample_rows(k), seed)
+    return assign_clusters(embeddings, kmeans_centroids(embeddings[at], k, seed, n=len(embeddings))).astype(np.int64)
 
 
 # the strategies that rank a training batch from its logits alone (no embeddings, no clusters)
@@ -291,4 +393,4 @@ def batch_priority(name: str, student_logits: np.ndarray, teacher_logits: np.nda
     if name not in IN_BATCH_CRITERIA:
         raise SelectionError(f"in-batch --criterion must be one of {', '.join(IN_BATCH_CRITERIA)}, not {name!r}")
     pool = pool_from_logits(student_logits, teacher_logits)
-    return get_strategy(name).fn(pool, rng=rng).priority
+    return rank_whole(pool, name, rng=rng).priority
