@@ -25,7 +25,9 @@ it had at 15% of full KD's time and the time it took to reach 99% of full KD's a
 Each finished run leaves one small JSON record in bench/results/reproduce/DATASET/sSEED/NAME.json
 (metrics, curve, command, machine, load before and after, commit); a run whose record matches its
 plan is never redone, and `--commit` commits each record as it is written, so a study stopped
-anywhere continues where it stopped. The report reads only these records.
+anywhere continues where it stopped (a teacher's fine-tuning too: it resumes from its last checkpoint).
+While the file RUNS/PAUSE exists the study waits before its next run, so a benchmark can have the
+machine without inflating a timed run. The report reads only these records.
 
 Sizes: tweets-binary's teacher learns from training tweets 1-6,000 and the pool is tweets 6,001-16,000
 (rows the teacher never saw); r8 (4,936 training rows) and 20ng (10,166) use their whole training split
@@ -306,8 +308,20 @@ def config_of(args, run: Run, records: dict) -> DistillConfig | None:
     return DistillConfig.from_options(**options)
 
 
+def wait_if_paused(args) -> None:
+    """Hold before the next run while RUNS/PAUSE exists: other work (a benchmark) can then have the machine
+    without inflating a timed run, and the study goes on by itself when the file is removed."""
+    flag = Path(args.runs) / "PAUSE"
+    if flag.exists():
+        log(f"paused: {flag} exists (remove it to go on)")
+        while flag.exists():
+            time.sleep(5)
+        log("going on")
+
+
 def execute(args, run: Run, cfg: DistillConfig, prep: dict) -> dict:
     """Train ``run`` (its selection first), then write and (with --commit) commit its record."""
+    wait_if_paused(args)
     sel = None
     started = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
     load_before = os.getloadavg()[0]

@@ -131,7 +131,7 @@ class Checkpointing:
     resume: bool = False
 
 
-def _save_checkpoint(ck: Checkpointing, model, opt, sched, losses: list[float], total: int) -> None:
+def _save_checkpoint(ck: Checkpointing, model, opt, sched, losses: list[float], total: int, seconds: float) -> None:
     """The state after ``len(losses)`` steps, built under a temp name and swapped in whole."""
     import torch
     from safetensors.torch import save_file
@@ -143,11 +143,12 @@ def _save_checkpoint(ck: Checkpointing, model, opt, sched, losses: list[float], 
         torch.save({"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "rng": torch.get_rng_state()},
                    tmp / "optim.pt")
         atomic_write_json(tmp / CHECKPOINT_STATE, {"settings": ck.settings, "step": len(losses), "steps": total,
-                                                   "losses": losses})
+                                                   "losses": losses, "seconds": round(seconds, 3)})
 
 
-def _load_checkpoint(ck: Checkpointing, model, opt, sched) -> list[float]:
-    """The losses of the steps the checkpoint holds, its state loaded into ``model``, ``opt`` and ``sched``."""
+def _load_checkpoint(ck: Checkpointing, model, opt, sched) -> tuple[list[float], float]:
+    """(the losses of the steps the checkpoint holds, the training seconds they took); its state loaded
+    into ``model``, ``opt`` and ``sched``."""
     import torch
     from safetensors.torch import load_file
 
@@ -157,7 +158,7 @@ def _load_checkpoint(ck: Checkpointing, model, opt, sched) -> list[float]:
     opt.load_state_dict(extra["optimizer"])
     sched.load_state_dict(extra["scheduler"])
     torch.set_rng_state(extra["rng"])
-    return [float(x) for x in state["losses"]]
+    return [float(x) for x in state["losses"]], float(state.get("seconds", 0.0))
 
 
 def check_checkpoint(ck: Checkpointing, out: Path, overwrite: bool) -> bool:
@@ -202,7 +203,8 @@ def _fit_full(model, rows: Rows, enc: Encoded, *, batch_size: int, epochs: int, 
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
     warm = max(1, int(warmup * total))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min((s + 1) / warm, max(0.0, (total - s) / max(1, total - warm))))
-    losses = _load_checkpoint(checkpoint, model, opt, sched) if resume else []
+    losses, before = _load_checkpoint(checkpoint, model, opt, sched) if resume else ([], 0.0)
+    resumed_at, start = len(losses), time.perf_counter()
     every = checkpoint.seconds if checkpoint is not None else 0.0
     last_save = time.perf_counter()
 
@@ -232,10 +234,13 @@ def _fit_full(model, rows: Rows, enc: Encoded, *, batch_size: int, epochs: int, 
                 losses.append(float(loss.detach()))
                 advance(len(g))
                 if every and time.perf_counter() - last_save >= every and len(losses) < total:
-                    _save_checkpoint(checkpoint, model, opt, sched, losses, total)
+                    _save_checkpoint(checkpoint, model, opt, sched, losses, total, before + time.perf_counter() - start)
                     last_save = time.perf_counter()
     model.eval()
-    return {"final_train_loss": round(float(np.mean(losses[-steps_per_epoch:])), 4), "steps": len(losses)}
+    metrics = {"final_train_loss": round(float(np.mean(losses[-steps_per_epoch:])), 4), "steps": len(losses)}
+    if resumed_at:  # the seconds of the run before it was interrupted count too (finetune adds them)
+        metrics.update(resumed_at_step=resumed_at, seconds_before_resume=round(before, 2))
+    return metrics
 
 
 def finetune(
@@ -316,7 +321,7 @@ def finetune(
     else:
         metrics = _fit_full(net, rows, enc, batch_size=batch_size, epochs=epochs, max_steps=max_steps, lr=lr,
                             warmup=warmup, seed=seed, device=device, progress=progress, checkpoint=ck, resume=resuming)
-    seconds = time.perf_counter() - t0
+    seconds = time.perf_counter() - t0 + metrics.get("seconds_before_resume", 0.0)
     if eval_rows is not None:
         metrics["eval"] = evaluate(net, eval_rows, tokenizer, max_length, batch_size, device)
     mode = "head-only" if head_only else "full"

@@ -139,6 +139,9 @@ def test_a_killed_finetune_resumes_to_the_same_weights_and_cleans_up(task, tmp_p
     assert other.returncode == 2 and "made with other seed" in other.stderr
     assert run_cli(*args, "--out", str(killed), "--resume", cache=task["cache"]).returncode == 0
     assert not ckpt.exists()  # the finished model replaces the checkpoint
+    record = json.loads((killed / "selectkd_finetune.json").read_text())
+    assert record["metrics"]["resumed_at_step"] == step  # and its seconds include those before the kill
+    assert record["seconds"] >= record["metrics"]["seconds_before_resume"] > 0
     assert run_cli(*args, "--out", str(tmp_path / "clean"), cache=task["cache"]).returncode == 0
     a = load_file(str(killed / "model.safetensors"))
     b = load_file(str(tmp_path / "clean" / "model.safetensors"))
