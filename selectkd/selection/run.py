@@ -53,7 +53,7 @@ def select(data: DataSpec, scoring: ScoreSpec, spec: SelectSpec, *, name: str | 
         raise SelectionError(f"selection {name!r} exists in {store.root / SELECTIONS}; choose another --name or pass --overwrite")
     record = provenance(name, spec, choice, data=data, scoring=scoring, rows=result.rows, student=student,
                         teachers=teachers)
-    selection = _selection(name, choice, record, result.rows)
+    selection = as_selection(name, choice, record, result.rows.label_names)
     save_selection(store.root, selection, overwrite=overwrite)
     return selection
 
@@ -154,11 +154,11 @@ def provenance(name: str, spec: SelectSpec, choice: Choice, *, data: DataSpec, s
     }
 
 
-def _selection(name: str, choice: Choice, record: dict, rows: Rows) -> Selection:
+def as_selection(name: str, choice: Choice, record: dict, label_names: list[str] | None) -> Selection:
     """The chosen rows best first, with the whole pool's scores kept for the summary and plot."""
     picked = choice.indices
     scores = choice.ranking.score
-    stats = PoolStats(choice.uids, choice.labels, scores, choice.eligible, choice.ranking.groups, rows.label_names,
+    stats = PoolStats(choice.uids, choice.labels, scores, choice.eligible, choice.ranking.groups, label_names,
                       choice.ranking.criterion or record["strategy"], positions=picked)
     return Selection(name, choice.uids_of(picked), scores[picked].astype(np.float64), np.arange(len(picked), dtype=np.int64),
                      record, stats)
