@@ -325,6 +325,7 @@ def execute(args, run: Run, cfg: DistillConfig, prep: dict) -> dict:
     sel = None
     started = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
     load_before = os.getloadavg()[0]
+    busy0, own0, wall0 = machine_busy_seconds(), time.process_time(), time.perf_counter()
     if run.selection:
         t = time.perf_counter()
         s = run.selection
@@ -337,6 +338,8 @@ def execute(args, run: Run, cfg: DistillConfig, prep: dict) -> dict:
     # always trained here, never reused from the run folder: a record's seconds and load must come from one run
     # (a run redone for --rerun-loaded would otherwise copy the loaded run's seconds beside today's load)
     summary = distill(cfg, overwrite=True, progress=args.progress).summary
+    wall = time.perf_counter() - wall0  # the CPU the rest of the machine used meanwhile, in cores
+    others = max(0.0, machine_busy_seconds() - busy0 - (time.process_time() - own0)) / wall
     curve = read_curve(cfg.out)
     rec = {"name": run.name, "dataset": tag(run.data), "seed": run.seed, "tier": run.tier,
            "test": summary["test"], "seconds_train": summary["seconds"]["train"], "seconds": summary["seconds"],
@@ -346,6 +349,7 @@ def execute(args, run: Run, cfg: DistillConfig, prep: dict) -> dict:
            "curve": {"seconds": curve.seconds, "dev_accuracy": curve.accuracy},
            "selection": sel, "command": distill_command(cfg), "signature": signature(run_config(cfg)),
            "machine": machine(), "load_before": round(load_before, 2), "load_after": round(os.getloadavg()[0], 2),
+           "other_cores": round(others, 3),
            "commit": git_rev(), "started": started, "finished": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())}
     path = record_path(args, run)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -356,10 +360,26 @@ def execute(args, run: Run, cfg: DistillConfig, prep: dict) -> dict:
     return rec
 
 
-def busy(rec: dict, limit: float | None) -> bool:
-    """Whether a finished run ran beside other work (its load average above ``limit`` before or after)."""
+OTHER_CORES = 0.2  # a run beside other work that used more CPU than this, on average, has inflated seconds
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds the whole machine has been busy (all cores, from /proc/stat)."""
+    with open("/proc/stat") as f:
+        ticks = [int(x) for x in f.readline().split()[1:]]
+    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")  # less idle and iowait
+
+
+def busy(rec: dict, limit: float | None, cores: float = OTHER_CORES) -> bool:
+    """Whether a finished run ran beside other work: the rest of the machine used more than ``cores``
+    on average while it ran (records from before that was measured: its load average above ``limit``
+    before or after, which misses work that starts and ends inside the run)."""
+    if limit is None:
+        return False
+    if rec.get("other_cores") is not None:
+        return rec["other_cores"] > cores
     loads = [x for x in (rec.get("load_before"), rec.get("load_after")) if x is not None]
-    return limit is not None and bool(loads) and max(loads) > limit
+    return bool(loads) and max(loads) > limit
 
 
 def commit(paths: list[Path], message: str) -> None:
@@ -606,10 +626,14 @@ def render(args, preps: dict[str, dict], best: str | None) -> dict:
     if all_recs:
         machines = sorted({x["machine"] for x in all_recs})
         loads = [x["load_before"] for x in all_recs if x.get("load_before") is not None]
-        busy = sum(x > 2.5 for x in loads)
+        shared = sum(busy(x, 2.5) for x in all_recs)
+        measured = [x["other_cores"] for x in all_recs if x.get("other_cores") is not None]
+        others = (f"; the CPU other processes used during a run (measured for {len(measured)} of them): median "
+                  f"{np.median(measured):.2f} cores, max {max(measured):.2f}") if measured else ""
         doc += [f"Runs: {len(all_recs)}, on {'; '.join(machines)}; commits {', '.join(sorted({x['commit'] for x in all_recs}))}. "
-                f"1-minute load average before each run: median {np.median(loads):.1f}, max {max(loads):.1f}; "
-                f"{busy} runs started above 2.5 (beside other work on a 2-core machine: their seconds are inflated).", ""]
+                f"1-minute load average before each run: median {np.median(loads):.1f}, max {max(loads):.1f}{others}. "
+                f"{shared} runs ran beside other work (others above {OTHER_CORES} cores, or without that measurement a "
+                f"load above 2.5 before or after): their seconds are inflated and `--rerun-loaded 2.5` redoes them.", ""]
     headline = []
     waiting = [tag(d) for d in args.datasets if d not in preps]
     for data, prep in preps.items():
@@ -740,8 +764,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", default=str(REPO / "docs"))
     p.add_argument("--commit", action="store_true", help="git-commit each run's record as soon as it is written")
     p.add_argument("--rerun-loaded", type=float, default=None, metavar="LOAD",
-                   help="run again every finished run whose 1-minute load average before or after exceeded LOAD "
-                        "(2.5 on 2 cores: it ran beside other work, so its seconds are inflated)")
+                   help="run again every finished run that ran beside other work, so its seconds are inflated: the "
+                        "rest of the machine used more than 0.2 cores on average meanwhile (records from before "
+                        "that was measured: its 1-minute load average before or after exceeded LOAD, 2.5 on 2 cores)")
+    p.add_argument("--other-cores", type=float, default=OTHER_CORES, metavar="CORES",
+                   help="with --rerun-loaded: the CPU other processes may use during a run before it counts as "
+                        "beside other work")
     p.add_argument("--teacher-lr", type=float, default=3e-5, help="the teacher's fine-tuning lr (BERT-base's usual; "
                    "the small teacher uses finetune's default)")
     p.add_argument("--render-only", action="store_true", help="rewrite the report from the records")
@@ -770,9 +798,10 @@ def main(argv: list[str] | None = None) -> None:
                     for run in plan(args, preps[data], seed, best):
                         cfg = config_of(args, run, records)
                         rec = load_record(args, run, cfg) if cfg else None
-                        if rec is not None and run.tier == tier and busy(rec, args.rerun_loaded):
+                        if rec is not None and run.tier == tier and busy(rec, args.rerun_loaded, args.other_cores):
                             log(f"{tag(data)} seed {seed}: {run.name} ran beside other work (load "
-                                f"{rec['load_before']}/{rec['load_after']}): again")
+                                f"{rec['load_before']}/{rec['load_after']}, others {rec.get('other_cores')} "
+                                f"cores): again")
                             rec = None
                         if rec is None and cfg is not None and run.tier == tier:
                             rec = execute(args, run, cfg, preps[data])
