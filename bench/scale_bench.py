@@ -218,7 +218,8 @@ def main() -> None:
     if any(c[1] == "emb" for c in CASES if c[0] in args.cases):
         log(f"building the embedding pool ({args.emb_rows:,} x {args.emb_dim} float16) unless built")
         pools["emb"] = build(root, "emb", args.emb_rows, args.emb_dim, seed=1)
-    results = {}
+    results = earlier_results(Path(args.out) / "scale.json", pools)
+    stamp = {"date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "code": code_state()}
     for case, pool, strategy, extra in CASES:
         if case not in args.cases:
             continue
@@ -230,9 +231,30 @@ def main() -> None:
             total = sum(out["phases"][k]["wall_s"] for k in MEASURED)
             peak = max(out["phases"][k]["peak_rss_mib"] for k in out["phases"])
             log(f"{case} #{r}: {total:.1f} s, peak {peak:.0f} MiB")
-            runs.append({**out, "total_s": round(total, 2), "peak_mib": peak})
+            runs.append({**out, "total_s": round(total, 2), "peak_mib": peak, **stamp})
         results[case] = runs
     write(args, pools, results, time.perf_counter() - t0)
+
+
+def earlier_results(path: Path, pools: dict) -> dict:
+    """The cases of an earlier run on the same pools (a case measured again replaces its own); the
+    earlier record's pools that this run did not build are added to ``pools``."""
+    if not path.exists():
+        return {}
+    earlier = json.loads(path.read_text())
+    same = all(earlier.get("pools", {}).get(name, {}).get("student_key") == b["student_key"] for name, b in pools.items())
+    if not same:
+        return {}
+    for name, b in earlier.get("pools", {}).items():
+        pools.setdefault(name, b)
+    pool_of = {case: pool for case, pool, _, _ in CASES}
+    return {case: runs for case, runs in earlier.get("results", {}).items() if pool_of.get(case) in pools}
+
+
+def code_state() -> str:
+    m = machine_info()
+    return f"git {m['git_head']}" + (f" with uncommitted changes in {', '.join(m['selectkd_uncommitted_changes'])}"
+                                     if m["selectkd_uncommitted_changes"] else "")
 
 
 def write(args, pools: dict, results: dict, seconds: float) -> None:
@@ -241,15 +263,13 @@ def write(args, pools: dict, results: dict, seconds: float) -> None:
     m = machine_info()
     machine = (f"{m['nproc']} cores ({m['cpu_model']}), {m['mem_total']} RAM, Python {m['python']}, numpy {m['numpy']}, "
                f"pyarrow {m['pyarrow']}, faiss {m['faiss']} ({m['faiss_omp_threads']} OpenMP threads)")
-    code = f"git {m['git_head']}" + (f" with uncommitted changes in {', '.join(m['selectkd_uncommitted_changes'])}"
-                                     if m["selectkd_uncommitted_changes"] else "")
     record = {"command": command, "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "machine": machine,
-              "code": code, "pools": pools, "results": results, "seconds": round(seconds, 1)}
+              "code": code_state(), "pools": pools, "results": results, "seconds": round(seconds, 1)}
     (out / "scale.json").write_text(json.dumps(record, indent=2))
     L = ["# Selection at scale: 100M scored rows, coverage on 10M x 384 float16", "",
          f"- command: `{command}`", f"- date: {record['date']}", f"- machine: {record['machine']}",
-         f"- code: {record['code']}", f"- each repeat is a fresh `python` subprocess; medians of {args.repeats} repeats; "
-         f"benchmark time {seconds:.0f} s", "", "## The synthetic caches (built once, chunk by chunk, with the library's writers)", ""]
+         f"- code: {record['code']} (each case's own commit and date: scale.json, and the list below)",
+         f"- each repeat is a fresh `python` subprocess; medians of the repeats; this invocation took {seconds:.0f} s", "", "## The synthetic caches (built once, chunk by chunk, with the library's writers)", ""]
     for name, b in pools.items():
         what = (f"{b['rows']:,} rows, {b['classes']} classes, one teacher entry (uid + logits float32[3], parts of "
                 f"{PART:,} rows) and the student entry's scores.arrow") if name == "big" else \
@@ -273,8 +293,9 @@ def write(args, pools: dict, results: dict, seconds: float) -> None:
         L.append(f"| {case}, {pools[pool]['rows']:,} rows | {med['checksums']:.1f} | {med['choose']:.1f} | "
                  f"{med['save_selection']:.1f} | {med['summary']:.1f} | {total:.1f} | {peak:.0f} | "
                  f"< {limit_s:.0f} s, < {limit_mib / 1024:.0f} GiB | {met} | {other:.2f} |")
-    L += ["", "Per repeat (total s / peak MiB): " + "; ".join(
-        f"{case}: " + ", ".join(f"{r['total_s']:.1f}/{r['peak_mib']:.0f}" for r in runs) for case, runs in results.items()),
+    L += ["", "Per repeat (total s / peak MiB), with the code and date each case ran at: " + "; ".join(
+        f"{case}: " + ", ".join(f"{r['total_s']:.1f}/{r['peak_mib']:.0f}" for r in runs)
+        + f" ({runs[-1].get('code', '?')}, {runs[-1].get('date', '?')})" for case, runs in results.items()),
         "", "## Not measured here, and the plan past one machine", "",
         "- **--dedup at 10M rows** still reads the pool whole and runs an exact faiss range search over every "
         "embedding (15 GB at 10M x 384 float32; quadratic work). The plan: an IVF index (nlist ~ sqrt(N)) "

@@ -385,6 +385,21 @@ def test_the_cache_read_in_parts_picks_what_the_whole_pool_picks(scored, strateg
     assert np.array_equal(streamed.eligible, whole.eligible) and streamed.dropped == whole.dropped
 
 
+@pytest.mark.parametrize("strata_count", [3, 40])
+def test_top_per_stratum_matches_a_stable_sort_with_ties(strata_count):
+    from selectkd.selection.choose import _top_per_stratum
+
+    rng = np.random.default_rng(strata_count)
+    priority = rng.integers(0, 5, 2000).astype(np.float32)  # many ties: the earlier row must win each
+    strata = rng.integers(0, strata_count, 2000).astype(np.int32)
+    eligible = rng.random(2000) > 0.2
+    quotas = np.minimum(rng.integers(0, 30, strata_count), np.bincount(strata[eligible], minlength=strata_count))
+    order = np.argsort(-priority, kind="stable")
+    want = sorted(int(i) for s in range(strata_count)
+                  for i in [j for j in order if strata[j] == s and eligible[j]][:quotas[s]])
+    assert _top_per_stratum(priority, strata, eligible, quotas).tolist() == want
+
+
 def test_the_part_reader_crosses_batches_and_files_in_row_order(tmp_path):
     from selectkd.selection.pool import _Cursor
 

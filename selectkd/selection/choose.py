@@ -363,17 +363,21 @@ def _bincount(ids: np.ndarray, mask: np.ndarray, weights: np.ndarray | None = No
 def _top_per_stratum(priority: np.ndarray, strata: np.ndarray, eligible: np.ndarray, quotas: np.ndarray) -> np.ndarray:
     """Positions of the ``quotas[s]`` eligible rows of highest priority in each stratum s (ties: earlier row)."""
     wanted = np.flatnonzero(quotas)
-    if len(wanted) <= 32:  # a pass over the pool per stratum: no sort, no pool-sized index
+    if len(wanted) <= 4:  # a pass over the pool per stratum: no sort, no pool-sized index
         picked = np.zeros(len(priority), dtype=bool)
         for s in wanted:
             picked |= top_mask(priority, int(quotas[s]), eligible & (strata == s))
         return np.flatnonzero(picked)
-    live = np.flatnonzero(eligible)  # many strata: group the eligible rows by stratum once
-    live = live[np.argsort(strata[live], kind="stable")]
-    bounds = np.searchsorted(strata[live], np.arange(len(quotas) + 1))
+    # more strata: group the rows by stratum once (a radix sort when the ids fit 16 bits), then a
+    # partition inside each group's eligible rows, kept in row order so ties still go to the earlier row
+    small = strata.astype(np.int16) if len(quotas) <= np.iinfo(np.int16).max else strata
+    order = np.argsort(small, kind="stable")
+    bounds = np.searchsorted(small[order], np.arange(len(quotas) + 1))
+    del small
     out = []
     for s in wanted:
-        rows = live[bounds[s]:bounds[s + 1]]  # in row order within the stratum
+        rows = order[bounds[s]:bounds[s + 1]]
+        rows = rows[eligible[rows]]
         out.append(rows[top_mask(priority[rows], int(quotas[s]))])
     return np.sort(np.concatenate(out))
 

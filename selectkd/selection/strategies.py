@@ -244,19 +244,21 @@ def ccs_finish(ranking: Ranking, *, prune_hard: float = DEFAULT_PRUNE_HARD, bins
         raise SelectionError(f"--prune-hard {prune_hard} must be in [0, 1): the share of the pool dropped as too hard")
     if bins < 1:
         raise SelectionError(f"--bins {bins} must be >= 1")
+    # the pool's arrays are modified in place and dropped once used: a few bytes per row at any moment
     difficulty, labels = ranking.score, ranking.groups
     n, classes = len(difficulty), int(ranking.meta.get("classes", 1))
     drop = min(int(np.ceil(prune_hard * n)), n - (budget_rows or 0))
-    exclude = top_mask(ranking.extra["hardness"], drop)
+    exclude = top_mask(ranking.extra.pop("hardness"), drop)
     kept = difficulty[~exclude]
     lo, hi = (kept.min(), kept.max()) if len(kept) else (0.0, 1.0)
     del kept
     edges = np.linspace(lo, hi, bins + 1)[1:-1].astype(difficulty.dtype)
     binned = np.searchsorted(edges, difficulty, side="right").astype(np.int32)
-    bin_rows = np.bincount(binned[~exclude], minlength=bins).astype(np.float32)
-    share = 1.0 / np.maximum(bin_rows[binned], 1.0)  # a bin's rows share one weight: bins count equally
+    bin_rows = np.maximum(np.bincount(binned[~exclude], minlength=bins), 1).astype(np.float32)
+    share = np.reciprocal(bin_rows)[binned]  # a bin's rows share one weight: bins count equally
     binned *= max(classes, 1)
-    binned += np.where(labels >= 0, labels, 0).astype(np.int32)
+    binned += np.maximum(labels, 0, out=labels)  # unknown labels (-1) count as class 0
+    ranking.groups = None
     return Ranking(difficulty, False, binned, exclude=exclude, share=share, draw="uniform")
 
 
