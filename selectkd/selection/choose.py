@@ -278,6 +278,7 @@ def choose_parts(
             raise SelectionError(f"only {int(eligible.sum())} rows are left after {strategy} pruned "
                                  f"{dropped[f'{strategy}_pruned']} and the filters dropped more, fewer than the budget "
                                  f"of {k}; lower --prune-hard or --budget")
+    ranking.exclude = None  # folded into eligible: a pool-sized array less from here on
     priority = _priority(ranking, eligible, np.random.default_rng([seed, 1]), sample, temperature)
     strata = _strata(ranking.groups, labels if per_class else None)
     if strata is None:
@@ -288,6 +289,7 @@ def choose_parts(
             quotas = largest_remainder(sizes, k)
         else:
             quotas = capped_quotas(sizes, _bincount(strata, eligible, ranking.share, len(sizes)), k)
+            ranking.share = None
         picked = _top_per_stratum(priority, strata, eligible, quotas)
     # best first; ties to the earlier row, as a stable sort by priority would order them
     picked = picked[np.lexsort((picked, -priority[picked].astype(np.float64)))]
@@ -302,7 +304,7 @@ class _Joined:
         self.fields: dict[str, np.ndarray | None] = {}
         self.extra: dict[str, np.ndarray] = {}
         self.first: Ranking | None = None
-        self.labels = np.empty(n, dtype=np.int32)
+        self.labels = np.empty(n, dtype=np.int16)  # widened to int32 if a part has a label id beyond int16
         self.uids: np.ndarray | None = None  # allocated at the first uid that is not its row number
         self.disagree = np.zeros(n, dtype=bool) if disagreement else None
 
@@ -322,7 +324,10 @@ class _Joined:
                 out[lo:hi] = value
         for name, out in self.extra.items():
             out[lo:hi] = r.extra[name]
-        self.labels[lo:hi] = part.labels
+        labels = np.asarray(part.labels)
+        if self.labels.dtype == np.int16 and len(labels) and (labels.max() > 32767 or labels.min() < -32768):
+            self.labels = self.labels.astype(np.int32)
+        self.labels[lo:hi] = labels
         uids = np.asarray(part.uids)
         if self.uids is None and not np.array_equal(uids, np.arange(lo, hi)):
             self.uids = np.arange(self.n, dtype=np.int64)  # rows before this part had uid = row number
@@ -372,7 +377,7 @@ def _top_per_stratum(priority: np.ndarray, strata: np.ndarray, eligible: np.ndar
     # partition inside each group's eligible rows, kept in row order so ties still go to the earlier row
     small = strata.astype(np.int16) if len(quotas) <= np.iinfo(np.int16).max else strata
     order = np.argsort(small, kind="stable")
-    bounds = np.searchsorted(small[order], np.arange(len(quotas) + 1))
+    bounds = np.concatenate([[0], np.cumsum(np.bincount(small, minlength=len(quotas)))])
     del small
     out = []
     for s in wanted:

@@ -249,12 +249,13 @@ def ccs_finish(ranking: Ranking, *, prune_hard: float = DEFAULT_PRUNE_HARD, bins
     n, classes = len(difficulty), int(ranking.meta.get("classes", 1))
     drop = min(int(np.ceil(prune_hard * n)), n - (budget_rows or 0))
     exclude = top_mask(ranking.extra.pop("hardness"), drop)
-    kept = difficulty[~exclude]
-    lo, hi = (kept.min(), kept.max()) if len(kept) else (0.0, 1.0)
-    del kept
+    kept = ~exclude
+    lo, hi = (difficulty.min(where=kept, initial=np.inf), difficulty.max(where=kept, initial=-np.inf)) \
+        if kept.any() else (0.0, 1.0)
     edges = np.linspace(lo, hi, bins + 1)[1:-1].astype(difficulty.dtype)
     binned = np.searchsorted(edges, difficulty, side="right").astype(np.int32)
-    bin_rows = np.maximum(np.bincount(binned[~exclude], minlength=bins), 1).astype(np.float32)
+    bin_rows = np.maximum(np.bincount(binned[kept], minlength=bins), 1).astype(np.float32)
+    del kept
     share = np.reciprocal(bin_rows)[binned]  # a bin's rows share one weight: bins count equally
     binned *= max(classes, 1)
     binned += np.maximum(labels, 0, out=labels)  # unknown labels (-1) count as class 0
