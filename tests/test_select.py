@@ -400,6 +400,20 @@ def test_top_per_stratum_matches_a_stable_sort_with_ties(strata_count):
     assert _top_per_stratum(priority, strata, eligible, quotas).tolist() == want
 
 
+def test_summary_counts_rows_without_a_gold_label_apart():
+    from selectkd.selection.saved import PoolStats
+
+    labels = np.array([0, 1, -1, 1, -1, 0])
+    pool = Pool(uids=np.arange(6), labels=labels, entropy=np.arange(6, dtype=np.float32),
+                margin=np.zeros(6), least_confidence=np.zeros(6))
+    choice = choose(pool, "entropy", 3)  # rows 5, 4, 3
+    stats = PoolStats(None, labels, choice.ranking.score, choice.eligible, label_names=["neg", "pos"],
+                      positions=choice.indices)
+    sel = Selection("s", choice.indices, choice.ranking.score[choice.indices], np.arange(3), {}, stats)
+    rows = {c["label"]: (c["pool"], c["subset"]) for c in summary(sel)["classes"]}
+    assert rows == {"neg": (2, 1), "pos": (2, 1), "(no label)": (2, 1)}
+
+
 def test_the_part_reader_crosses_batches_and_files_in_row_order(tmp_path):
     from selectkd.selection.pool import _Cursor
 

@@ -27,12 +27,14 @@ def summary(selection: Selection, pool: PoolStats | None = None) -> dict:
         raise SelectionError("summary needs the pool the selection came from (the result of `select`)")
     at = pool.at(selection.uids)
     n_classes = int(max(pool.labels.max(initial=0) + 1, len(pool.label_names or [])))
-    pool_counts = np.bincount(pool.labels, minlength=n_classes)
-    sub_counts = np.bincount(pool.labels[at], minlength=n_classes)
-    names = pool.label_names or [str(i) for i in range(n_classes)]
+    # rows without a gold label (-1) are counted under their own name, after the classes
+    pool_counts = np.bincount(np.where(pool.labels < 0, n_classes, pool.labels), minlength=n_classes + 1)
+    sub = pool.labels[at]
+    sub_counts = np.bincount(np.where(sub < 0, n_classes, sub), minlength=n_classes + 1)
+    names = list(pool.label_names or [str(i) for i in range(n_classes)])[:n_classes] + ["(no label)"]
     classes = [{"label": names[c], "pool": int(pool_counts[c]), "pool_share": float(pool_counts[c] / len(pool)),
                 "subset": int(sub_counts[c]), "subset_share": float(sub_counts[c] / max(1, len(at)))}
-               for c in range(n_classes)]
+               for c in range(n_classes + 1) if c < n_classes or pool_counts[c]]
     result = {
         "name": selection.name,
         "strategy": selection.provenance.get("strategy"),
