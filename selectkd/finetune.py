@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import atomic_write_json, remove_path, replace_path, replacing, temp_name
+from .atomic import atomic_write_json, remove_path, replace_path, temp_name
 from .data.holdout import hold_out_dev
 from .data.labels import split_spec
 from .data.rows import Rows, load_rows
@@ -132,32 +132,22 @@ class Checkpointing:
 
 
 def _save_checkpoint(ck: Checkpointing, model, opt, sched, losses: list[float], total: int, seconds: float) -> None:
-    """The state after ``len(losses)`` steps, built under a temp name and swapped in whole."""
-    import torch
-    from safetensors.torch import save_file
+    """The state after ``len(losses)`` steps (distill's checkpoint format, its own state file)."""
+    from .distillation.checkpoint import save_state
 
     ck.folder.parent.mkdir(parents=True, exist_ok=True)
-    with replacing(ck.folder) as tmp:
-        tmp.mkdir()
-        save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(tmp / "model.safetensors"))
-        torch.save({"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "rng": torch.get_rng_state()},
-                   tmp / "optim.pt")
-        atomic_write_json(tmp / CHECKPOINT_STATE, {"settings": ck.settings, "step": len(losses), "steps": total,
-                                                   "losses": losses, "seconds": round(seconds, 3)})
+    save_state(ck.folder, {"model": model}, opt, sched, CHECKPOINT_STATE,
+               {"settings": ck.settings, "step": len(losses), "steps": total, "losses": losses,
+                "seconds": round(seconds, 3)})
 
 
 def _load_checkpoint(ck: Checkpointing, model, opt, sched) -> tuple[list[float], float]:
     """(the losses of the steps the checkpoint holds, the training seconds they took); its state loaded
     into ``model``, ``opt`` and ``sched``."""
-    import torch
-    from safetensors.torch import load_file
+    from .distillation.checkpoint import load_state
 
     state = json.loads((ck.folder / CHECKPOINT_STATE).read_text())
-    model.load_state_dict(load_file(str(ck.folder / "model.safetensors")), strict=True)
-    extra = torch.load(ck.folder / "optim.pt", weights_only=True)
-    opt.load_state_dict(extra["optimizer"])
-    sched.load_state_dict(extra["scheduler"])
-    torch.set_rng_state(extra["rng"])
+    load_state(ck.folder, {"model": model}, opt, sched)
     return [float(x) for x in state["losses"]], float(state.get("seconds", 0.0))
 
 

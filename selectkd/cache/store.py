@@ -186,17 +186,20 @@ class Entry:
         manifest["complete"] = False
         self.write_manifest(manifest)
 
-    def read_parts(self, verify: bool = True) -> pa.Table:
-        """All parts as one memory-mapped table, in row order."""
+    def part_paths(self, verify: bool = True) -> list[Path]:
+        """The paths of a complete entry's parts, in row order (checksums checked unless ``verify=False``)."""
         if not self.is_complete():
             raise CacheError(f"cache entry {self.kind}/{self.key} is incomplete; re-run `selectkd score` to finish it")
         names = self.part_names()
+        if not names:
+            raise CacheError(f"cache entry {self.kind}/{self.key} has no parts; remove it with `selectkd cache rm {self.key}`")
         if verify:
             self.check(names)
-        tables = [read_arrow(self.path / name) for name in names]
-        if not tables:
-            raise CacheError(f"cache entry {self.kind}/{self.key} has no parts; remove it with `selectkd cache rm {self.key}`")
-        return pa.concat_tables(tables)
+        return [self.path / name for name in names]
+
+    def read_parts(self, verify: bool = True) -> pa.Table:
+        """All parts as one memory-mapped table, in row order."""
+        return pa.concat_tables([read_arrow(path) for path in self.part_paths(verify)])
 
     def read_file(self, name: str, verify: bool = True) -> pa.Table:
         if verify:

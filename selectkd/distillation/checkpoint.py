@@ -37,27 +37,46 @@ class RunState:
     dev_top_class: dict | None = None  # the last dev evaluation's most predicted class and its share
 
 
-def save_checkpoint(ckpt: Path, state: RunState, student, proj, opt, sched) -> None:
+def save_state(folder: Path, weights: dict, opt, sched, state_name: str, state: dict) -> None:
+    """Training state in ``folder``: each module's weights (NAME.safetensors), optimizer, schedule and torch
+    RNG (optim.pt), and ``state`` as JSON written last; built under a temp name and swapped in whole."""
     import torch
     from safetensors.torch import save_file
 
-    clean_stale(ckpt)
-    with replacing(ckpt) as tmp:
+    clean_stale(folder)  # what a writer killed half-way left beside it
+    with replacing(folder) as tmp:
         tmp.mkdir()
-        save_file({k: v.contiguous() for k, v in student.state_dict().items()}, str(tmp / "student.safetensors"))
-        if proj is not None:
-            save_file(proj.state_dict(), str(tmp / "proj.safetensors"))
+        for name, module in weights.items():
+            save_file({k: v.contiguous() for k, v in module.state_dict().items()}, str(tmp / f"{name}.safetensors"))
         torch.save({"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "rng": torch.get_rng_state()},
                    tmp / "optim.pt")
-        atomic_write_json(tmp / "state.json", asdict(state))
+        atomic_write_json(tmp / state_name, state)
         follow_umask(tmp)
+
+
+def load_state(folder: Path, weights: dict, opt, sched) -> None:
+    """Load what ``save_state`` wrote into the modules, optimizer, schedule and torch RNG (in place)."""
+    import torch
+    from safetensors.torch import load_file
+
+    for name, module in weights.items():
+        module.load_state_dict(load_file(str(folder / f"{name}.safetensors")), strict=True)
+    extra = torch.load(folder / "optim.pt", weights_only=True)
+    opt.load_state_dict(extra["optimizer"])
+    sched.load_state_dict(extra["scheduler"])
+    torch.set_rng_state(extra["rng"])
+
+
+def _weights(student, proj) -> dict:
+    return {"student": student, **({"proj": proj} if proj is not None else {})}
+
+
+def save_checkpoint(ckpt: Path, state: RunState, student, proj, opt, sched) -> None:
+    save_state(ckpt, _weights(student, proj), opt, sched, "state.json", asdict(state))
 
 
 def load_checkpoint(ckpt: Path, state: RunState, student, proj, opt, sched) -> bool:
     """Load ``ckpt`` into the models, optimizer and ``state`` (in place); False when there is none."""
-    import torch
-    from safetensors.torch import load_file
-
     if not (ckpt / "state.json").exists():
         return False
     saved = json.loads((ckpt / "state.json").read_text())
@@ -66,13 +85,7 @@ def load_checkpoint(ckpt: Path, state: RunState, student, proj, opt, sched) -> b
             getattr(state, name).update(value)  # in place: the step and the scorers count into these
         else:
             setattr(state, name, value)
-    student.load_state_dict(load_file(str(ckpt / "student.safetensors")), strict=True)
-    if proj is not None:
-        proj.load_state_dict(load_file(str(ckpt / "proj.safetensors")))
-    extra = torch.load(ckpt / "optim.pt", weights_only=True)
-    opt.load_state_dict(extra["optimizer"])
-    sched.load_state_dict(extra["scheduler"])
-    torch.set_rng_state(extra["rng"])
+    load_state(ckpt, _weights(student, proj), opt, sched)
     return True
 
 

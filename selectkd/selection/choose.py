@@ -253,8 +253,6 @@ def choose_parts(
     k = budget_rows(budget, n)
     if sample and temperature <= 0:
         raise SelectionError(f"--sample-temperature {temperature} must be > 0")
-    if drop_disagreement and not 0 < disagreement_threshold <= 1:
-        raise SelectionError(f"disagreement threshold {disagreement_threshold} must be in (0, 1]")
     options = dict(criterion=criterion, clusters=clusters, seed=seed, prune_hard=prune_hard, bins=bins, budget_rows=k)
     context = spec.prepare(parts.sample(sample_positions(n, sample_rows(clusters), seed)), n=n, **options) \
         if spec.prepare else {}

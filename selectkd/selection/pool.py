@@ -173,17 +173,8 @@ class CacheParts(Parts):
         self.score_columns = [c for c in ("uid", "label", "entropy", "margin", "least_confidence", "kl") if c in names]
         student_teachers = manifest.get("teachers", [])
         self.kl_keep = [student_teachers.index(t.key) for t in teachers if t.key in student_teachers]
-        self.teacher_files = [self._parts(t, verify) for t in teachers] if teacher_logits else []
-        self.embedding_files = self._parts(embedding_entry(student), verify) if embeddings else None
-
-    @staticmethod
-    def _parts(entry: Entry, verify: bool) -> list[Path]:
-        if not entry.is_complete():
-            raise CacheError(f"cache entry {entry.kind}/{entry.key} is incomplete; re-run `selectkd score` to finish it")
-        names = entry.part_names()
-        if verify:
-            entry.check(names)
-        return [entry.path / name for name in names]
+        self.teacher_files = [t.part_paths(verify) for t in teachers] if teacher_logits else []
+        self.embedding_files = embedding_entry(student).part_paths(verify) if embeddings else None
 
     def __iter__(self) -> Iterator[Pool]:
         scores = _Cursor([self.scores], self.score_columns)

@@ -118,18 +118,6 @@ def strategy(name: str, description: str, *, needs_teachers: bool = False, needs
     return register
 
 
-def rank_whole(pool: Pool, name: str, *, rng: np.random.Generator, seed: int = 0, **options: object) -> Ranking:
-    """The strategy ``name`` over a pool in memory as one part: prepare (on the seeded sample), rank, finish."""
-    spec = get_strategy(name)
-    options = {"seed": seed, **options}
-    context = {}
-    if spec.prepare:
-        rows = sample_rows(int(options.get("clusters") or DEFAULT_CLUSTERS))
-        context = spec.prepare(pool.take(sample_positions(len(pool), rows, seed)), n=len(pool), **options)
-    ranking = spec.fn(pool, rng=rng, context=context, **options)
-    return spec.finish(ranking, **options) if spec.finish else ranking
-
-
 def sample_rows(clusters: int) -> int:
     """How many rows ``prepare`` sees: faiss's own cap for k-means training (256 points per centroid)."""
     return 256 * max(1, clusters)
@@ -396,4 +384,4 @@ def batch_priority(name: str, student_logits: np.ndarray, teacher_logits: np.nda
     if name not in IN_BATCH_CRITERIA:
         raise SelectionError(f"in-batch --criterion must be one of {', '.join(IN_BATCH_CRITERIA)}, not {name!r}")
     pool = pool_from_logits(student_logits, teacher_logits)
-    return rank_whole(pool, name, rng=rng).priority
+    return get_strategy(name).fn(pool, rng=rng, context={}).priority  # these rank row by row: no prepare, no finish
