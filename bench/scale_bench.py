@@ -8,17 +8,18 @@ writers (``EntryWriter``, ``scores_table`` as `score` writes scores.arrow, recor
 * big: --rows (100,000,000) rows, 3 classes, one teacher (uid + logits float32[3], parts of 1,048,576
   rows) and the student entry (scores.arrow: uid, label, logits, entropy, margin, least_confidence, kl);
 * emb: --emb-rows (10,000,000) rows, student scores plus an embedding entry of unit vectors (384
-  float16 dimensions, 60 Gaussian blobs of unequal sizes) in parts of 262,144 rows; no teacher.
+  float16 dimensions, 60 Gaussian blobs of unequal sizes) in parts of 262,144 rows; no teacher. 1% of
+  the rows are planted near-duplicates (distance 0 to 0.09) of an earlier row, half of them from an
+  earlier part; the pairs are kept in emb-planted.npy.
 
 Then measures, each repeat in a FRESH python subprocess (its own peak RSS), what `selectkd select` runs
 once `score` has found the entries: the checksums of every file (`score` checks them before reusing an
 entry), ``choose_from_cache`` (the pool read part by part), ``as_selection`` + ``save_selection``, and the
 summary table the command prints. Cases: entropy, random, entropy --per-class and ccs at 10% of the big
-pool; coverage (30 clusters, entropy inside) at 10% of the emb pool. Peak RSS is VmHWM per phase
-(anonymous memory + touched pages of memory-mapped files), reset between phases.
-
-Not measured: --dedup at 10M rows. Its range search is exact (faiss IndexFlatIP over every embedding
-in memory: 15 GB at 10M x 384 float32, and a quadratic search); see the plan in the result file.
+pool; coverage (30 clusters, entropy inside) and entropy --dedup 0.1 at 10% of the emb pool (with the share
+of planted duplicates it dropped). Peak RSS is VmHWM per phase (anonymous memory + touched pages of
+memory-mapped files), reset between phases. dedup_sizes times --dedup's exact search against its list
+search on the first 4k..64k rows of the emb pool (where EXACT_ROWS comes from) and counts where they differ.
 """
 
 from __future__ import annotations
@@ -38,11 +39,13 @@ from select_bench import (CLK_TCK, Phases, _children_cpu, _proc_stat, entry_inpu
 
 _T_START = time.perf_counter()
 REPO = Path(__file__).resolve().parents[1]
-BUILD_VERSION = 1  # bump when the synthetic data changes
+BUILD_VERSIONS = {"big": 1, "emb": 2}  # bump when a pool's synthetic data changes
 PART = 1 << 20
 EMB_PART = 1 << 18
 CLASSES = 3
-TARGETS = {"select": (60.0, 4096.0), "coverage": (300.0, 4096.0)}  # seconds, peak MiB
+TARGETS = {"select": (60.0, 4096.0), "coverage": (300.0, 4096.0), "dedup": (300.0, 4096.0)}  # seconds, peak MiB
+PLANTED = 0.01  # share of the emb pool's rows that are near copies of an earlier row
+DEDUP_SIZES = (4096, 8192, 16384, 32768, 65536)
 
 
 def log(msg: str) -> None:
@@ -65,12 +68,12 @@ def build(root: Path, name: str, n: int, emb_dim: int, seed: int) -> dict:
     record = root / f"{name}.json"
     if record.exists():
         built = json.loads(record.read_text())
-        if built.get("build_version") == BUILD_VERSION and built["rows"] == n:
+        if built.get("build_version") == BUILD_VERSIONS[name] and built["rows"] == n:
             return built
     store = Store(root)
     t0 = time.perf_counter()
     data = f"synthetic-{name}-{n}"
-    extra = {"num_labels": CLASSES, "bench_seed": seed, "bench_version": BUILD_VERSION}
+    extra = {"num_labels": CLASSES, "bench_seed": seed, "bench_version": BUILD_VERSIONS[name]}
     teacher = embedding = None
     if not emb_dim:
         tin = entry_inputs("teacher", data, {**extra, "cls_states": False, "untrained_head_seed": None})
@@ -93,6 +96,26 @@ def build(root: Path, name: str, n: int, emb_dim: int, seed: int) -> dict:
     centres /= np.linalg.norm(centres, axis=1, keepdims=True)
     weights = rng.dirichlet(np.full(60, 2.0))
     step = EMB_PART if emb_dim else PART
+    reservoir = np.zeros((0, max(emb_dim, 1)), dtype=np.float32), np.zeros(0, dtype=np.int64)  # earlier parts' rows
+    planted = []
+
+    def plant(r, x: np.ndarray, uids: np.ndarray) -> None:
+        """Overwrite 1% of the part's rows with near copies of earlier rows (half from earlier parts)."""
+        nonlocal reservoir
+        dst = np.sort(r.choice(np.arange(1, len(x)), int(PLANTED * len(x)), replace=False))
+        at = r.integers(0, dst)  # an earlier row of this part
+        x_src, src_uid = x[at].copy(), uids[at]
+        if len(reservoir[1]):
+            cross = np.arange(len(dst)) % 2 == 0
+            pick = r.integers(0, len(reservoir[1]), int(cross.sum()))
+            x_src[cross], src_uid[cross] = reservoir[0][pick], reservoir[1][pick]
+        away = r.standard_normal(x_src.shape).astype(np.float32)
+        away *= (r.uniform(0, 0.09, len(dst)) / np.linalg.norm(away, axis=1)).astype(np.float32)[:, None]
+        x[dst] = x_src + away
+        x[dst] /= np.linalg.norm(x[dst], axis=1, keepdims=True)
+        planted.append(np.stack([src_uid, uids[dst]], axis=1))
+        keep = r.choice(len(x), 4096, replace=False)
+        reservoir = x[keep].copy(), uids[keep]
 
     def write_scores(tmp: Path) -> None:
         schema = None
@@ -110,6 +133,7 @@ def build(root: Path, name: str, n: int, emb_dim: int, seed: int) -> dict:
                     x = r.standard_normal((m, emb_dim), dtype=np.float32) * np.float32(0.8 / np.sqrt(emb_dim))
                     x += centres[which]
                     x /= np.linalg.norm(x, axis=1, keepdims=True)
+                    plant(r, x, uids)
                     side.write_table(part_name(i), pa.table({"uid": pa.array(uids),
                                                              "embedding": fixed_list(x.astype(np.float16))}))
                 table = scores_table(uids, labels, s_logits, [softmax(t_logits)] if teacher else [])
@@ -127,8 +151,10 @@ def build(root: Path, name: str, n: int, emb_dim: int, seed: int) -> dict:
                                        **({"embedding": embedding.key} if embedding else {})})
         w.write_file("scores.arrow", write_scores)
         side.finish(seconds=0.0, **({"embedding_dim": emb_dim} if emb_dim else {"tokens_scored": 0}))
+        if planted:
+            np.save(root / f"{name}-planted.npy", np.concatenate(planted))
         w.finish(seconds=0.0)
-    built = {"name": name, "rows": n, "classes": CLASSES, "embedding_dim": emb_dim, "build_version": BUILD_VERSION,
+    built = {"name": name, "rows": n, "classes": CLASSES, "embedding_dim": emb_dim, "build_version": BUILD_VERSIONS[name],
              "student_key": student.key, "teacher_key": teacher.key if teacher else None,
              "embedding_key": embedding.key if embedding else None,
              "bytes": student.size_bytes() + (teacher or embedding).size_bytes(),
@@ -140,6 +166,8 @@ def build(root: Path, name: str, n: int, emb_dim: int, seed: int) -> dict:
 # -- one measured run (a fresh process) ---------------------------------------------------------------
 
 def worker(spec: dict) -> dict:
+    if spec["case"] == "dedup_sizes":
+        return dedup_sizes(spec)
     ph = Phases(_T_START)
     from selectkd.cache.store import Store
     from selectkd.selection.report import summary
@@ -156,9 +184,18 @@ def worker(spec: dict) -> dict:
         entry.check()  # what `score` does before it reuses a complete entry
     ph.end("checksums")
     select = SelectSpec(strategy=spec["strategy"], budget=0.1, per_class=spec.get("per_class", False),
-                        clusters=spec.get("clusters", 30), seed=0)
+                        clusters=spec.get("clusters", 30), seed=0, dedup=spec.get("dedup"))
     choice = choose_from_cache(student, side, select, verify=False)
     ph.end("choose")
+    dedup = {}
+    if select.dedup is not None:  # uid = row here: the share of planted copies dropped (or whose source was)
+        import numpy as np
+
+        planted = np.load(Path(spec["root"]) / "emb-planted.npy")
+        dropped = ~choice.eligible
+        dedup = {"search": choice.dedup, "dropped": choice.dropped, "planted": len(planted),
+                 "planted_found": round(float(np.mean(dropped[planted[:, 1]] | dropped[planted[:, 0]])), 5),
+                 "planted_copy_dropped": round(float(np.mean(dropped[planted[:, 1]])), 5)}
     name = f"scale-{spec['case']}-{spec['repeat']}"
     sel = as_selection(name, choice, {"name": name, "strategy": spec["strategy"], "rows": int(len(choice.indices))},
                        [str(c) for c in range(CLASSES)])
@@ -167,7 +204,34 @@ def worker(spec: dict) -> dict:
     table = summary(sel)
     ph.end("summary")
     return {"case": spec["case"], "phases": ph.records, "rows": len(sel), "pool_rows": table["pool_rows"],
-            "classes": table["classes"], "clusters": table["clusters"]}
+            "classes": table["classes"], "clusters": table["clusters"], **({"dedup": dedup} if dedup else {})}
+
+
+def dedup_sizes(spec: dict) -> dict:
+    """--dedup's exact search and its list search on the first rows of the emb pool: seconds and agreement."""
+    import numpy as np
+
+    from selectkd.cache.store import Store
+    from selectkd.selection.dedup import find_near_duplicates
+    from selectkd.selection.pool import embedding_entry
+    from selectkd.cache.arrays import column_matrix
+
+    store = Store(spec["root"])
+    table = embedding_entry(store.entry("student", spec["student_key"])).read_parts(verify=False)
+    sizes = []
+    for n in DEDUP_SIZES:
+        x = np.ascontiguousarray(column_matrix(table.slice(0, n), "embedding"))
+        chunks = lambda: iter([x])  # noqa: E731
+        row = {"rows": n}
+        for how, exact_rows in (("exact", n), ("lists", 0)):
+            t0 = time.perf_counter()
+            found = find_near_duplicates(chunks, n, spec["dedup"], exact_rows=exact_rows)
+            row[how] = {"seconds": round(time.perf_counter() - t0, 3), "dropped": int(found.drop.sum()),
+                        **found.search}
+            row[f"{how}_drop"] = found.drop
+        row["differ"] = int((row.pop("exact_drop") != row.pop("lists_drop")).sum())
+        sizes.append(row)
+    return {"case": "dedup_sizes", "sizes": sizes, "phases": {}}
 
 
 def run_worker(spec: dict) -> dict:
@@ -190,6 +254,8 @@ CASES = [  # (case, pool, strategy, extra)
     ("entropy_per_class", "big", "entropy", {"per_class": True}),
     ("ccs", "big", "ccs", {}),
     ("coverage", "emb", "coverage", {"clusters": 30}),
+    ("dedup", "emb", "entropy", {"dedup": 0.1}),
+    ("dedup_sizes", "emb", "entropy", {"dedup": 0.1}),
 ]
 MEASURED = ("checksums", "choose", "save_selection", "summary")
 
@@ -224,10 +290,15 @@ def main() -> None:
         if case not in args.cases:
             continue
         runs = []
-        for r in range(args.repeats):
+        for r in range(1 if case == "dedup_sizes" else args.repeats):
             spec = {"case": case, "strategy": strategy, "repeat": r, "root": str(root), **extra,
                     **{k: pools[pool][k] for k in ("student_key", "teacher_key", "embedding_key")}}
             out = run_worker(spec)
+            if case == "dedup_sizes":
+                log(f"{case}: " + ", ".join(f"{z['rows']}: exact {z['exact']['seconds']} s, lists "
+                                            f"{z['lists']['seconds']} s, differ {z['differ']}" for z in out["sizes"]))
+                runs.append({**out, **stamp})
+                continue
             total = sum(out["phases"][k]["wall_s"] for k in MEASURED)
             peak = max(out["phases"][k]["peak_rss_mib"] for k in out["phases"])
             log(f"{case} #{r}: {total:.1f} s, peak {peak:.0f} MiB")
@@ -237,18 +308,45 @@ def main() -> None:
 
 
 def earlier_results(path: Path, pools: dict) -> dict:
-    """The cases of an earlier run on the same pools (a case measured again replaces its own); the
-    earlier record's pools that this run did not build are added to ``pools``."""
+    """The cases of an earlier run on pools this run uses unchanged (a case measured again replaces its own);
+    the earlier record's pools that this run did not build are added to ``pools``."""
     if not path.exists():
         return {}
     earlier = json.loads(path.read_text())
-    same = all(earlier.get("pools", {}).get(name, {}).get("student_key") == b["student_key"] for name, b in pools.items())
-    if not same:
-        return {}
+    same = set()
     for name, b in earlier.get("pools", {}).items():
-        pools.setdefault(name, b)
+        if name not in pools:
+            pools[name] = b
+        if pools[name]["student_key"] == b["student_key"]:
+            same.add(name)
     pool_of = {case: pool for case, pool, _, _ in CASES}
-    return {case: runs for case, runs in earlier.get("results", {}).items() if pool_of.get(case) in pools}
+    return {case: runs for case, runs in earlier.get("results", {}).items() if pool_of.get(case) in same}
+
+
+def dedup_lines(results: dict) -> list[str]:
+    """What --dedup found of the planted near-duplicates, and its exact search against its list search."""
+    L = []
+    if "dedup" in results:
+        d = results["dedup"][-1]["dedup"]
+        search = d["search"]
+        L += ["", "## --dedup 0.1 on the emb pool", "",
+              f"Search: {search['search']}" + (f", {search['lists']:,} lists (two-level k-means), {search['probes']} "
+                                               f"probed per row, PCA to {search['projected_dims']} dimensions"
+                                               if search["search"] == "lists" else "")
+              + f"; {search.get('candidate_pairs', search['pairs']):,} candidate pairs, {search['pairs']:,} within "
+              f"the radius; {d['dropped'].get('near_duplicates', 0):,} rows dropped. Of the {d['planted']:,} planted "
+              f"pairs (copies at distance 0 to 0.09 of an earlier row, half of them in an earlier part), "
+              f"{100 * d['planted_found']:.2f}% lost a row (the copy, or its source to an earlier near row) and "
+              f"{100 * d['planted_copy_dropped']:.2f}% lost the copy itself."]
+    if "dedup_sizes" in results:
+        L += ["", "## --dedup: the exact search against the list search (first rows of the emb pool, one process)", "",
+              "| rows | exact s | lists s | lists | dropped (exact) | rows the two differ on |",
+              "|---:|---:|---:|---:|---:|---:|"]
+        for z in results["dedup_sizes"][-1]["sizes"]:
+            L.append(f"| {z['rows']:,} | {z['exact']['seconds']:.2f} | {z['lists']['seconds']:.2f} | "
+                     f"{z['lists']['lists']} | {z['exact']['dropped']:,} | {z['differ']} |")
+        L += ["", "Up to `EXACT_ROWS` (selectkd/selection/dedup.py) the exact search runs; above it the list search."]
+    return L
 
 
 def code_state() -> str:
@@ -282,25 +380,24 @@ def write(args, pools: dict, results: dict, seconds: float) -> None:
           "`score` has found the entries.", "",
           "| case | checksums s | choose s | save s | summary s | total s | peak RSS MiB (max) | target | met? | "
           "other procs' CPU (cores) |", "|---|---:|---:|---:|---:|---:|---:|---|---|---:|"]
-    for case, runs in results.items():
+    pool_of = {case: pool for case, pool, _, _ in CASES}
+    timed = {case: runs for case, runs in results.items() if case != "dedup_sizes"}
+    for case, runs in timed.items():
         med = {k: statistics.median(r["phases"][k]["wall_s"] for r in runs) for k in MEASURED}
         total = statistics.median(r["total_s"] for r in runs)
         peak = max(r["peak_mib"] for r in runs)
-        limit_s, limit_mib = TARGETS["coverage" if case == "coverage" else "select"]
+        limit_s, limit_mib = TARGETS.get(case, TARGETS["select"])
         met = "yes" if total < limit_s and peak < limit_mib else "no"
         other = max(r["other_cpu_cores"] for r in runs)
-        pool = "emb" if case == "coverage" else "big"
+        pool = pool_of[case]
         L.append(f"| {case}, {pools[pool]['rows']:,} rows | {med['checksums']:.1f} | {med['choose']:.1f} | "
                  f"{med['save_selection']:.1f} | {med['summary']:.1f} | {total:.1f} | {peak:.0f} | "
                  f"< {limit_s:.0f} s, < {limit_mib / 1024:.0f} GiB | {met} | {other:.2f} |")
     L += ["", "Per repeat (total s / peak MiB), with the code and date each case ran at: " + "; ".join(
         f"{case}: " + ", ".join(f"{r['total_s']:.1f}/{r['peak_mib']:.0f}" for r in runs)
-        + f" ({runs[-1].get('code', '?')}, {runs[-1].get('date', '?')})" for case, runs in results.items()),
-        "", "## Not measured here, and the plan past one machine", "",
-        "- **--dedup at 10M rows** still reads the pool whole and runs an exact faiss range search over every "
-        "embedding (15 GB at 10M x 384 float32; quadratic work). The plan: an IVF index (nlist ~ sqrt(N)) "
-        "trained on the same seeded sample as coverage, embeddings added part by part as float16, and a "
-        "range search per part with nprobe of a few lists, so memory is the index and the time linear.",
+        + f" ({runs[-1].get('code', '?')}, {runs[-1].get('date', '?')})" for case, runs in timed.items())]
+    L += dedup_lines(results)
+    L += ["", "## The plan past one machine", "",
         "- **More rows than one disk**: an entry's parts are independent files listed in its manifest, so they "
         "can live on a shared filesystem or an object store (pyarrow's filesystems read both); `torchrun` "
         "already scores parts on several machines into one entry. Selection then runs per part where the "

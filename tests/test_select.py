@@ -220,6 +220,27 @@ def test_dedup_keeps_the_first_of_each_near_duplicate_group():
         choose(pool, "entropy", 5, dedup=0.05)
 
 
+def test_dedup_above_the_exact_size_finds_the_planted_near_duplicates():
+    from selectkd.selection.dedup import find_near_duplicates
+
+    rng = np.random.default_rng(0)
+    n, dims = 6000, 24
+    emb = rng.normal(size=(8, dims))[rng.integers(0, 8, n)] + rng.normal(size=(n, dims))  # 8 topics
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    copies = rng.choice(n, 200, replace=False)
+    step = rng.normal(size=(100, dims))
+    emb[copies[100:]] = emb[copies[:100]] + step / np.linalg.norm(step, axis=1, keepdims=True) * 0.04
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    chunks = lambda: iter(np.array_split(emb.astype(np.float16), 7))  # noqa: E731  (float16 parts, as cached)
+    exact = find_near_duplicates(chunks, n, 0.05, exact_rows=n)
+    lists = find_near_duplicates(chunks, n, 0.05, exact_rows=n - 1)
+    assert exact.search["search"] == "exact" and lists.search["search"] == "lists" and lists.search["lists"] > 1
+    assert exact.drop.sum() == 100 == lists.drop.sum() and np.array_equal(exact.drop, lists.drop)
+    assert set(np.flatnonzero(exact.drop)) == {int(max(a, b)) for a, b in zip(copies[:100], copies[100:])}
+    with pytest.raises(SelectKDError, match="must be in"):
+        find_near_duplicates(chunks, n, 2.5)
+
+
 # -- in-batch priorities (distill's in-batch selection) ---------------------------------------------
 
 # student logits: p = [.5, .5], [.75, .25], [.9, .1]; teachers: [.9, .1] and [.1, .9] on every row
@@ -368,7 +389,7 @@ def test_select_end_to_end_records_the_cache_keys(scored):
 @pytest.mark.parametrize("strategy,extra", [
     ("entropy", {}), ("margin", {"per_class": True}), ("kl", {}), ("teacher_entropy", {"sample": True}),
     ("ccs", {}), ("confident_uncertain", {}), ("uncertainty_sampling", {}), ("coverage", {"clusters": 4}),
-    ("least_confidence", {"drop_disagreement": True, "disagreement_threshold": 0.6}),
+    ("least_confidence", {"drop_disagreement": True, "disagreement_threshold": 0.6}), ("entropy", {"dedup": 0.2}),
 ])
 def test_the_cache_read_in_parts_picks_what_the_whole_pool_picks(scored, strategy, extra):
     from selectkd.selection.choose import choose_parts
@@ -376,13 +397,14 @@ def test_the_cache_read_in_parts_picks_what_the_whole_pool_picks(scored, strateg
 
     store = Store(scored["cache"])
     student, teacher = store.entry("student", scored["student_key"]), store.entry("teacher", scored["teacher_key"])
-    embeddings = strategy == "coverage"
-    whole = choose(load_pool(student, [teacher], embeddings=embeddings), strategy, 0.2, seed=3, **extra)
-    parts = CacheParts(student, [teacher], embeddings=embeddings, part_rows=7)  # 300 rows: 43 parts
+    embeddings, dedup = strategy == "coverage", "dedup" in extra
+    whole = choose(load_pool(student, [teacher], embeddings=embeddings or dedup), strategy, 0.2, seed=3, **extra)
+    parts = CacheParts(student, [teacher], embeddings=embeddings, part_rows=7, dedup=dedup)  # 300 rows: 43 parts
     streamed = choose_parts(parts, strategy, 0.2, seed=3, **extra)
     assert streamed.indices.tolist() == whole.indices.tolist()
     assert streamed.uids is None or streamed.uids.tolist() == load_pool(student, []).uids.tolist()
     assert np.array_equal(streamed.eligible, whole.eligible) and streamed.dropped == whole.dropped
+    assert not dedup or 0 < whole.dropped["near_duplicates"] < 240  # some rows, not all: a real test of it
 
 
 @pytest.mark.parametrize("strata_count", [3, 40])

@@ -163,3 +163,39 @@ def test_file_hashes_are_remembered_per_user_not_per_store(tmp_path, monkeypatch
     monkeypatch.delenv("SELECTKD_FINGERPRINTS")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert fingerprint.memo_path() == tmp_path / "xdg" / "selectkd" / "fingerprints.json"
+
+
+def test_column_matrix_of_a_sliced_table_is_its_rows():
+    from selectkd.cache.arrays import column_matrix, fixed_list
+
+    table = pa.table({"e": fixed_list(np.arange(20, dtype=np.float32).reshape(10, 2))})
+    assert column_matrix(table.slice(3, 2), "e").tolist() == [[6, 7], [8, 9]]
+    assert column_matrix(pa.concat_tables([table.slice(8), table.slice(0, 1)]), "e").tolist() == [
+        [16, 17], [18, 19], [0, 1]]
+
+
+def test_an_index_for_another_embedding_size_is_refused_in_one_line(tmp_path):
+    import faiss
+
+    from selectkd.cache.index import read_index
+    from tests.conftest import run_cli
+
+    store = Store(tmp_path)
+    entries = {}
+    for key, dim in (("e" * 24, 8), ("f" * 24, 4)):  # a sound entry, then one whose index has 4 dimensions, not 8
+        entry = store.entry("embedding", key)
+        with entry.lock():
+            w = EntryWriter(entry, {"x": key}, {"num_rows": 5, "embedding_dim": 8})
+            w.write_table(part_name(0), pa.table({"uid": np.arange(5)}))
+            index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+            index.add_with_ids(np.eye(5, dim, dtype=np.float32), np.arange(5, dtype=np.int64))
+            w.write_file("index.faiss", lambda tmp: faiss.write_index(index, str(tmp)))
+            w.finish()
+        entries[dim] = entry
+    assert read_index(entries[8]).ntotal == 5
+    with pytest.raises(CacheError, match="index.faiss is built for 4-dimensional embeddings, the entry holds 8"):
+        read_index(entries[4])
+    proc = run_cli("cache", "verify", cache=tmp_path)
+    assert proc.returncode == 1 and f"ok  embedding/{'e' * 24}" in proc.stdout
+    bad = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(bad) == 1 and "4-dimensional embeddings, the entry holds 8" in bad[0] and "cache rm" in bad[0]

@@ -13,8 +13,9 @@ def fixed_list(values: np.ndarray) -> pa.Array:
 
 
 def column_matrix(table: pa.Table, name: str) -> np.ndarray:
-    """A FixedSizeList column as an (N, D) numpy array (one chunk: zero-copy)."""
+    """A FixedSizeList column as an (N, D) numpy array (one chunk: zero-copy); a sliced table gives its rows
+    (``flatten`` honours a chunk's offset, ``values`` would not)."""
     col = table.column(name)
     width = col.type.list_size
-    chunks = [c.values.to_numpy(zero_copy_only=False).reshape(-1, width) for c in col.chunks]
+    chunks = [c.flatten().to_numpy(zero_copy_only=False).reshape(-1, width) for c in col.chunks]
     return chunks[0] if len(chunks) == 1 else np.concatenate(chunks)

@@ -164,6 +164,10 @@ class Entry:
         if bad:
             return (f"{', '.join(bad)} fails its checksum or is not a plain file; recompute it with `selectkd score ... "
                     f"--repair` or remove the entry with `selectkd cache rm {self.key}`"), ""
+        if "index.faiss" in self.files():
+            from .index import index_problem
+
+            return index_problem(self), note
         return None, note
 
     def discard_if_empty(self) -> None:

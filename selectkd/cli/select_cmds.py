@@ -32,7 +32,7 @@ def select_command(
     clusters: int = typer.Option(DEFAULT_CLUSTERS, "--clusters", help="For coverage: number of k-means clusters over the student embeddings."),
     prune_hard: float = typer.Option(DEFAULT_PRUNE_HARD, "--prune-hard", help="For ccs: the share of the pool dropped first as too hard: rows the teachers confidently contradict (likely mislabelled), then those of highest teacher entropy. CCS used 0.1-0.4."),
     bins: int = typer.Option(DEFAULT_BINS, "--bins", help="For ccs: difficulty bins by teacher margin; each gets an equal share of the budget."),
-    dedup: Optional[float] = typer.Option(None, "--dedup", help="Drop near-duplicates first: rows within this distance of an earlier row (unit embeddings; 0.1 ~ cosine 0.995)."),
+    dedup: Optional[float] = typer.Option(None, "--dedup", help="Drop near-duplicates first: rows within this distance of an earlier kept row (unit embeddings, 0..2; 0.1 ~ cosine 0.995). Up to 8,192 rows every pair is compared; above that k-means lists on a 64-dimensional PCA find the candidates (approximate, bench/results/scale.md), checked on the full embeddings."),
     sample: bool = typer.Option(False, "--sample", help="Sample without replacement, p ∝ exp(standardised score / --sample-temperature), instead of taking the top rows."),
     sample_temperature: float = typer.Option(1.0, "--sample-temperature", help="With --sample: lower is closer to top-k, higher closer to random."),
     old_temperature: Optional[float] = typer.Option(None, "--temperature", hidden=True, help="Old name of --sample-temperature."),
@@ -41,6 +41,7 @@ def select_command(
     seed: int = typer.Option(0, "--seed", help="Seed for random, sampling and k-means."),
     name: Optional[str] = typer.Option(None, "--name", help="Save as <cache>/selections/NAME (default: from strategy, rows and seed)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a selection of the same name."),
+    max_memory: Optional[str] = typer.Option(None, "--max-memory", help="Refuse a pool (before choosing, nothing written) that choosing would need more memory for than this (such as 8G or 512M); default: the memory available now. Selection reads the cache a part at a time: about 20 bytes a row (36 for ccs), plus ~170 a row with --dedup (bench/results/scale.md)."),
     no_compute: bool = typer.Option(False, "--no-compute", help="Fail instead of scoring when the cache lacks an entry; the error names the options that differ from the nearest cached entry."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write a PNG histogram of the score over the pool with the subset highlighted (replaces only a PNG)."),
     list_strategies: bool = typer.Option(False, "--list", help="List the strategies, one per line, and exit."),
@@ -57,6 +58,7 @@ def select_command(
     reused. The selection records the exact cache keys, every parameter and the seed.
     """
     from selectkd.selection.choose import parse_budget
+    from selectkd.selection.memory import parse_size
     from selectkd.selection.report import check_plot, plot_histogram, summary
     from selectkd.selection.run import select
     from selectkd.selection.strategies import STRATEGIES
@@ -84,7 +86,7 @@ def select_command(
                    disagreement_threshold=disagreement_threshold, dedup=dedup, seed=seed, prune_hard=prune_hard,
                    bins=bins),
         name=name, cache_dir=shared["cache_dir"], overwrite=overwrite, no_compute=no_compute,
-        progress=shared["progress"],
+        progress=shared["progress"], max_memory=parse_size(max_memory) if max_memory is not None else None,
     )
     info = summary(selection)
     out.print(summary_table(info))

@@ -11,6 +11,7 @@ import numpy as np
 
 from ..ranges import Range
 from ..specs import DEFAULT_BINS, DEFAULT_PRUNE_HARD, DEFAULT_STRATEGY
+from .dedup import find_near_duplicates
 from .strategies import (DEFAULT_CLUSTERS, DEFAULT_CRITERION, Pool, Ranking, SelectionError, contradicted,
                          get_strategy, sample_positions, sample_rows, teacher_probs, top_mask)
 
@@ -124,34 +125,6 @@ def _strata(groups: np.ndarray | None, labels: np.ndarray | None) -> np.ndarray 
     return ids.astype(np.int32) if ids.max(initial=0) < 2**31 else ids
 
 
-def near_duplicates(embeddings: np.ndarray, radius: float) -> np.ndarray:
-    """Mask of rows to drop: within ``radius`` (Euclidean, unit vectors) of an earlier kept row.
-
-    Greedy in row order, so the first row of each near-duplicate group stays (deterministic).
-    Faiss range search on inner products: |a - b| <= r  <=>  a.b >= 1 - r^2 / 2.
-    """
-    import faiss
-
-    if radius < 0:
-        raise SelectionError(f"--dedup radius {radius} must be >= 0 (distance between unit embeddings, 0..2)")
-    x = np.ascontiguousarray(embeddings, dtype=np.float32)
-    index = faiss.IndexFlatIP(x.shape[1])
-    index.add(x)
-    drop = np.zeros(len(x), dtype=bool)
-    chunk = 65536
-    for lo in range(0, len(x), chunk):
-        lims, _, found = index.range_search(x[lo:lo + chunk], 1.0 - radius * radius / 2.0 - 1e-6)
-        query = np.repeat(np.arange(lo, lo + len(lims) - 1), np.diff(lims).astype(np.int64))
-        later = found > query  # each pair once, from its earlier row
-        query, found = query[later], found[later]
-        # greedy in row order, looping only over the rows that have a later neighbour
-        heads, starts = np.unique(query, return_index=True)
-        for i, near in zip(heads, np.split(found, starts[1:])):
-            if not drop[i]:
-                drop[near] = True
-    return drop
-
-
 def disagreements(pool: Pool, threshold: float) -> np.ndarray:
     """Mask of rows whose gold label the teachers' mean prediction confidently contradicts.
 
@@ -175,6 +148,7 @@ class Choice:
     strata: np.ndarray | None
     labels: np.ndarray
     uids: np.ndarray | None = None
+    dedup: dict | None = None  # how --dedup searched (exact, or its lists) and the pairs it found
 
     @property
     def rows(self) -> int:
@@ -186,7 +160,8 @@ class Choice:
 
 class Parts:
     """A pool as consecutive parts in row order, for ``choose_parts``: iterating yields Pools; ``sample``
-    gives the rows at sorted positions (a strategy's ``prepare``); ``embeddings`` the whole matrix (--dedup)."""
+    gives the rows at sorted positions (a strategy's ``prepare``); ``embedding_chunks`` the student's
+    embeddings again, consecutive rows in order (--dedup reads them a few times, never whole)."""
 
     rows: int
 
@@ -196,7 +171,7 @@ class Parts:
     def sample(self, positions: np.ndarray) -> Pool:
         raise NotImplementedError
 
-    def embeddings(self) -> np.ndarray | None:
+    def embedding_chunks(self) -> Iterator[np.ndarray]:
         raise NotImplementedError
 
 
@@ -212,8 +187,10 @@ class WholePool(Parts):
     def sample(self, positions: np.ndarray) -> Pool:
         return self.pool.take(positions)
 
-    def embeddings(self) -> np.ndarray | None:
-        return self.pool.embeddings
+    def embedding_chunks(self) -> Iterator[np.ndarray]:
+        if self.pool.embeddings is None:
+            raise SelectionError("--dedup needs the student's embeddings; give --student")
+        yield self.pool.embeddings
 
 
 def choose(pool: Pool, strategy: str = DEFAULT_STRATEGY, budget: float | int = 0.1, **options) -> Choice:
@@ -265,7 +242,7 @@ def choose_parts(
     del joined
     if spec.finish is not None:
         ranking = spec.finish(ranking, **options)
-    eligible, dropped = _eligible(parts, n, k, dedup, disagree)
+    eligible, dropped, dedup_search = _eligible(parts, n, k, dedup, disagree, seed)
     del disagree
     if ranking.exclude is not None:
         pruned = ranking.exclude & eligible
@@ -291,7 +268,7 @@ def choose_parts(
         picked = _top_per_stratum(priority, strata, eligible, quotas)
     # best first; ties to the earlier row, as a stable sort by priority would order them
     picked = picked[np.lexsort((picked, -priority[picked].astype(np.float64)))]
-    return Choice(picked, ranking, eligible, k, dropped, strata, labels, uids)
+    return Choice(picked, ranking, eligible, k, dropped, strata, labels, uids, dedup_search)
 
 
 class _Joined:
@@ -412,18 +389,17 @@ def _priority(ranking: Ranking, eligible: np.ndarray, rng: np.random.Generator, 
     return priority
 
 
-def _eligible(parts: Parts, n: int, k: int, dedup: float | None,
-              disagree: np.ndarray | None) -> tuple[np.ndarray, dict[str, int]]:
+def _eligible(parts: Parts, n: int, k: int, dedup: float | None, disagree: np.ndarray | None,
+              seed: int) -> tuple[np.ndarray, dict[str, int], dict | None]:
     """The rows the filters leave (near-duplicates, confident teacher disagreement) and how many each dropped."""
     eligible = np.ones(n, dtype=bool)
     dropped: dict[str, int] = {}
+    search = None
     if dedup is not None:
-        embeddings = parts.embeddings()
-        if embeddings is None:
-            raise SelectionError("--dedup needs the student's embeddings; give --student")
-        dup = near_duplicates(embeddings, dedup)
-        dropped["near_duplicates"] = int(dup.sum())
-        eligible &= ~dup
+        found = find_near_duplicates(parts.embedding_chunks, n, dedup, seed)
+        dropped["near_duplicates"] = int(found.drop.sum())
+        eligible &= ~found.drop
+        search = found.search
     if disagree is not None:
         bad = disagree & eligible
         dropped["teacher_disagrees_with_label"] = int(bad.sum())
@@ -431,4 +407,4 @@ def _eligible(parts: Parts, n: int, k: int, dedup: float | None,
     if eligible.sum() < k:
         raise SelectionError(f"only {int(eligible.sum())} rows are left after dropping {sum(dropped.values())}, "
                              f"fewer than the budget of {k}; lower --budget or loosen --dedup/--drop-disagreement")
-    return eligible, dropped
+    return eligible, dropped, search

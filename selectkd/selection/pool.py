@@ -160,7 +160,7 @@ class CacheParts(Parts):
     """
 
     def __init__(self, student: Entry, teachers: Sequence[Entry], embeddings: bool = False, verify: bool = True,
-                 teacher_logits: bool = True, part_rows: int = PART_ROWS):
+                 teacher_logits: bool = True, part_rows: int = PART_ROWS, dedup: bool = False):
         manifest = _check_same_data(student, teachers)
         self.part_rows = min(part_rows, EMBEDDING_PART_ROWS) if embeddings else part_rows
         self.scores = student.path / "scores.arrow"
@@ -174,12 +174,13 @@ class CacheParts(Parts):
         student_teachers = manifest.get("teachers", [])
         self.kl_keep = [student_teachers.index(t.key) for t in teachers if t.key in student_teachers]
         self.teacher_files = [t.part_paths(verify) for t in teachers] if teacher_logits else []
-        self.embedding_files = embedding_entry(student).part_paths(verify) if embeddings else None
+        self.embedding_files = embedding_entry(student).part_paths(verify) if embeddings or dedup else None
+        self.with_embeddings = embeddings
 
     def __iter__(self) -> Iterator[Pool]:
         scores = _Cursor([self.scores], self.score_columns)
         teachers = [_Cursor(files, ["uid", "logits"]) for files in self.teacher_files]
-        embeddings = _Cursor(self.embedding_files, ["uid", "embedding"]) if self.embedding_files is not None else None
+        embeddings = _Cursor(self.embedding_files, ["uid", "embedding"]) if self.with_embeddings else None
         for lo in range(0, self.rows, self.part_rows):
             m = min(self.part_rows, self.rows - lo)
             s = scores.take(m)
@@ -211,8 +212,16 @@ class CacheParts(Parts):
             lo = hi
         return concat_pools(pieces)
 
-    def embeddings(self) -> np.ndarray | None:
-        raise SelectionError("--dedup needs the whole pool in memory (load_pool), not its parts")
+    def embedding_chunks(self) -> Iterator[np.ndarray]:
+        if self.embedding_files is None:
+            raise SelectionError("--dedup needs the student's embeddings; give --student")
+        scores = _Cursor([self.scores], ["uid"])
+        embeddings = _Cursor(self.embedding_files, ["uid", "embedding"])
+        for lo in range(0, self.rows, EMBEDDING_PART_ROWS):
+            m = min(EMBEDDING_PART_ROWS, self.rows - lo)
+            e = embeddings.take(m)
+            _aligned(e["uid"], scores.take(m)["uid"])
+            yield e["embedding"]
 
 
 def _aligned(uids: np.ndarray, wanted: np.ndarray) -> None:

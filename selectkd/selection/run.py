@@ -26,20 +26,22 @@ from ..data.rows import Rows
 from ..ranges import COUNT, FRACTION, MAX_LENGTH, POSITIVE, SEED, check_ranges
 from ..specs import DataSpec, ScoreSpec, SelectSpec
 from .choose import DEDUP_RADIUS, PRUNE, Choice, WholePool, check_budget, choose_parts, parse_budget
-from .pool import CacheParts, Misaligned, load_pool, needs_teacher_logits
+from .memory import check_memory
+from .pool import CacheParts, Misaligned, embedding_entry, load_pool, needs_teacher_logits
 from .saved import SELECTIONS, PoolStats, Selection, check_name, save_selection, selection_path
 from .strategies import SelectionError, check_criterion, get_strategy
 
 
 def select(data: DataSpec, scoring: ScoreSpec, spec: SelectSpec, *, name: str | None = None,
            cache_dir: str | Path | None = None, overwrite: bool = False, no_compute: bool = False,
-           progress: bool = True) -> Selection:
+           progress: bool = True, max_memory: int | None = None) -> Selection:
     """Select a subset of ``data`` and save it as ``<store>/selections/NAME``.
 
     The cache entries are the ones ``score(data, scoring)`` makes: complete ones are reused at
     once, missing ones computed (or, with ``no_compute``, reported as an error). The default
     strategy, random, is what measured best at 10% (bench/results/matched_steps.md).
     ``spec.budget`` is a fraction in (0, 1] or a row count >= 2; 1 means every row, as on the command line.
+    A pool that choosing would need more than ``max_memory`` bytes for (default: the memory available) is refused.
     """
     spec = checked_spec(scoring, spec, name)
     store = Store(cache_dir)
@@ -47,6 +49,9 @@ def select(data: DataSpec, scoring: ScoreSpec, spec: SelectSpec, *, name: str | 
     result = _scored(data, scoring, store.root, no_compute, progress)
     teachers = [store.entry("teacher", r.key) for r in result.teachers]
     student = store.entry("student", result.student.key)
+    reads_embeddings = get_strategy(spec.strategy).needs_embeddings or spec.dedup is not None
+    dim = int(embedding_entry(student).manifest().get("embedding_dim", 0)) if reads_embeddings else 0
+    check_memory(len(result.rows), spec, dim, max_memory)
     choice = choose_from_cache(student, teachers, spec, verify=False)  # score has just checked them
     name = name or default_name(spec, choice.budget_rows)
     if selection_path(store.root, name).exists() and not overwrite:
@@ -60,20 +65,20 @@ def select(data: DataSpec, scoring: ScoreSpec, spec: SelectSpec, *, name: str | 
 
 def choose_from_cache(student: Entry, teachers: list[Entry], spec: SelectSpec, verify: bool = True) -> Choice:
     """``choose_parts`` over the cached pool, read part by part (bounded memory); joined whole by uid
-    instead when --dedup needs every embedding at once or the entries hold their rows in other orders."""
-    embeddings = get_strategy(spec.strategy).needs_embeddings or spec.dedup is not None
+    instead when the entries hold their rows in other orders."""
+    embeddings = get_strategy(spec.strategy).needs_embeddings
     logits = needs_teacher_logits(spec.strategy, spec.criterion, spec.drop_disagreement)
     options = dict(criterion=spec.criterion, clusters=spec.clusters, per_class=spec.per_class, sample=spec.sample,
                    temperature=spec.sample_temperature, drop_disagreement=spec.drop_disagreement,
                    disagreement_threshold=spec.disagreement_threshold, dedup=spec.dedup, seed=spec.seed,
                    prune_hard=spec.prune_hard, bins=spec.bins)
-    if spec.dedup is None:
-        try:
-            return choose_parts(CacheParts(student, teachers, embeddings, verify, logits), spec.strategy, spec.budget,
-                                **options)
-        except Misaligned:
-            pass
-    pool = load_pool(student, teachers, embeddings=embeddings, verify=verify, teacher_logits=logits)
+    try:
+        return choose_parts(CacheParts(student, teachers, embeddings, verify, logits, dedup=spec.dedup is not None),
+                            spec.strategy, spec.budget, **options)
+    except Misaligned:
+        pass
+    pool = load_pool(student, teachers, embeddings=embeddings or spec.dedup is not None, verify=verify,
+                     teacher_logits=logits)
     return choose_parts(WholePool(pool), spec.strategy, spec.budget, **options)
 
 
@@ -148,6 +153,7 @@ def provenance(name: str, spec: SelectSpec, choice: Choice, *, data: DataSpec, s
         "pool_rows": choice.rows,
         "eligible_rows": int(choice.eligible.sum()),
         "dropped": choice.dropped,
+        **({"dedup_search": choice.dedup} if choice.dedup else {}),
         "rows": int(len(choice.indices)),
         "selectkd_version": __version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
