@@ -53,9 +53,10 @@ def needed_bytes(rows: int, spec: SelectSpec, embedding_dim: int = 0) -> int:
     if spec.dedup is not None:
         if rows <= EXACT_ROWS:
             need += rows * embedding_dim * 8  # every embedding in float32, and the faiss index's copy
-        else:  # projected rows (float16), probed lists, the two orders of rows by list; the training sample
-            need += rows * (2 * PROJECTED_DIMS + 4 * PROBES + 8 + 8 * PROBES)
-            need += rows * SAMPLE_PER_LIST // LIST_ROWS * embedding_dim * 6
+        else:  # the training sample (float16 and float32), freed before the projected rows (float16),
+            # probed lists and the two orders of rows by list are made
+            need += max(rows * SAMPLE_PER_LIST // LIST_ROWS * embedding_dim * 6,
+                        rows * (2 * PROJECTED_DIMS + 4 * PROBES + 8 + 8 * PROBES))
     return need
 
 
