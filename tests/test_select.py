@@ -239,6 +239,11 @@ def test_dedup_above_the_exact_size_finds_the_planted_near_duplicates():
     assert set(np.flatnonzero(exact.drop)) == {int(max(a, b)) for a, b in zip(copies[:100], copies[100:])}
     with pytest.raises(SelectKDError, match="must be in"):
         find_near_duplicates(chunks, n, 2.5)
+    # one list, fewer than the probes: a row searches its own list twice and must not find itself
+    small = emb[:40].copy()
+    small[30] = small[3]
+    one = find_near_duplicates(lambda: iter([small]), 40, 0.05, exact_rows=0)
+    assert one.search["lists"] == 1 and np.flatnonzero(one.drop).tolist() == [30]
 
 
 # -- in-batch priorities (distill's in-batch selection) ---------------------------------------------

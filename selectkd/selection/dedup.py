@@ -181,7 +181,7 @@ def _list_pairs(chunks: Chunks, n: int, radius: float, seed: int) -> tuple[np.nd
     others = probed[:, 1:].ravel()
     queries = np.argsort(others, kind="stable")  # (row, probe) slots by the other list they search
     query_bounds = np.searchsorted(others[queries], np.arange(lists.count + 1))
-    queries //= PROBES - 1
+    queries //= max(PROBES - 1, 1)
     del probed, others
     cutoff = (radius + PAD) ** 2
     candidates = []
@@ -206,7 +206,8 @@ def _list_pairs(chunks: Chunks, n: int, radius: float, seed: int) -> tuple[np.nd
                 continue
             qi, mi = np.nonzero(near[hit])
             a, b = asking[lo + hit[qi]], mine[mi]
-            candidates.append(np.stack([np.minimum(a, b), np.maximum(a, b)], axis=1))
+            other = a != b  # a row that searches its own list again (fewer lists than probes) finds itself
+            candidates.append(np.stack([np.minimum(a, b)[other], np.maximum(a, b)[other]], axis=1))
     del projected, members, queries
     pairs = np.concatenate(candidates) if candidates else np.zeros((0, 2), np.int64)
     pairs = np.unique(pairs, axis=0) if len(pairs) else pairs  # a pair two lists found
