@@ -157,9 +157,9 @@ def _kmeans(x: np.ndarray, k: int, seed: int) -> np.ndarray:
 def _list_pairs(chunks: Chunks, n: int, radius: float, seed: int) -> tuple[np.ndarray, dict]:
     import faiss
 
-    sample = gather(chunks, sample_positions(n, list_count(n) * SAMPLE_PER_LIST, seed)).astype(np.float32)
+    sample = gather(chunks, sample_positions(n, max(list_count(n) * SAMPLE_PER_LIST, 4096), seed)).astype(np.float32)
     dims = sample.shape[1]
-    pca = faiss.PCAMatrix(dims, min(PROJECTED_DIMS, dims))
+    pca = faiss.PCAMatrix(dims, min(PROJECTED_DIMS, dims, len(sample)))  # a PCA has at most as many axes as rows
     pca.train(sample)
     lists = _Lists(pca.apply(sample), list_count(n), seed)
     del sample
