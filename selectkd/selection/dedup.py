@@ -20,7 +20,7 @@ from .strategies import SelectionError, sample_positions
 
 EXACT_ROWS = 1 << 13  # measured (bench/results/scale.md): above this the list search is faster
 PROJECTED_DIMS = 64
-PROBES = 2
+PROBES = 3
 LIST_ROWS = 512  # rows per list on average
 SAMPLE_PER_LIST = 16  # k-means training rows per list
 PAD = 0.01  # added to the radius in the float16 projected space (its rounding); the full check is exact
