@@ -18,7 +18,7 @@ import numpy as np
 
 from .strategies import SelectionError, sample_positions
 
-EXACT_ROWS = 1 << 13  # measured (bench/results/scale.md): above this the list search is faster
+EXACT_ROWS = 1 << 13  # bench/results/scale.md: the exact search takes 0.4 s here; the lists win from ~4k rows
 PROJECTED_DIMS = 64
 PROBES = 3
 LIST_ROWS = 512  # rows per list on average
