@@ -661,7 +661,7 @@ def summarise(res: dict) -> dict:
 def labels(st: dict) -> dict:
     big, e = f"{st['rows'] / 1e6:g}M rows", f"{st['emb_rows'] / 1e6:g}M x {st['emb_dim']}"
     return {
-        "entropy": f"entropy, {big} (the whole pool: load_pool verify=False, what select() reads with --dedup)",
+        "entropy": f"entropy, {big} (the whole pool: load_pool verify=False, what select() reads for entries in different row orders)",
         "random": f"random, {big} (load_pool verify=False)",
         "entropy_verify": f"entropy, {big}, load_pool(verify=True) (the default: sha256 of every file)",
         "entropy_no_teacher": f"reference: entropy, {big}, load_pool(student, []) (no teacher entry passed)",
@@ -727,7 +727,7 @@ def render_md(res: dict) -> str:
     L.append("")
     L.append("Since commit b36b247 `select()` reads the pool part by part (`choose_from_cache`), measured at 100M rows "
              "in [scale.md](scale.md); the rows here read the pool whole with `load_pool`, which `select` still does "
-             "for --dedup and for entries that hold their rows in different orders. Arrow files are now written in "
+             "for entries that hold their rows in different orders (--dedup streams since 4ae5cbc). Arrow files are now written in "
              "record batches of 1,048,576 rows, so a whole-pool read copies its columns out of the memory map (one "
              "chunk was zero-copy): load_pool's peak rose from 1189 to 1466 MiB at 10M rows, while choose fell from "
              "3.4 s / 1085 MiB (sort of the pool, beside other work) to 0.4 s / 836 MiB (partitions).")
