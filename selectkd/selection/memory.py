@@ -12,7 +12,7 @@ import re
 
 from ..specs import SelectSpec
 from .dedup import EXACT_ROWS, LIST_ROWS, PROBES, PROJECTED_DIMS, SAMPLE_PER_LIST
-from .strategies import SelectionError, get_strategy
+from .strategies import SelectionError
 
 ROW_BYTES = 20  # per pool row: the ranking's score, label, masks, priority, strata (18.7 measured at 100M)
 CCS_ROW_BYTES = 36  # ccs also holds the teachers' margins and difficulty bins (35.7 measured at 100M)
@@ -45,10 +45,10 @@ def available_bytes() -> int | None:
 
 def needed_bytes(rows: int, spec: SelectSpec, embedding_dim: int = 0) -> int:
     """About the peak memory of choosing from ``rows`` rows with ``spec`` (the pool read part by part)."""
-    from .pool import EMBEDDING_PART_ROWS
+    from .pool import EMBEDDING_PART_ROWS, reads_embeddings
 
     need = BASE_BYTES + rows * (CCS_ROW_BYTES if spec.strategy == "ccs" else ROW_BYTES)
-    if get_strategy(spec.strategy).needs_embeddings or spec.dedup is not None:
+    if reads_embeddings(spec):
         need += EMBEDDING_PART_ROWS * embedding_dim * 6  # a part of float16 embeddings and its float32 copy
     if spec.dedup is not None:
         if rows <= EXACT_ROWS:

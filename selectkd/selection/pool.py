@@ -50,6 +50,11 @@ def needs_teacher_logits(strategy: str, criterion: str = DEFAULT_CRITERION, drop
     return drop_disagreement or any(s.needs_teachers and s.name != "kl" for s in ranks_by)  # kl is in scores.arrow
 
 
+def reads_embeddings(spec) -> bool:
+    """Whether choosing with ``spec`` (a SelectSpec) reads the student's embeddings: its strategy, or --dedup."""
+    return get_strategy(spec.strategy).needs_embeddings or spec.dedup is not None
+
+
 def load_pool(student: Entry, teachers: Sequence[Entry], embeddings: bool = False, verify: bool = True,
               teacher_logits: bool = True) -> Pool:
     """The student's scores (+ teacher logits, embeddings) as aligned arrays, joined by uid.

@@ -27,7 +27,7 @@ from ..ranges import COUNT, FRACTION, MAX_LENGTH, POSITIVE, SEED, check_ranges
 from ..specs import DataSpec, ScoreSpec, SelectSpec
 from .choose import DEDUP_RADIUS, PRUNE, Choice, WholePool, check_budget, choose_parts, parse_budget
 from .memory import check_memory
-from .pool import CacheParts, Misaligned, embedding_entry, load_pool, needs_teacher_logits
+from .pool import CacheParts, Misaligned, embedding_entry, load_pool, needs_teacher_logits, reads_embeddings
 from .saved import SELECTIONS, PoolStats, Selection, check_name, save_selection, selection_path
 from .strategies import SelectionError, check_criterion, get_strategy
 
@@ -49,8 +49,7 @@ def select(data: DataSpec, scoring: ScoreSpec, spec: SelectSpec, *, name: str | 
     result = _scored(data, scoring, store.root, no_compute, progress)
     teachers = [store.entry("teacher", r.key) for r in result.teachers]
     student = store.entry("student", result.student.key)
-    reads_embeddings = get_strategy(spec.strategy).needs_embeddings or spec.dedup is not None
-    dim = int(embedding_entry(student).manifest().get("embedding_dim", 0)) if reads_embeddings else 0
+    dim = int(embedding_entry(student).manifest().get("embedding_dim", 0)) if reads_embeddings(spec) else 0
     check_memory(len(result.rows), spec, dim, max_memory)
     choice = choose_from_cache(student, teachers, spec, verify=False)  # score has just checked them
     name = name or default_name(spec, choice.budget_rows)
@@ -77,7 +76,7 @@ def choose_from_cache(student: Entry, teachers: list[Entry], spec: SelectSpec, v
                             spec.strategy, spec.budget, **options)
     except Misaligned:
         pass
-    pool = load_pool(student, teachers, embeddings=embeddings or spec.dedup is not None, verify=verify,
+    pool = load_pool(student, teachers, embeddings=reads_embeddings(spec), verify=verify,
                      teacher_logits=logits)
     return choose_parts(WholePool(pool), spec.strategy, spec.budget, **options)
 
