@@ -742,7 +742,8 @@ def update_readme(lines: list[str], verdicts: list[str]) -> None:
 
 # -- main ------------------------------------------------------------------------------------------
 
-def main(argv: list[str] | None = None) -> None:
+def parser() -> argparse.ArgumentParser:
+    """The study's options (bench/head_init.py reads their defaults)."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--datasets", nargs="+", default=list(DATASETS), help="built-in names or save_to_disk folders with train/test splits")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
@@ -774,7 +775,11 @@ def main(argv: list[str] | None = None) -> None:
                    "the small teacher uses finetune's default)")
     p.add_argument("--render-only", action="store_true", help="rewrite the report from the records")
     p.add_argument("--progress", action="store_true", help="progress bars for each step")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
     args.tiers = [t for t in TIERS if t in args.tiers]
     root = Store(args.cache_dir).root
     builtin = [d for d in args.datasets if d in assets.DATASETS]
