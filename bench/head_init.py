@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> None:
                     same = rp.load_record(study, run, cfg)  # the study ran exactly this configuration
                     if same is not None:
                         rec = {**same, "name": variant.name, "tier": "head",
-                               "taken_from": str(rp.record_path(study, run).relative_to(rp.REPO))}
+                               "taken_from": "/".join(rp.record_path(study, run).parts[-4:])}  # reproduce/DATASET/sSEED/NAME.json
                         path.parent.mkdir(parents=True, exist_ok=True)
                         atomic_write_json(path, rec)
                     else:
