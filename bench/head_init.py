@@ -17,7 +17,6 @@ machine used meanwhile and commit; RUNS/PAUSE holds the next run as in the study
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -28,9 +27,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import reproduce as rp  # noqa: E402  (the study's plan, records and runner)
 
 from selectkd.atomic import atomic_write_json, atomic_write_text  # noqa: E402
-from selectkd.distillation.config import run_config  # noqa: E402
 
-RUNS = ("full", rp.DEFAULT_RUN)
+RUNS = ("full", rp.DEFAULT_RUN, "same-time")
+TIMED_BY = f"{rp.DEFAULT_RUN}-probe-head"  # same-time's seconds: the default 10% run's, which starts from the probe
 HEADS = ("probe", "random")
 
 
@@ -54,7 +53,9 @@ def variants(study, prep: dict, seed: int) -> list[tuple[rp.Run, rp.Run]]:
     for run in rp.plan(study, prep, seed, None):
         if run.name in RUNS:
             for head in HEADS:
-                out.append((run, rp.Run(run.data, seed, f"{run.name}-{head}-head", "head", {**run.options, "head_init": head})))
+                v = rp.Run(run.data, seed, f"{run.name}-{head}-head", "head", {**run.options, "head_init": head})
+                v.time_budget_of = TIMED_BY if run.time_budget_of else None
+                out.append((run, v))
     return out
 
 
@@ -70,9 +71,13 @@ def main(argv: list[str] | None = None) -> None:
                 if prep is None:
                     rp.log(f"{data}: not prepared by bench/reproduce.py yet; skipped")
                     continue
+                done: dict[str, dict] = {}
                 for run, variant in variants(study, prep, seed):
-                    cfg = rp.config_of(mine, variant, {})
-                    if rp.load_record(mine, variant, cfg) is not None:
+                    cfg = rp.config_of(mine, variant, done)
+                    if cfg is None:
+                        continue  # its --time-budget run has not finished
+                    if (rec := rp.load_record(mine, variant, cfg)) is not None:
+                        done[variant.name] = rec
                         continue
                     path = rp.record_path(mine, variant)
                     same = rp.load_record(study, run, cfg)  # the study ran exactly this configuration
@@ -83,6 +88,7 @@ def main(argv: list[str] | None = None) -> None:
                         atomic_write_json(path, rec)
                     else:
                         rec = rp.execute(mine, variant, cfg, prep)  # mine.commit is False: committed below, alone
+                    done[variant.name] = rec
                     if args.commit:
                         rp.commit([path], f"head_init: {rp.tag(data)} seed {seed} {variant.name} "
                                           f"(test {rec['test']['accuracy']:.3f}, {rec['seconds_train']:.0f} s)")
@@ -92,7 +98,7 @@ def main(argv: list[str] | None = None) -> None:
 
 def render(args, study, mine) -> None:
     """bench/results/head_init.md: per dataset and run, test accuracy from each head, per seed and paired."""
-    lines = ["# Probe head or random head: full-data KD and the default 10% recipe", "",
+    lines = ["# Probe head or random head: full-data KD, the default 10% recipe, all rows for its time", "",
              "Made by `python bench/head_init.py` (resumable; records in bench/results/head_init/). The study's "
              "datasets, teacher, student, pool, test rows and run settings (bench/reproduce.py), only `--head-init` "
              "changed. `probe` fits the student's classification head to the teachers' mean soft labels on the "
@@ -116,10 +122,13 @@ def render(args, study, mine) -> None:
                 lines.append(f"| no-kd (study) | random | {seed} | {nokd['test']['accuracy']:.4f} | "
                              f"{nokd['test']['macro_f1']:.3f} | {nokd['seconds_train']:.0f} | {nokd['steps']} | "
                              f"{nokd.get('other_cores', '-')} | study | {nokd['commit']} |")
+            done: dict[str, dict] = {}
             for run, variant in variants(study, prep, seed):
-                rec = rp.load_record(mine, variant, rp.config_of(mine, variant, {}))
+                cfg = rp.config_of(mine, variant, done)
+                rec = rp.load_record(mine, variant, cfg) if cfg else None
                 if rec is None:
                     continue
+                done[variant.name] = rec
                 head = variant.options["head_init"]
                 acc.setdefault((run.name, head), {})[seed] = rec["test"]["accuracy"]
                 lines.append(f"| {run.name} | {head} | {seed} | {rec['test']['accuracy']:.4f} | "
