@@ -57,7 +57,7 @@ from selectkd.distillation.config import OPTION_DEFAULTS, DistillConfig, run_con
 from selectkd.distillation.curves import accuracy_at, read_curve, seconds_to_reach
 from selectkd.distillation.loop import distill
 from selectkd.pipeline import finetuned_teacher, majority_baseline, make_selection, teacher_test_metrics
-from selectkd.runtime import machine
+from selectkd.runtime import machine, machine_busy_seconds
 from selectkd.scoring.run import score
 from selectkd.specs import DEFAULT_STRATEGY, DataSpec, ScoreSpec
 
@@ -360,14 +360,28 @@ def execute(args, run: Run, cfg: DistillConfig, prep: dict) -> dict:
     return rec
 
 
+def taken(args, run: Run, cfg: DistillConfig) -> dict | None:
+    """With --take-from: a record another bench made of exactly this run (same dataset, seed and signature,
+    not beside other work), copied as this run's record with where it came from; None if there is none."""
+    want = signature(run_config(cfg))
+    for folder in args.take_from:
+        for path in sorted((Path(folder) / tag(run.data) / f"s{run.seed}").glob("*.json")):
+            rec = json.loads(path.read_text())
+            if rec.get("signature") != want or rec.get("taken_from") or busy(rec, 0.0, args.other_cores):
+                continue
+            rec = {**rec, "name": run.name, "tier": run.tier, "taken_from": "/".join(path.parts[-4:])}
+            out = record_path(args, run)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(out, rec)
+            log(f"{tag(run.data)} seed {run.seed}: {run.name} taken from {rec['taken_from']}")
+            if args.commit:
+                commit([out], f"reproduce: {tag(run.data)} seed {run.seed} {run.name} taken from {rec['taken_from']} "
+                              f"(the same settings; test {rec['test']['accuracy']:.3f}, {rec['seconds_train']:.0f} s)")
+            return rec
+    return None
+
+
 OTHER_CORES = 0.2  # a run beside other work that used more CPU than this, on average, has inflated seconds
-
-
-def machine_busy_seconds() -> float:
-    """CPU seconds the whole machine has been busy (all cores, from /proc/stat)."""
-    with open("/proc/stat") as f:
-        ticks = [int(x) for x in f.readline().split()[1:]]
-    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")  # less idle and iowait
 
 
 def busy(rec: dict, limit: float | None, cores: float = OTHER_CORES) -> bool:
@@ -633,7 +647,8 @@ def render(args, preps: dict[str, dict], best: str | None) -> dict:
         doc += [f"Runs: {len(all_recs)}, on {'; '.join(machines)}; commits {', '.join(sorted({x['commit'] for x in all_recs}))}. "
                 f"1-minute load average before each run: median {np.median(loads):.1f}, max {max(loads):.1f}{others}. "
                 f"{shared} runs ran beside other work (others above {OTHER_CORES} cores, or without that measurement a "
-                f"load above 2.5 before or after): their seconds are inflated and `--rerun-loaded 2.5` redoes them.", ""]
+                f"load above 2.5 before or after): their seconds are inflated and `--rerun-loaded 2.5` redoes them."
+                + taken_note(all_recs), ""]
     headline = []
     waiting = [tag(d) for d in args.datasets if d not in preps]
     for data, prep in preps.items():
@@ -708,6 +723,16 @@ def render(args, preps: dict[str, dict], best: str | None) -> dict:
     return results
 
 
+def taken_note(recs: list[dict]) -> str:
+    """The report's word on records copied from another bench (--take-from)."""
+    took = [x["taken_from"] for x in recs if x.get("taken_from")]
+    if not took:
+        return ""
+    return (f" {len(took)} records were made by another bench with exactly the run's settings and copied "
+            f"(`--take-from`; each record's `taken_from` names it): from bench/results/"
+            f"{', bench/results/'.join(sorted({t.split('/')[0] for t in took}))}.")
+
+
 def render_headline(headline: list) -> list[str]:
     lines = ["| dataset | configuration | test acc % | train s | vs full KD time |", "| --- | --- | ---: | ---: | ---: |"]
     for t, prep, rows, top in headline:
@@ -773,6 +798,10 @@ def parser() -> argparse.ArgumentParser:
                         "beside other work")
     p.add_argument("--teacher-lr", type=float, default=3e-5, help="the teacher's fine-tuning lr (BERT-base's usual; "
                    "the small teacher uses finetune's default)")
+    p.add_argument("--take-from", nargs="*", default=[], metavar="RESULTS",
+                   help="results folders of other benches laid out as --results (bench/results/head_init): a run "
+                        "recorded there with exactly this run's settings, and not beside other work, is copied "
+                        "(its record says from where) instead of trained again")
     p.add_argument("--render-only", action="store_true", help="rewrite the report from the records")
     p.add_argument("--progress", action="store_true", help="progress bars for each step")
     return p
@@ -809,7 +838,7 @@ def main(argv: list[str] | None = None) -> None:
                                 f"cores): again")
                             rec = None
                         if rec is None and cfg is not None and run.tier == tier:
-                            rec = execute(args, run, cfg, preps[data])
+                            rec = taken(args, run, cfg) or execute(args, run, cfg, preps[data])
                         if rec is not None:
                             records[run.name] = rec
                 try:  # a fresh report after every tier and dataset; a bug in it must not stop the runs

@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from select_bench import (CLK_TCK, Phases, _children_cpu, _proc_stat, entry_inputs, machine_info,  # noqa: E402
+from select_bench import (Phases, _children_cpu, entry_inputs, machine_info,  # noqa: E402
                           synthetic_logits)
 
 _T_START = time.perf_counter()
@@ -236,14 +236,16 @@ def dedup_sizes(spec: dict) -> dict:
 
 def run_worker(spec: dict) -> dict:
     """One repeat in a fresh process; with the CPU the rest of the machine used meanwhile."""
-    busy0, child0, t0, load0 = _proc_stat(), _children_cpu(), time.perf_counter(), os.getloadavg()[0]
+    from selectkd.runtime import machine_busy_seconds
+
+    busy0, child0, t0, load0 = machine_busy_seconds(), _children_cpu(), time.perf_counter(), os.getloadavg()[0]
     done = subprocess.run([sys.executable, __file__, "--worker", json.dumps(spec)], capture_output=True, text=True,
                           env={**os.environ, "PYTHONPATH": str(REPO)})
     wall, own = time.perf_counter() - t0, _children_cpu() - child0
     if done.returncode != 0:
         raise SystemExit(f"{spec['case']} failed:\n{done.stderr[-3000:]}")
     out = json.loads(done.stdout.strip().splitlines()[-1])
-    out["other_cpu_cores"] = round(max(0.0, (_proc_stat() - busy0) / CLK_TCK - own) / wall, 3)
+    out["other_cpu_cores"] = round(max(0.0, (machine_busy_seconds() - busy0) - own) / wall, 3)
     out["loadavg_1m_before"], out["loadavg_1m_after"] = round(load0, 2), round(os.getloadavg()[0], 2)
     return out
 

@@ -34,12 +34,13 @@ import tempfile
 import time
 from pathlib import Path
 
+from selectkd.runtime import machine_busy_seconds
+
 REPO = Path(__file__).resolve().parents[1]
 
 DATA = "tweets-binary"
 SPLIT = "train"
 NUM_LABELS = 2
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 def log(msg: str) -> None:
@@ -48,21 +49,13 @@ def log(msg: str) -> None:
 
 # -- machine-state accounting ------------------------------------------------------------------
 
-def _proc_stat() -> tuple[int, int]:
-    """(busy jiffies, all jiffies) of the whole machine."""
-    with open("/proc/stat") as f:
-        vals = [int(x) for x in f.readline().split()[1:]]
-    idle = vals[3] + vals[4]  # idle + iowait
-    return sum(vals) - idle, sum(vals)
-
-
 def other_load(seconds: float = 1.0) -> float:
     """CPU cores busy over ``seconds`` while this process sleeps (i.e. used by others)."""
-    b0, _ = _proc_stat()
+    b0 = machine_busy_seconds()
     c0 = time.process_time()
     time.sleep(seconds)
-    b1, _ = _proc_stat()
-    return max(0.0, (b1 - b0) / CLK_TCK - (time.process_time() - c0)) / seconds
+    b1 = machine_busy_seconds()
+    return max(0.0, (b1 - b0) - (time.process_time() - c0)) / seconds
 
 
 WAIT = {"max_s": 60.0, "threshold": 0.25, "waited_s": 0.0}
@@ -111,7 +104,7 @@ class Meter:
     def __enter__(self):
         if self.wait:
             self.load_before = wait_quiet()
-        self.busy0, _ = _proc_stat()
+        self.busy0 = machine_busy_seconds()
         self.cpu0 = time.process_time()
         self.child0 = self._children()
         self.t0 = time.perf_counter()
@@ -124,9 +117,9 @@ class Meter:
 
     def __exit__(self, *exc):
         self.wall = time.perf_counter() - self.t0
-        busy1, _ = _proc_stat()
+        busy1 = machine_busy_seconds()
         own = (time.process_time() - self.cpu0) + (self._children() - self.child0)
-        machine = (busy1 - self.busy0) / CLK_TCK
+        machine = busy1 - self.busy0
         self.own_cores = own / self.wall
         self.other_cores = max(0.0, machine - own) / self.wall
         return False

@@ -42,7 +42,6 @@ _T_START = time.perf_counter()  # the worker's import phase starts here
 
 REPO = Path(__file__).resolve().parents[1]
 
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 BUILD_VERSION = 3  # bump when the synthetic data (or the cache layout) changes
 
 
@@ -378,13 +377,6 @@ def worker(spec: dict) -> dict:
 
 # -- the parent: machine load, repeats, report -------------------------------------------------------
 
-def _proc_stat() -> int:
-    """Busy jiffies of the whole machine."""
-    with open("/proc/stat") as f:
-        vals = [int(x) for x in f.readline().split()[1:]]
-    return sum(vals) - vals[3] - vals[4]
-
-
 def _children_cpu() -> float:
     r = resource.getrusage(resource.RUSAGE_CHILDREN)
     return r.ru_utime + r.ru_stime
@@ -408,25 +400,29 @@ def wait_quiet() -> float | None:
     """Wait (up to QUIET['max_s']) until the rest of the machine uses < threshold cores; return that load."""
     if QUIET["max_s"] <= 0:
         return None
+    from selectkd.runtime import machine_busy_seconds  # here, not at the top: a worker times its own imports
+
     t0 = time.perf_counter()
     while True:
-        b0 = _proc_stat()
+        b0 = machine_busy_seconds()
         time.sleep(1.0)
-        load = (_proc_stat() - b0) / CLK_TCK
+        load = machine_busy_seconds() - b0
         if load < QUIET["threshold"] or time.perf_counter() - t0 > QUIET["max_s"]:
             QUIET["waited_s"] += time.perf_counter() - t0
             return round(load, 3)
 
 
 def run_worker(spec: dict) -> dict:
+    from selectkd.runtime import machine_busy_seconds
+
     quiet = wait_quiet()
-    busy0, child0, t0 = _proc_stat(), _children_cpu(), time.perf_counter()
+    busy0, child0, t0 = machine_busy_seconds(), _children_cpu(), time.perf_counter()
     load0 = os.getloadavg()[0]
     others = other_processes()
     p = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(spec)],
                        capture_output=True, text=True, cwd=REPO)
     wall = time.perf_counter() - t0
-    busy1, child1 = _proc_stat(), _children_cpu()
+    busy1, child1 = machine_busy_seconds(), _children_cpu()
     if p.returncode != 0:
         raise RuntimeError(f"worker {spec['case']} failed ({p.returncode}):\n{p.stdout[-3000:]}\n{p.stderr[-5000:]}")
     line = [x for x in p.stdout.splitlines() if x.startswith("RESULT ")][-1]
@@ -434,7 +430,7 @@ def run_worker(spec: dict) -> dict:
     own = child1 - child0
     rec["process_wall_s"] = round(wall, 3)
     rec["process_cpu_s"] = round(own, 3)
-    rec["other_processes_cpu_cores"] = round(max(0.0, (busy1 - busy0) / CLK_TCK - own) / wall, 3)
+    rec["other_processes_cpu_cores"] = round(max(0.0, (busy1 - busy0) - own) / wall, 3)
     rec["loadavg_1m_before"] = round(load0, 2)
     rec["other_load_before_start"] = quiet
     rec["loadavg_1m_after"] = round(os.getloadavg()[0], 2)

@@ -84,6 +84,14 @@ def progress_bar(description: str, total: int, enabled: bool) -> Iterator:
         yield lambda n: bar.advance(task, n)
 
 
+def machine_busy_seconds() -> float:
+    """CPU seconds the whole machine has been busy, all cores together (Linux /proc/stat: every state but
+    idle and iowait). Benchmarks take the difference over a run, less their own CPU, as the work of others."""
+    with open("/proc/stat") as f:
+        ticks = [int(x) for x in f.readline().split()[1:]]
+    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
+
+
 def cpu_model() -> str:
     """The CPU's model name (Linux), for reports: numbers mean little without the machine."""
     try:

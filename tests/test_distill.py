@@ -342,6 +342,19 @@ def test_the_probe_fitted_head_predicts_what_the_probe_predicts_before_training(
     assert fit["rows"] == len(positions) and fit["train_agreement_with_teacher"] > 0.5
 
 
+def test_head_init_auto_probes_a_subset_and_keeps_the_fresh_head_on_all_rows():
+    base = dict(data="d.csv", teachers=["t"], student="s", out="run")
+    head = {mode: DistillConfig.from_options(**base, **kw).train.head_init
+            for mode, kw in (("full", {}), ("budget", {"budget": "0.1"}), ("selection", {"selection": "sel"}),
+                             ("in-batch", {"in_batch": 0.1}), ("full, asked probe", {"head_init": "probe"}),
+                             ("budget, asked random", {"budget": "0.1", "head_init": "random"}))}
+    assert head == {"full": "random", "budget": "probe", "selection": "probe", "in-batch": "random",
+                    "full, asked probe": "probe", "budget, asked random": "random"}
+    # config.json records what auto did: a run resumed with the default compares equal
+    cfg = DistillConfig.from_options(**base, budget="0.1")
+    assert cfg.options()["head_init"] == "probe" and DistillConfig.from_options(**cfg.options()).train.head_init == "probe"
+
+
 def test_a_small_subset_gets_the_step_floor_and_a_probe_head_by_default(task, tmp_path):
     from selectkd.specs import DEFAULT_MIN_STEPS
 

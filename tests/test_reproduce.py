@@ -125,3 +125,24 @@ def test_rerun_loaded_trains_again_only_the_runs_that_ran_beside_other_work(stud
     assert redone["other_cores"] != 99.0 and redone["started"] > rec["started"]
     # trained again for real: the finished run folder is replaced, not reused with today's load beside its seconds
     assert "the loaded run" not in metrics.read_text()
+
+
+def test_take_from_copies_a_run_made_elsewhere_with_the_same_settings_and_not_a_loaded_one(study):
+    path = study["records"] / "full.json"
+    made = json.loads(path.read_text())
+    other = study["base"] / "other" / "toy" / "s0"
+    other.mkdir(parents=True)
+    (other / "full-random-head.json").write_text(json.dumps({**made, "other_cores": 99.0}))  # beside other work
+    path.unlink()
+    again = run_study([*study["args"], "--tiers", "core", "--take-from", str(study["base"] / "other")], study["base"])
+    assert [x for x in again.stdout.splitlines() if "toy seed 0:" in x][0].endswith(": full"), again.stdout  # trained
+    assert "taken_from" not in json.loads(path.read_text())
+
+    (other / "full-random-head.json").write_text(json.dumps({**made, "other_cores": 0.0, "name": "full-random-head"}))
+    path.unlink()
+    again = run_study([*study["args"], "--tiers", "core", "--take-from", str(study["base"] / "other")], study["base"])
+    lines = [x for x in again.stdout.splitlines() if "toy seed 0:" in x]
+    assert [x.split("] ", 1)[1] for x in lines] == ["toy seed 0: full taken from other/toy/s0/full-random-head.json"], lines
+    rec = json.loads(path.read_text())
+    assert rec["name"] == "full" and rec["taken_from"] == "other/toy/s0/full-random-head.json"
+    assert rec["finished"] == made["finished"] and rec["test"] == made["test"]

@@ -8,7 +8,7 @@ shape runs have always saved: an older run is still compared, resumed and reused
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..atomic import atomic_write_json, clean_stale, discard
@@ -21,7 +21,7 @@ from ..specs import (DEFAULT_BINS, DEFAULT_CLUSTERS, DEFAULT_PRUNE_HARD, DEFAULT
 from ..selection.choose import PRUNE
 from ..selection.strategies import IN_BATCH_CRITERIA
 from .active import RESCORE_BY
-from .head import HEAD_INITS
+from .head import HEAD_INITS, resolved_head_init
 from .losses import ADOPTIONS, KD_LOSSES, OBJECTIVES
 
 # The command's options (config.json's keys) and their defaults; data, teachers, student and out are required.
@@ -79,6 +79,12 @@ class DistillConfig:
     eval_limit: int | None = None
     test_limit: int | None = None
     cache_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        # --head-init auto is recorded as what it does for this run (config.json, the resume check)
+        head = resolved_head_init(self.train.head_init, self.selecting is not None or self.selection is not None)
+        if head != self.train.head_init:
+            self.train = replace(self.train, head_init=head)
 
     @classmethod
     def from_options(cls, **options) -> DistillConfig:

@@ -14,7 +14,17 @@ import numpy as np
 from ..errors import SelectKDError
 from ..scoring.tokens import length_batches
 
-HEAD_INITS = ("probe", "random")
+HEAD_INITS = ("auto", "probe", "random")
+
+
+def resolved_head_init(head_init: str, on_subset: bool) -> str:
+    """``auto`` as what it does for a run: the probe head when the student trains on a subset (--budget,
+    --selection), transformers' fresh head when it trains on every row (full data, --in-batch). Measured on
+    the study's runs (bench/results/head_init.md): the probe start helps a short run on 10% of the rows and
+    holds back a run over all of them."""
+    if head_init != "auto":
+        return head_init
+    return "probe" if on_subset else "random"
 
 
 def head_linear(model, num_labels: int):
