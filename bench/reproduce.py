@@ -11,7 +11,8 @@ every configuration at equal compute. (A fine-tuned MiniLM-L6 teacher was tried 
 pool, 88.9%: nothing to distil. mpnet is the teacher a user would distil.) The runs come in tiers, each finished for every dataset and seed before the next:
 
 1. core: the student without KD, full-data KD, the default 10% recipe (`distill --budget 0.1`), a
-   static random 10%, the full data for the default's training seconds (`--time-budget`), the three
+   static random 10%, the full data for the default's training seconds (`--time-budget`, from the default's
+   head: only the rows differ), the three
    recipes of the literature (ccs, confident_uncertain, uncertainty_sampling) static and ccs dynamic,
    and the paper's in-batch mode;
 2. strategies: every other strategy at 10%, static and dynamic (re-selected each epoch);
@@ -55,11 +56,12 @@ from selectkd.atomic import atomic_write_json, atomic_write_text, save_figure
 from selectkd.cache.store import Store
 from selectkd.distillation.config import OPTION_DEFAULTS, DistillConfig, run_config
 from selectkd.distillation.curves import accuracy_at, read_curve, seconds_to_reach
+from selectkd.distillation.head import resolved_head_init
 from selectkd.distillation.loop import distill
 from selectkd.pipeline import finetuned_teacher, majority_baseline, make_selection, teacher_test_metrics
 from selectkd.runtime import machine, machine_busy_seconds
 from selectkd.scoring.run import score
-from selectkd.specs import DEFAULT_STRATEGY, DataSpec, ScoreSpec
+from selectkd.specs import DEFAULT_HEAD_INIT, DEFAULT_STRATEGY, DataSpec, ScoreSpec
 
 REPO = Path(__file__).resolve().parents[1]
 TIERS = ("core", "strategies", "budgets", "teachers")
@@ -231,7 +233,9 @@ def plan(args, prep: dict, seed: int, best: str | None) -> list[Run]:
     add("full", "core")
     add(DEFAULT_RUN, "core", budget="0.1", strategy=DEFAULT_STRATEGY)
     static("random", 0.1, "core")
-    add("same-time", "core").time_budget_of = DEFAULT_RUN
+    # all rows for the default's seconds, from the default's head: only the rows differ (a short run on all rows
+    # from --head-init auto's fresh head can stay at the majority class: bench/results/head_init.md, r8 seed 1)
+    add("same-time", "core", head_init=resolved_head_init(DEFAULT_HEAD_INIT, on_subset=True)).time_budget_of = DEFAULT_RUN
     for s in RECIPES:
         static(s, 0.1, "core")
     add("dynamic-ccs-10", "core", budget="0.1", strategy="ccs")
@@ -665,7 +669,9 @@ def render(args, preps: dict[str, dict], best: str | None) -> dict:
                 f"`{tag(args.student)}`. "
                 f"Max length {prep['max_length']} tokens; {args.epochs} epochs (10% runs: at least "
                 f"{OPTION_DEFAULTS['min_steps'] if args.min_steps is None else args.min_steps} steps); the rest "
-                "`selectkd distill`'s defaults.", "",
+                "`selectkd distill`'s defaults (`--head-init auto`: a run on a subset starts from the probe head, "
+                "one on all rows from the fresh head; the same-time run from the probe, like the default 10% run, "
+                "so that only the rows differ: [bench/results/head_init.md](../bench/results/head_init.md)).", "",
                 "```sh", prep["teacher_command"], "```", ""]
         if not rows:
             doc += ["No finished runs yet.", ""]
