@@ -379,8 +379,9 @@ def test_a_student_that_collapses_to_one_class_is_flagged(task, tmp_path):
     teacher.save_pretrained(tmp_path / "one-class-teacher")
     AutoTokenizer.from_pretrained(task["teacher"]).save_pretrained(tmp_path / "one-class-teacher")
     cfg = config(task, tmp_path / "run", teachers=[str(tmp_path / "one-class-teacher")], ce_alpha=0.0, epochs=1)
-    with pytest.warns(SelectKDWarning, match="for 100% of the dev rows: it has not learnt the task"):
+    with pytest.warns(SelectKDWarning, match="for 100% of the dev rows: it has not learnt the task") as said:
         res = distill(cfg, progress=False)
+    assert "--head-init probe" in str(said[0].message)  # all rows: it started from the fresh head
     name = teacher.config.id2label[0]
     assert res.summary["one_class"] == {"class": name, "share": 1.0, "rows": "dev"}
     healthy = distill(config(task, tmp_path / "healthy"), progress=False)

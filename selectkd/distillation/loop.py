@@ -190,7 +190,7 @@ def distill(cfg: DistillConfig, *, resume: bool = False, overwrite: bool = False
                "lr_at_end": round(sched.get_last_lr()[0], 10), "one_class": one_class(state.dev_top_class or test_top, rows.label_names,
                                                        "dev" if state.dev_top_class else "test")}
     if summary["one_class"]:
-        warnings.warn(one_class_message(summary["one_class"]), SelectKDWarning, stacklevel=2)
+        warnings.warn(one_class_message(summary["one_class"], t.head_init), SelectKDWarning, stacklevel=2)
     atomic_write_json(out / "summary.json", summary)
     parallel.barrier(world)
     return DistillResult(out, state.best_dev or {}, test_metrics, summary)
@@ -433,9 +433,10 @@ def one_class(top: dict | None, label_names: list[str] | None, where: str) -> di
     return {"class": name, "share": top["share"], "rows": where}
 
 
-def one_class_message(found: dict) -> str:
+def one_class_message(found: dict, head_init: str) -> str:
+    probe = " or start from --head-init probe (a short run from the fresh head can stay here)" if head_init == "random" else ""
     return (f"the student predicts \"{found['class']}\" for {found['share']:.0%} of the {found['rows']} rows: it has "
-            f"not learnt the task (a majority-class result); train more steps (--min-steps, --max-steps) or raise --lr")
+            f"not learnt the task (a majority-class result); train more steps (--min-steps, --max-steps), raise --lr{probe}")
 
 
 PROBE_ROWS = 1000  # a linear head on a few hundred features: more rows cost a forward pass and add little
