@@ -475,12 +475,15 @@ def best_strategy(args, preps: dict[str, dict]) -> str | None:
     table: dict[str, list[float]] = {}
     for prep in preps.values():
         for seed in args.seeds:
+            recs: dict[str, dict] = {}
             for run in plan(args, prep, seed, None):
                 if run.tier not in ("core", "strategies"):
                     continue
-                rec = load_record(args, run)
+                cfg = config_of(args, run, recs)
+                rec = load_record(args, run, cfg) if cfg else None
                 if rec is None:
-                    return None  # not every 10% run has finished: no choice yet
+                    return None  # not every 10% run has finished with today's settings: no choice yet
+                recs[run.name] = rec
                 if run.name.endswith("-10") and run.name.startswith(("static-", "dynamic-")):
                     table.setdefault(run.name[:-3], []).append(rec["test"]["accuracy"])
     if not table:
@@ -500,7 +503,8 @@ def collect(args, prep: dict, best: str | None) -> dict[str, dict]:
     for seed in args.seeds:
         recs: dict[str, dict] = {}
         for run in plan(args, prep, seed, best):
-            rec = load_record(args, run)
+            cfg = config_of(args, run, recs)
+            rec = load_record(args, run, cfg) if cfg else None  # a record of other settings waits to be redone
             if rec is None:
                 continue
             recs[run.name] = rec
