@@ -353,6 +353,12 @@ def test_head_init_auto_probes_a_subset_and_keeps_the_fresh_head_on_all_rows():
     # config.json records what auto did: a run resumed with the default compares equal
     cfg = DistillConfig.from_options(**base, budget="0.1")
     assert cfg.options()["head_init"] == "probe" and DistillConfig.from_options(**cfg.options()).train.head_init == "probe"
+    # a full-data run saved when probe was the default differs from today's default in the head alone
+    from selectkd.distillation.config import config_diff
+
+    old = {**DistillConfig.from_options(**base).options(), "head_init": "probe"}
+    assert config_diff(old, DistillConfig.from_options(**base).options()) == ["head_init"]
+    assert config_diff(old, DistillConfig.from_options(**base, head_init="probe").options()) == []
 
 
 def test_a_small_subset_gets_the_step_floor_and_a_probe_head_by_default(task, tmp_path):
