@@ -28,7 +28,7 @@ from .metrics import classification_metrics
 from .models import check_max_length, load_classifier, load_tokenizer, resolve, save_model
 from .outputs import FINETUNE, check_output, claim
 from .ranges import COUNT, HOLDOUT, MAX_LENGTH, NON_NEGATIVE, POSITIVE, ROW_LIMIT, SEED, WARMUP, check_ranges
-from .runtime import pick_device, progress_bar
+from .runtime import _autocast, pick_device, progress_bar
 from .scoring.run import load_rows_for
 from .distillation.evaluate import Encoded, predictions
 from .scoring.tokens import length_batches
@@ -202,6 +202,7 @@ def _fit_full(model, rows: Rows, enc: Encoded, *, batch_size: int, epochs: int, 
         saved = checkpoint is not None and (checkpoint.folder / CHECKPOINT_STATE).exists()
         return f"no model was saved; the last checkpoint is kept in {checkpoint.folder}" if saved else "nothing was saved"
 
+    gold = rows.labels
     for epoch in range(len(losses) // steps_per_epoch, epochs):
         model.train()
         skip = len(losses) - epoch * steps_per_epoch  # steps of this epoch a resumed run has done
@@ -213,8 +214,9 @@ def _fit_full(model, rows: Rows, enc: Encoded, *, batch_size: int, epochs: int, 
                     advance(len(g))
                     continue
                 batch = {k: v.to(device) for k, v in batch.items()}
-                labels = torch.from_numpy(rows.labels[g]).to(device)
-                loss = torch.nn.functional.cross_entropy(model(**batch).logits, labels)
+                labels = torch.from_numpy(gold[g]).to(device)
+                with _autocast(device):  # bf16 on CUDA, as score and distill; float32 on the CPU
+                    loss = torch.nn.functional.cross_entropy(model(**batch).logits.float(), labels)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -44,11 +44,16 @@ class Rows:
 
     @property
     def uids(self) -> np.ndarray:
-        return np.asarray(self.dataset.with_format("numpy")["uid"], dtype=np.int64)
+        return self._int_column("uid")
 
     @property
     def labels(self) -> np.ndarray:
-        return np.asarray(self.dataset.with_format("numpy")["label"], dtype=np.int64)
+        return self._int_column("label")
+
+    def _int_column(self, name: str) -> np.ndarray:
+        """One column, read from Arrow in one piece: a numpy-formatted column is read row by row (0.3 s for
+        6,000 rows, which `selectkd finetune` paid on every step: 15x its training time on an H100)."""
+        return np.asarray(self.dataset.with_format("arrow")[:][name].to_numpy(), dtype=np.int64)
 
     def key_inputs(self) -> dict:
         """What about the data changes the numbers in a cache entry (not --split on a single file)."""
