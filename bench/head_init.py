@@ -81,11 +81,8 @@ def main(argv: list[str] | None = None) -> None:
                         continue
                     path = rp.record_path(mine, variant)
                     same = rp.load_record(study, run, cfg)  # the study ran exactly this configuration
-                    if same is not None:
-                        rec = {**same, "name": variant.name, "tier": "head",
-                               "taken_from": "/".join(rp.record_path(study, run).parts[-4:])}  # reproduce/DATASET/sSEED/NAME.json
-                        path.parent.mkdir(parents=True, exist_ok=True)
-                        atomic_write_json(path, rec)
+                    if same is not None:  # taken_from: reproduce/DATASET/sSEED/NAME.json
+                        rec = rp.adopt(mine, variant, same, rp.record_path(study, run), tier="head")
                     else:
                         rec = rp.execute(mine, variant, cfg, prep)  # mine.commit is False: committed below, alone
                     done[variant.name] = rec

@@ -373,16 +373,23 @@ def taken(args, run: Run, cfg: DistillConfig) -> dict | None:
             rec = json.loads(path.read_text())
             if rec.get("signature") != want or rec.get("taken_from") or busy(rec, 0.0, args.other_cores):
                 continue
-            rec = {**rec, "name": run.name, "tier": run.tier, "taken_from": "/".join(path.parts[-4:])}
-            out = record_path(args, run)
-            out.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write_json(out, rec)
+            rec = adopt(args, run, rec, path)
             log(f"{tag(run.data)} seed {run.seed}: {run.name} taken from {rec['taken_from']}")
             if args.commit:
-                commit([out], f"reproduce: {tag(run.data)} seed {run.seed} {run.name} taken from {rec['taken_from']} "
+                commit([record_path(args, run)], f"reproduce: {tag(run.data)} seed {run.seed} {run.name} taken from {rec['taken_from']} "
                               f"(the same settings; test {rec['test']['accuracy']:.3f}, {rec['seconds_train']:.0f} s)")
             return rec
     return None
+
+
+def adopt(args, run: Run, rec: dict, source: Path, tier: str | None = None) -> dict:
+    """``rec``, the record of a run made elsewhere with exactly ``run``'s settings (read from ``source``),
+    written as ``run``'s record (its name and tier) with where it came from (the last 4 parts of ``source``)."""
+    rec = {**rec, "name": run.name, "tier": tier or run.tier, "taken_from": "/".join(Path(source).parts[-4:])}
+    out = record_path(args, run)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out, rec)
+    return rec
 
 
 OTHER_CORES = 0.2  # a run beside other work that used more CPU than this, on average, has inflated seconds
