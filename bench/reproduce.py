@@ -515,6 +515,7 @@ def collect(args, prep: dict, best: str | None) -> dict[str, dict]:
             if rec is None:
                 continue
             recs[run.name] = rec
+            rec["_command"] = distill_command(cfg)  # today's defaults: a record taken from another bench ran before
             r = rows.setdefault(run.name, {"name": run.name, "tier": run.tier, "records": []})
             r["records"].append(rec)
         full = recs.get("full")
@@ -534,8 +535,8 @@ def collect(args, prep: dict, best: str | None) -> dict[str, dict]:
         r["reached"] = sum(s is not None for s in reach)
         r["to_target"] = float(np.median([s for s in reach if s is not None])) if r["reached"] else None
         r["tried"] = len(reach)
-        first = min(recs, key=lambda x: x["seed"])  # the commands as they ran for the first seed
-        r["command"] = first["command"]
+        first = min(recs, key=lambda x: x["seed"])  # the first seed's commands, as today's defaults spell them
+        r["command"] = first["_command"]
         r["select_command"] = (first.get("selection") or {}).get("command")
         r["load"] = [x.get("load_before") for x in recs]
     return rows
