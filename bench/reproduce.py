@@ -630,6 +630,7 @@ def plot_curves(path: Path, title: str, rows: dict, prep: dict) -> bool:
     ax.axvline(BAR_TIME * full["seconds_train"], color="k", ls=":", lw=1, label="15% of full KD's time")
     ax.axhline(SHARE * full["curve"]["dev_accuracy"][-1] * 100, color="k", ls="--", lw=1, label="99% of full KD")
     ax.set_xscale("symlog", linthresh=10)
+    ax.set_xlim(left=0)  # symlog pads below 0 otherwise, with a "-10^1" tick
     ax.set_xlabel("training seconds (evaluation not counted)")
     ax.set_ylabel("dev accuracy %")
     ax.set_title(f"{title}: accuracy vs time, seed {seed}")
