@@ -26,7 +26,7 @@ DEFAULT_MIN_STEPS = 100  # a 10% subset's few dozen steps leave a fresh student 
 # runs (bench/results/head_init.md): the probe start helps the default 10% run (tweets and r8) and holds
 # full-data KD back on r8 by ~7 points (it settles on the large classes); on tweets it is level there.
 DEFAULT_HEAD_INIT = "auto"
-DEFAULT_STRATEGY = "random"  # measured best at 10% with full KD's step count: bench/results/matched_steps.md
+DEFAULT_STRATEGY = "random"  # no strategy beat it at 10% and equal time on both datasets so far: docs/RESULTS.md
 DEFAULT_CRITERION = "entropy"
 DEFAULT_CLUSTERS = 30
 DEFAULT_PRUNE_HARD = 0.2  # ccs: the share of the pool dropped as too hard or mislabelled (CCS: 0.1..0.4)

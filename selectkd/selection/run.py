@@ -39,7 +39,7 @@ def select(data: DataSpec, scoring: ScoreSpec, spec: SelectSpec, *, name: str | 
 
     The cache entries are the ones ``score(data, scoring)`` makes: complete ones are reused at
     once, missing ones computed (or, with ``no_compute``, reported as an error). The default
-    strategy, random, is what measured best at 10% (bench/results/matched_steps.md).
+    strategy, random, is one no other beat at 10% and equal time on both datasets measured so far (docs/RESULTS.md).
     ``spec.budget`` is a fraction in (0, 1] or a row count >= 2; 1 means every row, as on the command line.
     A pool that choosing would need more than ``max_memory`` bytes for (default: the memory available) is refused.
     """
