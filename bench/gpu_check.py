@@ -117,7 +117,7 @@ def git_rev() -> str:
         return "?"
 
 
-def test_logits(test, device: str) -> np.ndarray:
+def test_logits(test) -> np.ndarray:
     return column_matrix(test.store.entry("teacher", test.teachers[0].key).read_parts(), "logits")
 
 
@@ -160,9 +160,9 @@ def main(argv: list[str] | None = None) -> None:
     bare = bare_step_seconds(teacher_init, dev, L)
     log(f"bare training step of the teacher: {bare}")
     # a model from scratch needs a higher lr than a pre-trained one's 3e-5 (with it this teacher stayed at the majority)
-    (teacher, record), t_ft = timed(lambda: finetuned_teacher(
+    teacher, record = finetuned_teacher(
         DATA, str(teacher_init), work / "teacher", sizes["teacher_rows"], epochs=sizes["teacher_epochs"], max_length=L,
-        eval_limit=sizes["dev_rows"], seed=0, cache_dir=cache, device=dev, progress=False, lr=1e-4))
+        eval_limit=sizes["dev_rows"], seed=0, cache_dir=cache, device=dev, progress=False, lr=1e-4)
     log(f"teacher fine-tuned in {record['seconds']:.1f} s")
     pool = str(transfer_pool(work, sizes["pool_rows"], skip=sizes["teacher_rows"], data=DATA))
     stages = {"teacher_finetune_s": record["seconds"], "teacher_finetune_record": record, "bare_step_s": bare}
@@ -176,7 +176,7 @@ def main(argv: list[str] | None = None) -> None:
         test, secs = timed(lambda: score(DataSpec(DATA, "test", limit=sizes["test_rows"]),
                                          ScoreSpec(teachers=(teacher,), max_length=L, device=d), cache_dir=work,
                                          progress=False))
-        numerics[d] = {"seconds": secs, "logits": test_logits(test, d), "key": test.teachers[0].key,
+        numerics[d] = {"seconds": secs, "logits": test_logits(test), "key": test.teachers[0].key,
                        "test": teacher_test_metrics(test)[0]}
         log(f"test rows scored on {d} in {secs} s: teacher accuracy {numerics[d]['test']['accuracy']:.4f}")
     a, b = numerics[dev]["logits"], numerics["cpu"]["logits"]

@@ -485,15 +485,11 @@ def best_strategy(args, preps: dict[str, dict]) -> str | None:
     table: dict[str, list[float]] = {}
     for prep in preps.values():
         for seed in args.seeds:
-            recs: dict[str, dict] = {}
-            for run in plan(args, prep, seed, None):
+            for run, _cfg, rec in finished(args, prep, seed, None):
                 if run.tier not in ("core", "strategies"):
                     continue
-                cfg = config_of(args, run, recs)
-                rec = load_record(args, run, cfg) if cfg else None
                 if rec is None:
                     return None  # not every 10% run has finished with today's settings: no choice yet
-                recs[run.name] = rec
                 if run.name.endswith("-10") and run.name.startswith(("static-", "dynamic-")):
                     table.setdefault(run.name[:-3], []).append(rec["test"]["accuracy"])
     if not table:
@@ -507,14 +503,24 @@ def best_strategy(args, preps: dict[str, dict]) -> str | None:
 
 # -- the report ------------------------------------------------------------------------------------
 
+def finished(args, prep: dict, seed: int, best: str | None):
+    """(run, config, record) for every planned run of one dataset and seed, in plan order; record is None until
+    the run has finished with today's settings (a record of other settings waits to be redone)."""
+    recs: dict[str, dict] = {}
+    for run in plan(args, prep, seed, best):
+        cfg = config_of(args, run, recs)
+        rec = load_record(args, run, cfg) if cfg else None
+        if rec is not None:
+            recs[run.name] = rec
+        yield run, cfg, rec
+
+
 def collect(args, prep: dict, best: str | None) -> dict[str, dict]:
     """Per run name: the records of its finished seeds, with means and spreads."""
     rows: dict[str, dict] = {}
     for seed in args.seeds:
         recs: dict[str, dict] = {}
-        for run in plan(args, prep, seed, best):
-            cfg = config_of(args, run, recs)
-            rec = load_record(args, run, cfg) if cfg else None  # a record of other settings waits to be redone
+        for run, cfg, rec in finished(args, prep, seed, best):
             if rec is None:
                 continue
             recs[run.name] = rec
