@@ -416,7 +416,7 @@ def main(argv=None) -> int:
     best = max(sizes, key=lambda n: median(sweep[n]))
     results["peak"] = {"size_sweep_gflops": {str(n): [round(v, 1) for v in vs] for n, vs in sweep.items()},
                        "size": best, "samples_gflops": [round(v, 1) for v in sweep[best]]}
-    log(f"matmul peak sweep (median GFLOP/s): " + ", ".join(f"{n}: {median(v):.0f}" for n, v in sweep.items()) + f" -> size {best}")
+    log("matmul peak sweep (median GFLOP/s): " + ", ".join(f"{n}: {median(v):.0f}" for n, v in sweep.items()) + f" -> size {best}")
 
     def sample_peak(tag: str):
         vals = matmul_gflops(best)
@@ -496,7 +496,7 @@ def main(argv=None) -> int:
             mres.setdefault("selectkd_batch_sweep", []).append(rec)
             log(f"  sweep batch {bs}: {rec['wall_s']:.1f} s end to end, forward {rec['forward_s']:.1f} s")
         results["models"][name] = mres
-        del model
+        model = None  # free the weights before the next model loads
         shutil.rmtree(root, ignore_errors=True)
 
     log("=== CLI warm rerun (minilm-l6) ===")

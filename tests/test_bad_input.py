@@ -159,6 +159,9 @@ CASES = [
          ("it names '/etc/passwd', which is not a file inside its folder", "--overwrite")),
     Case("cache info selection:nope", "unknown selection (cache info)", ("no selection 'nope'", "selectkd select --name nope")),
     Case("cache verify selection:../s1", "selection name with '..' (cache verify)", ("'../s1' is not a plain folder name", "no path")),
+    Case("cache rm selection:nope --cache-dir DAMAGED/", "unknown selection (cache rm)",
+         ("no selection 'nope'", "have: escape, listprov, trunc", "selectkd cache ls")),
+    Case("cache rm selection:../s1", "selection name with '..' (cache rm)", ("'../s1' is not a plain folder name", "no path")),
     # -- issue 10: surprises in keys, export and models --------------------------------------------
     Case(select("--no-compute --max-length 64"), "--no-compute after scoring with another --max-length",
          ("the nearest", "differs in --max-length (cached 128, asked 64)", "add --max-length 128 or drop --no-compute")),

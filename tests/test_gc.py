@@ -148,3 +148,32 @@ def test_a_distill_run_registers_the_entries_it_reads(tiny, tmp_path):
     assert gc.plan(Store(root)).remove == []  # the run's teacher is kept while the run folder exists
     shutil.rmtree(tmp_path / "run")
     assert {c.name for c in gc.plan(Store(root)).remove} >= {f"teacher/{teacher}"}
+
+
+def test_removing_a_selection_frees_its_entries_for_gc(store):
+    root = store["root"]
+    prov = store["selection"].provenance["cache"]
+    kept = {f"student/{prov['student']}", f"embedding/{prov['embedding']}", *(f"teacher/{k}" for k in prov["teachers"])}
+    assert not kept & {c.name for c in gc.plan(Store(root)).remove}
+    line = one_line_error(run_cli("cache", "rm", prov["student"][:10], "selection:nope", cache=root))
+    assert "no selection 'nope'" in line and "have: s1" in line
+    assert Store(root).entry("student", prov["student"]).exists()  # every name is checked before the first removal
+    done = run_cli("cache", "rm", "s1", cache=root, check=True)
+    assert "removed selection s1" in done.stdout
+    assert not (root / "selections" / "s1").exists() and Store(root).entry("student", prov["student"]).exists()
+    assert kept <= {c.name for c in gc.plan(Store(root)).remove}
+
+
+def test_an_entry_referred_to_after_the_plan_is_kept(store):
+    root = store["root"]
+    found = gc.plan(Store(root))
+    assert f"teacher/{store['unused']}" in {c.name for c in found.remove}
+    late = root / "selections" / "late"  # a selection saved between the plan and --yes names the unused teacher
+    shutil.copytree(root / "selections" / "s1", late)
+    prov = json.loads((late / "provenance.json").read_text())
+    prov["cache"]["teachers"] = [store["unused"]]
+    (late / "provenance.json").write_text(json.dumps(prov))
+    removed = gc.apply(found)
+    assert f"teacher/{store['unused']}" not in {c.name for c in removed} and len(removed) == len(found.remove) - 1
+    assert Store(root).entry("teacher", store["unused"]).exists()
+    assert not Store(root).entry("teacher", store["old"]).exists()

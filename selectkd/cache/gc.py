@@ -10,7 +10,8 @@ What counts as no longer needed:
   whose process is gone, and lock files of entries that do not exist.
 
 ``older_than`` keeps every entry written more recently. An entry whose lock another process holds
-is never touched: planning reports it as in use, and removing refuses the whole plan.
+is never touched: planning reports it as in use, and removing refuses the whole plan. Removing reads
+the references again under the entries' locks, so what a selection or run made since the plan names stays.
 """
 
 from __future__ import annotations
@@ -116,7 +117,9 @@ def plan(store: Store, older_than: float | None = None) -> Plan:
 
 
 def apply(p: Plan) -> list[Candidate]:
-    """Remove what ``p`` lists; refuses (removing nothing) when another process writes one of its entries."""
+    """Remove what ``p`` lists and returns it; refuses (removing nothing) when another process writes one of its
+    entries. An entry that a selection or distill run made since the plan refers to is kept (left out of the
+    list returned): the references are read again once every entry's lock is held."""
     busy = p.in_use + [c.entry for c in p.remove if c.entry is not None and _locked(c.entry)]
     if busy:  # refused before any lock file is made or anything removed
         raise _busy(p.root, busy[0])
@@ -127,12 +130,15 @@ def apply(p: Plan) -> list[Candidate]:
                     held.enter_context(c.entry.lock(wait=False))
                 except CacheError:
                     raise _busy(p.root, c.entry) from None
-        for c in p.remove:
+        referenced, _ = _references(Store(p.root))
+        removed = [c for c in p.remove if c.entry is None or c.entry.key not in referenced
+                   or _format_problem(c.entry) is not None]
+        for c in removed:
             if c.entry is not None:
                 discard(c.entry.path, "discarded")
             elif os.path.lexists(c.path) and not (c.path.name.endswith(".lock") and _held(c.path)):
                 remove_path(c.path)  # a lock file a writer took meanwhile stays
-    return p.remove
+    return removed
 
 
 def _busy(root: Path, e: Entry) -> CacheError:

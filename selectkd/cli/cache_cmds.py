@@ -11,8 +11,8 @@ from rich.table import Table
 from selectkd.cli.options import CacheDirOption, ConfigOption, err, out
 from selectkd.errors import SelectKDError
 
-cache_app = typer.Typer(help="Look after the cache store: list, inspect, verify, remove entries; list, inspect and "
-                        "verify selections.", no_args_is_help=True)
+cache_app = typer.Typer(help="Look after the cache store: list, inspect, verify and remove its entries and "
+                        "selections; list what nothing needs any more (gc).", no_args_is_help=True)
 
 
 def register(app: typer.Typer) -> None:
@@ -148,17 +148,30 @@ def cache_verify(key: Optional[str] = typer.Argument(None, help="Key or prefix, 
 
 
 @cache_app.command("rm")
-def cache_rm(keys: List[str] = typer.Argument(..., help="Keys or unique prefixes."),
+def cache_rm(keys: List[str] = typer.Argument(..., help="Keys or unique prefixes; or selections' names "
+                                              "(selection:NAME, or a bare NAME as for `cache info`)."),
              cache_dir: Optional[Path] = CacheDirOption, config: Optional[Path] = ConfigOption) -> None:
-    """Remove entries (whole: the folder is renamed away before it is deleted)."""
+    """Remove entries or selections (whole: the folder is renamed away before it is deleted).
+
+    Removing a selection leaves the cache entries it was made from; `cache gc` then lists those that nothing
+    else needs.
+    """
     from selectkd.cache.store import Store
+    from selectkd.selection.saved import remove_selection, require_selection
 
     store = Store(cache_dir)
     store.check_writable()
-    entries = [store.find(key) for key in keys]  # every key is checked before the first removal
-    for entry in entries:
-        store.remove(entry)
-        out.print(f"removed {entry.kind}/{entry.key}")
+    targets = [_selection_or_entry(store, key) for key in keys]  # every name is checked before the first removal
+    for target in targets:
+        if isinstance(target, str):
+            require_selection(store.root, target)
+    for target in targets:
+        if isinstance(target, str):
+            remove_selection(store.root, target)
+            out.print(f"removed selection {target}", highlight=False)
+        else:
+            store.remove(target)
+            out.print(f"removed {target.kind}/{target.key}", highlight=False)
 
 
 @cache_app.command("gc")
@@ -193,5 +206,6 @@ def cache_gc(older_than: Optional[str] = typer.Option(None, "--older-than", help
     if found.remove or found.in_use:
         store.check_writable()
     removed = gc.apply(found)
-    out.print(f"removed {len(removed)} ({found.bytes / 1e6:.1f} MB), {found.kept} entries kept, in {store.root}",
-              highlight=False)
+    kept = found.kept + len(found.remove) - len(removed)  # what a selection or run made meanwhile refers to
+    out.print(f"removed {len(removed)} ({sum(c.bytes for c in removed) / 1e6:.1f} MB), {kept} entries kept, "
+              f"in {store.root}", highlight=False)

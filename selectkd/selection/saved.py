@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from ..atomic import atomic_write_json, clean_stale, name_lock, remove_path, replace_path, temp_name
+from ..atomic import atomic_write_json, clean_stale, discard, name_lock, remove_path, replace_path, temp_name
 from ..cache.store import (Store, file_sha256, files_problem, is_own_file, is_plain_name, read_arrow, read_json_file,
                            shape_problem, write_arrow)
 from ..errors import SelectKDError
@@ -140,6 +140,26 @@ def save_selection(root: str | os.PathLike, selection: Selection, overwrite: boo
             if os.path.lexists(tmp):
                 remove_path(tmp)
     return final
+
+
+def remove_selection(root: str | os.PathLike, name: str) -> None:
+    """Delete a saved selection whole (renamed away first; a link loses the link, never its target). It refuses
+    while another process writes that name. The cache entries it named stay: `cache gc` lists them once nothing
+    else needs them."""
+    final = selection_path(root, name)
+    require_selection(root, name)  # before the lock, which would make the selections folder
+    busy = SelectionError(f"selection {name!r} is being written by another process; wait for it, then remove it")
+    with name_lock(final, wait=False, busy=busy):
+        require_selection(root, name)
+        discard(final, "removing")
+
+
+def require_selection(root: str | os.PathLike, name: str) -> None:
+    """Raise, naming the selections there are, unless a selection ``name`` exists."""
+    have = list_selections(root)
+    if name not in have:
+        raise SelectionError(f"no selection {name!r} in {Path(root) / SELECTIONS} (have: {', '.join(have) or 'none'}); "
+                             f"`selectkd cache ls` lists them")
 
 
 def load_selection(root: str | os.PathLike | None, name: str) -> Selection:
