@@ -177,3 +177,15 @@ def test_an_entry_referred_to_after_the_plan_is_kept(store):
     assert f"teacher/{store['unused']}" not in {c.name for c in removed} and len(removed) == len(found.remove) - 1
     assert Store(root).entry("teacher", store["unused"]).exists()
     assert not Store(root).entry("teacher", store["old"]).exists()
+
+
+def test_an_older_selectkds_hash_memo_is_listed(store, monkeypatch):
+    root = store["root"]
+    (root / "fingerprints.json").write_text("{}")
+    monkeypatch.setenv("SELECTKD_FINGERPRINTS", str(root / "fingerprints.json"))
+    assert str(root / "fingerprints.json") not in {c.name for c in gc.plan(Store(root)).remove}  # the memo in use
+    monkeypatch.delenv("SELECTKD_FINGERPRINTS")
+    found = gc.plan(Store(root))
+    assert "older selectkd" in {c.name: c.why for c in found.remove}[str(root / "fingerprints.json")]
+    gc.apply(found)
+    assert not (root / "fingerprints.json").exists()

@@ -7,7 +7,8 @@ What counts as no longer needed:
   read in ``<root>/runs/``, and a registration whose run folder is gone is itself stale);
 - an entry written in another cache format (this selectkd refuses to read it);
 - what killed writers left: hidden ``.NAME.tmp-PID`` / ``.NAME.discarded-PID`` files and folders
-  whose process is gone, and lock files of entries that do not exist.
+  whose process is gone, and lock files of entries that do not exist;
+- ``<root>/fingerprints.json``, where older selectkd kept file hashes (now per user, not per store).
 
 ``older_than`` keeps every entry written more recently. An entry whose lock another process holds
 is never touched: planning reports it as in use, and removing refuses the whole plan. Removing reads
@@ -28,8 +29,10 @@ from pathlib import Path
 
 from ..atomic import _alive, atomic_write_json, discard, remove_path
 from ..errors import CacheError, OptionError
+from .fingerprint import memo_path
 from .store import FORMAT_VERSION, KINDS, Entry, Store
 
+OLD_MEMO = "fingerprints.json"  # where selectkd before 59b2ec1 kept file hashes, per store (now per user)
 RUNS = "runs"  # <root>/runs/<id>.json: the entries a distill run read, and where the run lives
 LEFTOVER = re.compile(r"^\.(?P<name>.+)\.(?P<tag>tmp|discarded)-(?P<pid>\d+)$")
 AGE = re.compile(r"^\s*(?P<n>\d+(?:\.\d+)?)\s*(?P<unit>[smhdw])\s*$")
@@ -113,6 +116,9 @@ def plan(store: Store, older_than: float | None = None) -> Plan:
         result.remove.append(Candidate(e.path, why, e.size_bytes(), e, age))
     result.remove += [Candidate(p, "its run folder is gone", p.stat().st_size) for p in stale_runs]
     result.remove += _leftovers(store.root)
+    memo = store.root / OLD_MEMO
+    if memo.is_file() and not memo.is_symlink() and memo.resolve() != memo_path().resolve():  # not today's memo
+        result.remove.append(Candidate(memo, "file-hash memo of an older selectkd (kept per user now)", _size(memo)))
     return result
 
 

@@ -181,7 +181,7 @@ def cache_gc(older_than: Optional[str] = typer.Option(None, "--older-than", help
              cache_dir: Optional[Path] = CacheDirOption, config: Optional[Path] = ConfigOption) -> None:
     """List what the store no longer needs; remove it with --yes.
 
-    That is: entries that no selection, no distill run (while its folder exists) and no kept student entry refers to; entries of another cache format; what killed writers left (temp files, lock files of entries that do not exist, registrations of runs whose folder is gone). An entry another process is writing is never touched: with --yes, gc then removes nothing and says so.
+    That is: entries that no selection, no distill run (while its folder exists) and no kept student entry refers to; entries of another cache format; what killed writers left (temp files, lock files of entries that do not exist, registrations of runs whose folder is gone); an older selectkd's <store>/fingerprints.json. An entry another process is writing is never touched: with --yes, gc then removes nothing and says so.
     """
     from selectkd.cache import gc
     from selectkd.cache.store import Store
