@@ -33,6 +33,7 @@ from .fingerprint import memo_path
 from .store import FORMAT_VERSION, KINDS, Entry, Store
 
 OLD_MEMO = "fingerprints.json"  # where selectkd before 59b2ec1 kept file hashes, per store (now per user)
+UNREFERENCED = "nothing refers to it"  # the one reason a new reference since the plan takes back
 RUNS = "runs"  # <root>/runs/<id>.json: the entries a distill run read, and where the run lives
 LEFTOVER = re.compile(r"^\.(?P<name>.+)\.(?P<tag>tmp|discarded)-(?P<pid>\d+)$")
 AGE = re.compile(r"^\s*(?P<n>\d+(?:\.\d+)?)\s*(?P<unit>[smhdw])\s*$")
@@ -112,7 +113,7 @@ def plan(store: Store, older_than: float | None = None) -> Plan:
             result.in_use.append(e)
             continue
         if why is None:
-            why = "nothing refers to it"
+            why = UNREFERENCED
         result.remove.append(Candidate(e.path, why, e.size_bytes(), e, age))
     result.remove += [Candidate(p, "its run folder is gone", p.stat().st_size) for p in stale_runs]
     result.remove += _leftovers(store.root)
@@ -137,8 +138,7 @@ def apply(p: Plan) -> list[Candidate]:
                 except CacheError:
                     raise _busy(p.root, c.entry) from None
         referenced, _ = _references(Store(p.root))
-        removed = [c for c in p.remove if c.entry is None or c.entry.key not in referenced
-                   or _format_problem(c.entry) is not None]
+        removed = [c for c in p.remove if c.why != UNREFERENCED or c.entry.key not in referenced]
         for c in removed:
             if c.entry is not None:
                 discard(c.entry.path, "discarded")
