@@ -27,6 +27,9 @@ Each finished run leaves one small JSON record in bench/results/reproduce/DATASE
 (metrics, curve, command, machine, load before and after, commit); a run whose record matches its
 plan is never redone, and `--commit` commits each record as it is written, so a study stopped
 anywhere continues where it stopped (a teacher's fine-tuning too: it resumes from its last checkpoint).
+Teachers and scores live in the machine's cache, not in git: on a fresh machine a dataset's teacher is
+fitted again only when one of its runs still has to run, and prep.json's `refits` says whether the new
+one scored the recorded test accuracy (the same seed and code should give the same teacher).
 While the file RUNS/PAUSE exists the study waits before its next run, so a benchmark can have the
 machine without inflating a timed run. The report reads only these records.
 
@@ -154,12 +157,14 @@ def prepare(args, data: str, root: Path, student: str, small: bool = False) -> d
             "max_length": max_length, "student": student}
     pool = str(transfer_pool(root, pool_rows, skip=d.teacher_rows, data=data)) if d.transfer else data
     prep["pool"] = pool
+    refit: dict[str, bool] = {}  # fitted again here after a record of an earlier fit (a fresh machine)
     for role, model in (("teacher", args.teacher), ("small_teacher", args.small_teacher)):
         if role == "small_teacher" and not (small or "small_teacher" in rec):  # once fitted, always reported
             continue
         lr = {"lr": args.teacher_lr} if role == "teacher" else {}
         folder = root / "teachers" / (f"reproduce-{tag(model)}-{tag(data)}-{teacher_rows}-{max_length}"
                                       f"-e{d.teacher_epochs}" + (f"-lr{args.teacher_lr:g}" if lr else "") + "-s0")
+        refit[role] = f"{role}_test" in rec and not (folder / "selectkd_finetune.json").exists()
         if not (folder / "selectkd_finetune.json").exists():
             log(f"{tag(data)}: fine-tuning {role} {tag(model)} end to end on {teacher_rows:,} rows, "
                 f"{d.teacher_epochs} epochs, max length {max_length}")
@@ -182,6 +187,14 @@ def prepare(args, data: str, root: Path, student: str, small: bool = False) -> d
     test = score(DataSpec(data, "test", limit=d.test_rows), ScoreSpec(teachers=tuple(teachers), max_length=max_length),
                  cache_dir=cache, progress=args.progress)
     for role, metrics in zip(("teacher", "small_teacher"), teacher_test_metrics(test)):
+        if refit.get(role) and rec.get(f"{role}_test") not in (None, metrics):
+            # a fresh machine re-fitted a teacher earlier runs used: the runs before it distilled another teacher
+            log(f"{tag(data)}: the re-fitted {role} differs from the recorded one (test {rec[f'{role}_test']} then, "
+                f"{metrics} now); its earlier runs used the first")
+        if refit.get(role):
+            rec.setdefault("refits", []).append({"role": role, "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                                                 "seconds": prep[f"{role}_seconds"], "test": metrics,
+                                                 "same_test_as_recorded": rec.get(f"{role}_test") == metrics})
         rec[f"{role}_test"] = metrics
     rec["majority_test_accuracy"] = majority_baseline(test.rows.labels, test.rows.num_labels)["accuracy"]
     rec["test_rows"] = len(test.rows)
@@ -848,11 +861,23 @@ def main(argv: list[str] | None = None) -> None:
     student = first_layers(args.student, args.student_layers, root)
     preps = {d: p for d in args.datasets if (p := prepared(args, d)) is not None}
     best = best_strategy(args, preps)
+    ready: set[tuple[str, bool]] = set()
+
+    def ready_for(data: str, tier: str) -> dict:
+        """Teachers fitted and the pool scored on this machine, once per process and only when a run needs them:
+        a study continued on a fresh machine re-fits no teacher for tiers whose records are all there."""
+        small = tier == "teachers"
+        if (data, small) not in ready:
+            preps[data] = prepare(args, data, root, student, small=small)
+            ready.update({(data, small), (data, False)})
+        return preps[data]
+
     if not args.render_only:
         for tier in args.tiers:
             for data in args.datasets:
                 # paid once: a finished teacher and cached scores are reused; the small teacher only when needed
-                preps[data] = prepare(args, data, root, student, small=tier == "teachers")
+                if data not in preps or (tier == "teachers" and "small_teacher" not in preps[data]):
+                    ready_for(data, tier)  # the plan needs what prepare records
                 if tier == "budgets" and best is None:
                     best = best_strategy(args, preps)
                 for seed in args.seeds:
@@ -866,7 +891,7 @@ def main(argv: list[str] | None = None) -> None:
                                 f"cores): again")
                             rec = None
                         if rec is None and cfg is not None and run.tier == tier:
-                            rec = taken(args, run, cfg) or execute(args, run, cfg, preps[data])
+                            rec = taken(args, run, cfg) or execute(args, run, cfg, ready_for(data, tier))
                         if rec is not None:
                             records[run.name] = rec
                 try:  # a fresh report after every tier and dataset; a bug in it must not stop the runs
