@@ -184,9 +184,11 @@ def prepare(args, data: str, root: Path, student: str, small: bool = False) -> d
     log(f"{tag(data)}: scoring the pool ({pool_rows:,} rows) and {d.test_rows:,} test rows (cached once)")
     scoring = ScoreSpec(teachers=(prep["teacher"],), student=student, max_length=max_length)
     res = score(DataSpec(pool, "train", limit=pool_rows), scoring, cache_dir=cache, progress=args.progress)
+    keys_before = {r: rec.get(f"score_{r}", {}).get("key") for r in ("teacher", "student", "embedding")}
     for r in res.reports:
         entry = res.store.entry(r.role, r.key).manifest()
-        rec[f"score_{r.role}"] = {"seconds": entry.get("seconds", round(r.seconds, 2)), "rows": r.rows}
+        # the key names the teacher's weights: the same key after a re-fit means bit-identical logits
+        rec[f"score_{r.role}"] = {"seconds": entry.get("seconds", round(r.seconds, 2)), "rows": r.rows, "key": r.key}
     test = score(DataSpec(data, "test", limit=d.test_rows), ScoreSpec(teachers=tuple(teachers), max_length=max_length),
                  cache_dir=cache, progress=args.progress)
     for role, metrics in zip(("teacher", "small_teacher"), teacher_test_metrics(test)):
@@ -197,7 +199,9 @@ def prepare(args, data: str, root: Path, student: str, small: bool = False) -> d
         if refit.get(role):
             rec.setdefault("refits", []).append({"role": role, "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
                                                  "seconds": refit_seconds[role], "test": metrics,
-                                                 "same_test_as_recorded": rec.get(f"{role}_test") == metrics})
+                                                 "same_test_as_recorded": rec.get(f"{role}_test") == metrics,
+                                                 "pool_key": rec["score_teacher"]["key"] if role == "teacher" else None,
+                                                 "pool_key_recorded": keys_before["teacher"] if role == "teacher" else None})
         rec[f"{role}_test"] = metrics
     rec["majority_test_accuracy"] = majority_baseline(test.rows.labels, test.rows.num_labels)["accuracy"]
     rec["test_rows"] = len(test.rows)
