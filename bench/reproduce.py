@@ -500,8 +500,8 @@ def best_strategy(args, preps: dict[str, dict]) -> str | None:
     path = Path(args.results) / "budget_strategy.json"
     if path.exists():
         return json.loads(path.read_text())["best"]
-    if set(preps) != set(args.datasets):
-        return None  # a dataset has not even started
+    if set(preps) != set(args.datasets) or "budgets" not in args.tiers:
+        return None  # a dataset has not even started, or a partial run (--tiers core strategies) must not choose
     table: dict[str, list[float]] = {}
     for prep in preps.values():
         for seed in args.seeds:
