@@ -29,7 +29,9 @@ plan is never redone, and `--commit` commits each record as it is written, so a 
 anywhere continues where it stopped (a teacher's fine-tuning too: it resumes from its last checkpoint).
 Teachers and scores live in the machine's cache, not in git: on a fresh machine a dataset's teacher is
 fitted again only when one of its runs still has to run, and prep.json's `refits` says whether the new
-one scored the recorded test accuracy (the same seed and code should give the same teacher).
+one scored the recorded test accuracy. If it did not, it is another teacher: every record of that dataset
+made before the re-fit is redone (a record carries its teacher's cache key from then on), so that no table
+mixes two teachers.
 While the file RUNS/PAUSE exists the study waits before its next run, so a benchmark can have the
 machine without inflating a timed run. The report reads only these records.
 
@@ -193,11 +195,12 @@ def prepare(args, data: str, root: Path, student: str, small: bool = False) -> d
                  cache_dir=cache, progress=args.progress)
     for role, metrics in zip(("teacher", "small_teacher"), teacher_test_metrics(test)):
         if refit.get(role) and rec.get(f"{role}_test") not in (None, metrics):
-            # a fresh machine re-fitted a teacher earlier runs used: the runs before it distilled another teacher
+            # a fresh machine re-fitted a teacher earlier runs used, and it is another teacher: every record
+            # finished before now distilled the first one and is redone (same_teacher), so no table mixes two
             log(f"{tag(data)}: the re-fitted {role} differs from the recorded one (test {rec[f'{role}_test']} then, "
-                f"{metrics} now); its earlier runs used the first")
+                f"{metrics} now); the runs made with the first are redone")
         if refit.get(role):
-            rec.setdefault("refits", []).append({"role": role, "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            rec.setdefault("refits", []).append({"role": role, "finished": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()),
                                                  "seconds": refit_seconds[role], "test": metrics,
                                                  "same_test_as_recorded": rec.get(f"{role}_test") == metrics,
                                                  "pool_key": rec["score_teacher"]["key"] if role == "teacher" else None,
@@ -321,7 +324,33 @@ def load_record(args, run: Run, cfg: DistillConfig | None = None) -> dict | None
     rec = json.loads(path.read_text())
     if cfg is not None and rec.get("signature") != signature(run_config(cfg)):
         return None
-    return rec
+    return rec if same_teacher(args, run, rec) else None
+
+
+def refit_note(prep: dict) -> list[str]:
+    """One paragraph on the teacher's re-fits (a fresh machine keeps no cache), if any."""
+    notes = []
+    for r in prep.get("refits", []):
+        verdict = ("the same test accuracy and macro-F1 as recorded: the same teacher" if r.get("same_test_as_recorded")
+                   else "another teacher, so every run made before it is redone with it and only runs after it are "
+                        "shown here")
+        notes.append(f"the {r['role'].replace('_', ' ')} was fitted again on {r['finished'][:16].replace('T', ' ')} "
+                     f"UTC (a fresh machine; {r['seconds']:.0f} s) and scored {r['test']['accuracy'] * 100:.1f}% "
+                     f"test accuracy: {verdict}")
+    if not notes:
+        return []
+    return ["Re-fits: " + "; ".join(notes) + ". The fine-tuning time above is the first fit's (the same steps, "
+            "measured on a quiet machine).", ""]
+
+
+def same_teacher(args, run: Run, rec: dict) -> bool:
+    """False for a record made before its dataset's teachers were last fitted again and came out different
+    (prep.json `refits`, UTC times): it distilled another teacher than the one the other rows use now."""
+    prep = prepared(args, run.data) or {}
+    if rec.get("teacher_key") and prep.get("score_teacher", {}).get("key"):
+        return rec["teacher_key"] == prep["score_teacher"]["key"]
+    changed = [r["finished"] for r in prep.get("refits", []) if not r.get("same_test_as_recorded")]
+    return not changed or rec.get("finished", "") >= max(changed)
 
 
 def config_of(args, run: Run, records: dict) -> DistillConfig | None:
@@ -376,7 +405,7 @@ def execute(args, run: Run, cfg: DistillConfig, prep: dict) -> dict:
            "curve": {"seconds": curve.seconds, "dev_accuracy": curve.accuracy},
            "selection": sel, "command": distill_command(cfg), "signature": signature(run_config(cfg)),
            "machine": machine(), "load_before": round(load_before, 2), "load_after": round(os.getloadavg()[0], 2),
-           "other_cores": round(others, 3),
+           "other_cores": round(others, 3), "teacher_key": prep.get("score_teacher", {}).get("key"),
            "commit": git_rev(), "started": started, "finished": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())}
     path = record_path(args, run)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -394,7 +423,8 @@ def taken(args, run: Run, cfg: DistillConfig) -> dict | None:
     for folder in args.take_from:
         for path in sorted((Path(folder) / tag(run.data) / f"s{run.seed}").glob("*.json")):
             rec = json.loads(path.read_text())
-            if rec.get("signature") != want or rec.get("taken_from") or busy(rec, 0.0, args.other_cores):
+            if (rec.get("signature") != want or rec.get("taken_from") or busy(rec, 0.0, args.other_cores)
+                    or not same_teacher(args, run, rec)):
                 continue
             rec = adopt(args, run, rec, path)
             log(f"{tag(run.data)} seed {run.seed}: {run.name} taken from {rec['taken_from']}")
@@ -714,7 +744,7 @@ def render(args, preps: dict[str, dict], best: str | None) -> dict:
                 "`selectkd distill`'s defaults (`--head-init auto`: a run on a subset starts from the probe head, "
                 "one on all rows from the fresh head; the same-time run from the probe, like the default 10% run, "
                 "so that only the rows differ: [bench/results/head_init.md](../bench/results/head_init.md)).", "",
-                "```sh", prep["teacher_command"], "```", ""]
+                "```sh", prep["teacher_command"], "```", ""] + refit_note(prep)
         if not rows:
             doc += ["No finished runs yet.", ""]
             continue
