@@ -327,6 +327,17 @@ def load_record(args, run: Run, cfg: DistillConfig | None = None) -> dict | None
     return rec if same_teacher(args, run, rec) else None
 
 
+def speed_note(recs: list[dict]) -> str:
+    """How fast the CPUs of the runs were (a fixed matmul, `cpu_speed`), where recorded."""
+    timed = [r["cpu_speed_s"] for r in recs if r.get("cpu_speed_s")]
+    if not timed:
+        return ""
+    cpus = sorted({r["cpu"] for r in recs if r.get("cpu")})
+    return (f" CPU speed (a fixed matmul, recorded since 2026-11-26 for {len(timed)} runs; two machines with the same "
+            f"line above differed by 35% in training time): median {np.median(timed):.3f} s, range {min(timed):.3f}-"
+            f"{max(timed):.3f} s, on {'; '.join(cpus)}; runs recorded before have no measurement.")
+
+
 def refit_note(prep: dict) -> list[str]:
     """One paragraph on the teacher's re-fits (a fresh machine keeps no cache), if any."""
     notes = []
@@ -380,6 +391,7 @@ def execute(args, run: Run, cfg: DistillConfig, prep: dict) -> dict:
     wait_if_paused(args)
     sel = None
     started = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
+    speed = cpu_speed()  # before the clock starts: it is not part of the run
     load_before = os.getloadavg()[0]
     busy0, own0, wall0 = machine_busy_seconds(), time.process_time(), time.perf_counter()
     if run.selection:
@@ -405,7 +417,7 @@ def execute(args, run: Run, cfg: DistillConfig, prep: dict) -> dict:
            "curve": {"seconds": curve.seconds, "dev_accuracy": curve.accuracy},
            "selection": sel, "command": distill_command(cfg), "signature": signature(run_config(cfg)),
            "machine": machine(), "load_before": round(load_before, 2), "load_after": round(os.getloadavg()[0], 2),
-           "other_cores": round(others, 3), "teacher_key": prep.get("score_teacher", {}).get("key"),
+           "other_cores": round(others, 3), "teacher_key": prep.get("score_teacher", {}).get("key"), **speed,
            "commit": git_rev(), "started": started, "finished": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())}
     path = record_path(args, run)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -443,6 +455,31 @@ def adopt(args, run: Run, rec: dict, source: Path, tier: str | None = None) -> d
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out, rec)
     return rec
+
+
+def cpu_speed() -> dict:
+    """The CPU a run had, beyond `machine()`'s line: family/model/MHz from /proc/cpuinfo, and the median
+    seconds of a fixed matmul workload (MiniLM-sized, torch's threads). Two machines that print the same
+    "2 cores (AMD EPYC)" differed by 35% in training time (2026-11-26): seconds compare only where this does."""
+    import torch
+
+    info: dict[str, str] = {}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() in ("cpu family", "model", "cpu MHz") and key.strip() not in info:
+                info[key.strip()] = value.strip()
+    except OSError:
+        pass
+    a, b = torch.randn(2048, 384, generator=torch.Generator().manual_seed(0)), torch.randn(384, 1536)
+    times = []
+    for _ in range(5):
+        t = time.perf_counter()
+        for _ in range(20):
+            a @ b
+        times.append(time.perf_counter() - t)
+    cpu = f"family {info.get('cpu family', '?')} model {info.get('model', '?')}, {info.get('cpu MHz', '?')} MHz"
+    return {"cpu": cpu, "cpu_speed_s": round(float(np.median(times)), 4)}
 
 
 OTHER_CORES = 0.2  # a run beside other work that used more CPU than this, on average, has inflated seconds
@@ -724,7 +761,7 @@ def render(args, preps: dict[str, dict], best: str | None) -> dict:
                 f"1-minute load average before each run: median {np.median(loads):.1f}, max {max(loads):.1f}{others}. "
                 f"{shared} runs ran beside other work (others above {OTHER_CORES} cores, or without that measurement a "
                 f"load above 2.5 before or after): their seconds are inflated and `--rerun-loaded 2.5` redoes them."
-                + taken_note(all_recs), ""]
+                + taken_note(all_recs) + speed_note(all_recs), ""]
     headline = []
     waiting = [tag(d) for d in args.datasets if d not in preps]
     for data, prep in preps.items():
