@@ -30,7 +30,7 @@ anywhere continues where it stopped (a teacher's fine-tuning too: it resumes fro
 Teachers and scores live in the machine's cache, not in git: on a fresh machine a dataset's teacher is
 fitted again only when one of its runs still has to run, and prep.json's `refits` says whether the new
 one scored the recorded test accuracy. If it did not, it is another teacher: every record of that dataset
-made before the re-fit is redone (a record carries its teacher's cache key from then on), so that no table
+made before the re-fit is redone (a record carries its teacher's weights hash from then on), so that no table
 mixes two teachers.
 While the file RUNS/PAUSE exists the study waits before its next run, so a benchmark can have the
 machine without inflating a timed run. The report reads only these records.
@@ -46,6 +46,7 @@ as both the teacher's data and the pool, as the paper does. Test: the first 2,00
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import os
@@ -59,6 +60,7 @@ import numpy as np
 
 from selectkd import assets
 from selectkd.atomic import atomic_write_json, atomic_write_text, save_figure
+from selectkd.cache.fingerprint import WEIGHT_SUFFIXES, path_fingerprint
 from selectkd.cache.store import Store
 from selectkd.distillation.config import OPTION_DEFAULTS, DistillConfig, run_config
 from selectkd.distillation.curves import accuracy_at, read_curve, seconds_to_reach
@@ -161,6 +163,7 @@ def prepare(args, data: str, root: Path, student: str, small: bool = False) -> d
     prep["pool"] = pool
     refit: dict[str, bool] = {}  # fitted again here after a record of an earlier fit (a fresh machine)
     refit_seconds: dict[str, float] = {}
+    weights_before = {role: rec.get(f"{role}_weights") for role in ("teacher", "small_teacher")}
     for role, model in (("teacher", args.teacher), ("small_teacher", args.small_teacher)):
         if role == "small_teacher" and not (small or "small_teacher" in rec):  # once fitted, always reported
             continue
@@ -175,6 +178,7 @@ def prepare(args, data: str, root: Path, student: str, small: bool = False) -> d
                                          max_length=max_length, eval_limit=d.dev_rows, seed=0, cache_dir=cache,
                                          progress=args.progress, **lr)
         prep[role] = path
+        prep[f"{role}_weights"] = weights_hash(Path(path))  # names the teacher bit for bit (its cache key does not)
         # the first fit's time stays the reported cost; a re-fit's (perhaps beside other work) goes to refits
         prep[f"{role}_seconds"] = rec.get(f"{role}_seconds", record["seconds"]) if refit[role] else record["seconds"]
         refit_seconds[role] = record["seconds"]
@@ -186,25 +190,24 @@ def prepare(args, data: str, root: Path, student: str, small: bool = False) -> d
     log(f"{tag(data)}: scoring the pool ({pool_rows:,} rows) and {d.test_rows:,} test rows (cached once)")
     scoring = ScoreSpec(teachers=(prep["teacher"],), student=student, max_length=max_length)
     res = score(DataSpec(pool, "train", limit=pool_rows), scoring, cache_dir=cache, progress=args.progress)
-    keys_before = {r: rec.get(f"score_{r}", {}).get("key") for r in ("teacher", "student", "embedding")}
     for r in res.reports:
         entry = res.store.entry(r.role, r.key).manifest()
-        # the key names the teacher's weights: the same key after a re-fit means bit-identical logits
         rec[f"score_{r.role}"] = {"seconds": entry.get("seconds", round(r.seconds, 2)), "rows": r.rows, "key": r.key}
     test = score(DataSpec(data, "test", limit=d.test_rows), ScoreSpec(teachers=tuple(teachers), max_length=max_length),
                  cache_dir=cache, progress=args.progress)
     for role, metrics in zip(("teacher", "small_teacher"), teacher_test_metrics(test)):
-        if refit.get(role) and rec.get(f"{role}_test") not in (None, metrics):
-            # a fresh machine re-fitted a teacher earlier runs used, and it is another teacher: every record
-            # finished before now distilled the first one and is redone (same_teacher), so no table mixes two
-            log(f"{tag(data)}: the re-fitted {role} differs from the recorded one (test {rec[f'{role}_test']} then, "
-                f"{metrics} now); the runs made with the first are redone")
         if refit.get(role):
-            rec.setdefault("refits", []).append({"role": role, "finished": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()),
-                                                 "seconds": refit_seconds[role], "test": metrics,
-                                                 "same_test_as_recorded": rec.get(f"{role}_test") == metrics,
-                                                 "pool_key": rec["score_teacher"]["key"] if role == "teacher" else None,
-                                                 "pool_key_recorded": keys_before["teacher"] if role == "teacher" else None})
+            # the weights' hash decides where one was recorded; before 2026-11-27 there is only the test accuracy
+            weights, before = prep[f"{role}_weights"], weights_before[role]
+            same = weights == before if before else rec.get(f"{role}_test") == metrics
+            if not same:  # another teacher: every record made before distilled the first one and is redone
+                log(f"{tag(data)}: the re-fitted {role} is another teacher (test {rec.get(f'{role}_test')} then, "
+                    f"{metrics} now); the runs made with the first are redone")
+            rec.setdefault("refits", []).append({
+                "role": role, "finished": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()),
+                "seconds": refit_seconds[role], "test": metrics, "same_teacher": same,
+                "same_test_as_recorded": rec.get(f"{role}_test") == metrics, "weights": weights,
+                "weights_recorded": before})
         rec[f"{role}_test"] = metrics
     rec["majority_test_accuracy"] = majority_baseline(test.rows.labels, test.rows.num_labels)["accuracy"]
     rec["test_rows"] = len(test.rows)
@@ -342,7 +345,8 @@ def refit_note(prep: dict) -> list[str]:
     """One paragraph on the teacher's re-fits (a fresh machine keeps no cache), if any."""
     notes = []
     for r in prep.get("refits", []):
-        verdict = ("the same test accuracy and macro-F1 as recorded: the same teacher" if r.get("same_test_as_recorded")
+        verdict = ("the same teacher (the same weights, or without a recorded key the same test accuracy and "
+                   "macro-F1)" if not another_teacher(r)
                    else "another teacher, so every run made before it is redone with it and only runs after it are "
                         "shown here")
         notes.append(f"the {r['role'].replace('_', ' ')} was fitted again on {r['finished'][:16].replace('T', ' ')} "
@@ -354,13 +358,30 @@ def refit_note(prep: dict) -> list[str]:
             "measured on a quiet machine).", ""]
 
 
+def weights_hash(folder: Path) -> str:
+    """sha256 over a model folder's weight files (names and bytes): the same hash is the same teacher, bit for bit.
+    (The teacher's cache key also hashes selectkd_finetune.json, whose seconds differ on every fit.)"""
+    parts = [[f.name, path_fingerprint(f)] for f in sorted(folder.iterdir()) if f.suffix in WEIGHT_SUFFIXES]
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:24]
+
+
+def another_teacher(refit: dict) -> bool:
+    """Whether a re-fit (prep.json `refits`) came out another teacher (records before 2026-11-27: by test metrics)."""
+    return not refit.get("same_teacher", refit.get("same_test_as_recorded"))
+
+
+def changed_refits(prep: dict | None) -> int:
+    """How many times a dataset's teacher was fitted again and came out another teacher."""
+    return sum(another_teacher(r) for r in (prep or {}).get("refits", []))
+
+
 def same_teacher(args, run: Run, rec: dict) -> bool:
     """False for a record made before its dataset's teachers were last fitted again and came out different
     (prep.json `refits`, UTC times): it distilled another teacher than the one the other rows use now."""
     prep = prepared(args, run.data) or {}
-    if rec.get("teacher_key") and prep.get("score_teacher", {}).get("key"):
-        return rec["teacher_key"] == prep["score_teacher"]["key"]
-    changed = [r["finished"] for r in prep.get("refits", []) if not r.get("same_test_as_recorded")]
+    if rec.get("teacher_weights") and prep.get("teacher_weights"):
+        return rec["teacher_weights"] == prep["teacher_weights"]
+    changed = [r["finished"] for r in prep.get("refits", []) if another_teacher(r)]
     return not changed or rec.get("finished", "") >= max(changed)
 
 
@@ -417,7 +438,7 @@ def execute(args, run: Run, cfg: DistillConfig, prep: dict) -> dict:
            "curve": {"seconds": curve.seconds, "dev_accuracy": curve.accuracy},
            "selection": sel, "command": distill_command(cfg), "signature": signature(run_config(cfg)),
            "machine": machine(), "load_before": round(load_before, 2), "load_after": round(os.getloadavg()[0], 2),
-           "other_cores": round(others, 3), "teacher_key": prep.get("score_teacher", {}).get("key"), **speed,
+           "other_cores": round(others, 3), "teacher_weights": prep.get("teacher_weights"), **speed,
            "commit": git_rev(), "started": started, "finished": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())}
     path = record_path(args, run)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -937,41 +958,63 @@ def main(argv: list[str] | None = None) -> None:
     best = best_strategy(args, preps)
     ready: set[tuple[str, bool]] = set()
 
-    def ready_for(data: str, tier: str) -> dict:
-        """Teachers fitted and the pool scored on this machine, once per process and only when a run needs them:
-        a study continued on a fresh machine re-fits no teacher for tiers whose records are all there."""
+    def ready_for(data: str, tier: str) -> bool:
+        """Teachers fitted and the pool scored on this machine, once per process and only when a run needs them
+        (a study continued on a fresh machine re-fits no teacher for tiers whose records are all there). True
+        when a teacher fitted again came out another teacher: every record made before is void (same_teacher)."""
         small = tier == "teachers"
-        if (data, small) not in ready:
-            preps[data] = prepare(args, data, root, student, small=small)
-            ready.update({(data, small), (data, False)})
-        return preps[data]
+        if (data, small) in ready:
+            return False
+        before = changed_refits(preps.get(data))
+        preps[data] = prepare(args, data, root, student, small=small)
+        ready.update({(data, small), (data, False)})
+        return changed_refits(preps[data]) != before
+
+    def run_tier(tier: str, data: str) -> bool:
+        """Every run of ``tier`` on ``data`` without a record of today's settings and teacher; True (and stop)
+        when a teacher fitted on the way is another teacher: the tiers then start over."""
+        nonlocal best
+        # paid once: a finished teacher and cached scores are reused; the small teacher only when needed
+        if data not in preps or (tier == "teachers" and "small_teacher" not in preps[data]):
+            if ready_for(data, tier):  # the plan needs what prepare records
+                return True
+        if tier == "budgets" and best is None:
+            best = best_strategy(args, preps)
+        for seed in args.seeds:
+            records: dict[str, dict] = {}
+            for run in plan(args, preps[data], seed, best):
+                cfg = config_of(args, run, records)
+                rec = load_record(args, run, cfg) if cfg else None
+                if rec is not None and run.tier == tier and busy(rec, args.rerun_loaded, args.other_cores):
+                    log(f"{tag(data)} seed {seed}: {run.name} ran beside other work (load "
+                        f"{rec['load_before']}/{rec['load_after']}, others {rec.get('other_cores')} cores): again")
+                    rec = None
+                if rec is None and cfg is not None and run.tier == tier:
+                    rec = taken(args, run, cfg)
+                    if rec is None:
+                        if ready_for(data, tier):
+                            return True
+                        rec = execute(args, run, cfg, preps[data])
+                if rec is not None:
+                    records[run.name] = rec
+        return False
 
     if not args.render_only:
-        for tier in args.tiers:
-            for data in args.datasets:
-                # paid once: a finished teacher and cached scores are reused; the small teacher only when needed
-                if data not in preps or (tier == "teachers" and "small_teacher" not in preps[data]):
-                    ready_for(data, tier)  # the plan needs what prepare records
-                if tier == "budgets" and best is None:
-                    best = best_strategy(args, preps)
-                for seed in args.seeds:
-                    records: dict[str, dict] = {}
-                    for run in plan(args, preps[data], seed, best):
-                        cfg = config_of(args, run, records)
-                        rec = load_record(args, run, cfg) if cfg else None
-                        if rec is not None and run.tier == tier and busy(rec, args.rerun_loaded, args.other_cores):
-                            log(f"{tag(data)} seed {seed}: {run.name} ran beside other work (load "
-                                f"{rec['load_before']}/{rec['load_after']}, others {rec.get('other_cores')} "
-                                f"cores): again")
-                            rec = None
-                        if rec is None and cfg is not None and run.tier == tier:
-                            rec = taken(args, run, cfg) or execute(args, run, cfg, ready_for(data, tier))
-                        if rec is not None:
-                            records[run.name] = rec
-                try:  # a fresh report after every tier and dataset; a bug in it must not stop the runs
-                    render(args, preps, best)
-                except Exception as exc:  # noqa: BLE001
-                    log(f"report failed ({type(exc).__name__}: {exc}); the runs go on")
+        again = True
+        while again:  # at most once more per dataset: a process fits each teacher at most once
+            again = False
+            for tier in args.tiers:
+                for data in args.datasets:
+                    if run_tier(tier, data):
+                        log(f"{tag(data)}: the runs made with its first teacher are redone, from the first tier")
+                        again = True
+                        break
+                    try:  # a fresh report after every tier and dataset; a bug in it must not stop the runs
+                        render(args, preps, best)
+                    except Exception as exc:  # noqa: BLE001
+                        log(f"report failed ({type(exc).__name__}: {exc}); the runs go on")
+                if again:
+                    break
     render(args, preps, best)
     log(f"report: {Path(args.out) / 'RESULTS.md'}")
 

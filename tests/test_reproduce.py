@@ -146,3 +146,43 @@ def test_take_from_copies_a_run_made_elsewhere_with_the_same_settings_and_not_a_
     rec = json.loads(path.read_text())
     assert rec["name"] == "full" and rec["taken_from"] == "other/toy/s0/full-random-head.json"
     assert rec["finished"] == made["finished"] and rec["test"] == made["test"]
+
+
+def test_a_fresh_machine_refits_a_teacher_only_when_a_run_needs_it_and_a_different_one_redoes_the_runs(study):
+    base, prep_path = study["base"], study["base"] / "results" / "toy" / "prep.json"
+    core = ("no-kd", "full", "dynamic-random-10", "same-time", "static-random-10", "in-batch-10")
+
+    def fresh_machine(name: str) -> None:  # only git survives: the cache (teachers, scores) is gone
+        (base / "cache").rename(base / name)
+
+    fresh_machine("cache-1")
+    again = run_study([*study["args"], "--tiers", "core"], base)
+    assert "fine-tuning" not in again.stdout and not [x for x in again.stdout.splitlines() if "toy seed 0:" in x]
+
+    # a run is missing: the teacher is fitted again; the same code and seed give the same teacher, so only it runs
+    (study["records"] / "static-random-10.json").unlink()
+    again = run_study([*study["args"], "--tiers", "core"], base)
+    assert "fine-tuning teacher" in again.stdout
+    assert [x.rsplit(" ", 1)[-1] for x in again.stdout.splitlines() if "toy seed 0:" in x] == ["static-random-10"]
+    prep = json.loads(prep_path.read_text())
+    assert {(r["role"], r["same_teacher"]) for r in prep["refits"]} == {("teacher", True), ("small_teacher", True)}
+    assert records(study)["static-random-10"]["teacher_weights"] == prep["teacher_weights"]
+
+    # as if the records and the recorded weights came from another teacher: the re-fit is then another teacher, and
+    # every core run is redone with it, those checked before the re-fit too (the missing run is the last of the tier)
+    prep["teacher_weights"] = "0" * 24
+    prep_path.write_text(json.dumps(prep))
+    for path in study["records"].glob("*.json"):
+        path.write_text(json.dumps({**json.loads(path.read_text()), "teacher_weights": "0" * 24}))
+    fresh_machine("cache-2")
+    (study["records"] / "in-batch-10.json").unlink()
+    again = run_study([*study["args"], "--tiers", "core"], base)
+    prep = json.loads(prep_path.read_text())
+    assert [r["same_teacher"] for r in prep["refits"] if r["role"] == "teacher"] == [True, False]
+    redone = {x.split("toy seed 0: ", 1)[1].split(" ")[0] for x in again.stdout.splitlines() if "toy seed 0:" in x}
+    assert set(core) <= redone, again.stdout
+    recs = records(study)
+    assert all(recs[n]["teacher_weights"] == prep["teacher_weights"] for n in core)
+    assert all(recs[n]["finished"] >= prep["refits"][-1]["finished"] for n in core)
+    doc = (study["docs"] / "RESULTS.md").read_text()
+    assert "Re-fits: " in doc and "another teacher" in doc
