@@ -179,8 +179,10 @@ def prepare(args, data: str, root: Path, student: str, small: bool = False) -> d
                                          progress=args.progress, **lr)
         prep[role] = path
         prep[f"{role}_weights"] = weights_hash(Path(path))  # names the teacher bit for bit (its cache key does not)
-        # the first fit's time stays the reported cost; a re-fit's (perhaps beside other work) goes to refits
-        prep[f"{role}_seconds"] = rec.get(f"{role}_seconds", record["seconds"]) if refit[role] else record["seconds"]
+        # the first fit's time stays the reported cost (a re-fit's, perhaps beside other work, goes to refits and
+        # to the folder's own record, which a later prepare must not read back as the cost)
+        first = rec.get(role) == path and f"{role}_seconds" in rec
+        prep[f"{role}_seconds"] = rec[f"{role}_seconds"] if first else record["seconds"]
         refit_seconds[role] = record["seconds"]
         prep[f"{role}_command"] = shlex.join(["selectkd", "finetune", "--data", tag(data), "--model", tag(model),
                                               *(["--lr", f"{args.teacher_lr:g}"] if lr else []),
@@ -355,7 +357,7 @@ def refit_note(prep: dict) -> list[str]:
     if not notes:
         return []
     return ["Re-fits: " + "; ".join(notes) + ". The fine-tuning time above is the first fit's (the same steps, "
-            "measured on a quiet machine).", ""]
+            "measured on the machine of that fit, without other work beside it).", ""]
 
 
 def weights_hash(folder: Path) -> str:

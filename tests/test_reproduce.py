@@ -155,6 +155,7 @@ def test_a_fresh_machine_refits_a_teacher_only_when_a_run_needs_it_and_a_differe
     def fresh_machine(name: str) -> None:  # only git survives: the cache (teachers, scores) is gone
         (base / "cache").rename(base / name)
 
+    first_seconds = json.loads(prep_path.read_text())["teacher_seconds"]
     fresh_machine("cache-1")
     again = run_study([*study["args"], "--tiers", "core"], base)
     assert "fine-tuning" not in again.stdout and not [x for x in again.stdout.splitlines() if "toy seed 0:" in x]
@@ -184,5 +185,11 @@ def test_a_fresh_machine_refits_a_teacher_only_when_a_run_needs_it_and_a_differe
     recs = records(study)
     assert all(recs[n]["teacher_weights"] == prep["teacher_weights"] for n in core)
     assert all(recs[n]["finished"] >= prep["refits"][-1]["finished"] for n in core)
+    assert prep["teacher_seconds"] == first_seconds  # the first fit's cost stays, through re-fits
     doc = (study["docs"] / "RESULTS.md").read_text()
     assert "Re-fits: " in doc and "another teacher" in doc
+
+    # and through a later run on this machine, which reads the re-fit's own record in the teacher's folder
+    (study["records"] / "no-kd.json").unlink()
+    run_study([*study["args"], "--tiers", "core"], base)
+    assert json.loads(prep_path.read_text())["teacher_seconds"] == first_seconds
