@@ -29,7 +29,7 @@ plan is never redone, and `--commit` commits each record as it is written, so a 
 anywhere continues where it stopped (a teacher's fine-tuning too: it resumes from its last checkpoint).
 Teachers and scores live in the machine's cache, not in git: on a fresh machine a dataset's teacher is
 fitted again only when one of its runs still has to run, and prep.json's `refits` says whether the new
-one scored the recorded test accuracy. If it did not, it is another teacher: every record of that dataset
+one has the recorded weights hash (before one was recorded: the recorded test accuracy). If not, it is another teacher: every record of that dataset
 made before the re-fit is redone (a record carries its teacher's weights hash from then on), so that no table
 mixes two teachers.
 While the file RUNS/PAUSE exists the study waits before its next run, so a benchmark can have the
