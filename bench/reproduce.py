@@ -178,7 +178,7 @@ def prepare(args, data: str, root: Path, student: str, small: bool = False) -> d
                                          max_length=max_length, eval_limit=d.dev_rows, seed=0, cache_dir=cache,
                                          progress=args.progress, **lr)
         prep[role] = path
-        prep[f"{role}_weights"] = weights_hash(Path(path))  # names the teacher bit for bit (its cache key does not)
+        prep[f"{role}_weights"] = weights_hash(Path(path))  # names the teacher bit for bit
         # the first fit's time stays the reported cost (a re-fit's, perhaps beside other work, goes to refits and
         # to the folder's own record, which a later prepare must not read back as the cost)
         first = rec.get(role) == path and f"{role}_seconds" in rec
@@ -362,7 +362,8 @@ def refit_note(prep: dict) -> list[str]:
 
 def weights_hash(folder: Path) -> str:
     """sha256 over a model folder's weight files (names and bytes): the same hash is the same teacher, bit for bit.
-    (The teacher's cache key also hashes selectkd_finetune.json, whose seconds differ on every fit.)"""
+    (Weights only, unlike the cache key, which also hashes config.json: comparable with every record since
+    2026-11-27.)"""
     parts = [[f.name, path_fingerprint(f)] for f in sorted(folder.iterdir()) if f.suffix in WEIGHT_SUFFIXES]
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:24]
 

@@ -146,6 +146,9 @@ def test_a_killed_finetune_resumes_to_the_same_weights_and_cleans_up(task, tmp_p
     a = load_file(str(killed / "model.safetensors"))
     b = load_file(str(tmp_path / "clean" / "model.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    # the same weights are the same teacher to the cache, whatever each fit's own record says it cost
+    from selectkd.cache.fingerprint import model_fingerprint
+    assert model_fingerprint(killed) == model_fingerprint(tmp_path / "clean")
 
 
 # -- schedules by compute: --max-steps, --time-budget, --eval-every --------------------------------------

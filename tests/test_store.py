@@ -165,6 +165,23 @@ def test_file_hashes_are_remembered_per_user_not_per_store(tmp_path, monkeypatch
     assert fingerprint.memo_path() == tmp_path / "xdg" / "selectkd" / "fingerprints.json"
 
 
+def test_a_model_key_ignores_selectkds_own_record_but_not_the_config(tmp_path, monkeypatch):
+    """selectkd_finetune.json holds a fit's seconds: a re-fit to the same weights keeps the cached scores."""
+    from selectkd.cache import fingerprint
+
+    monkeypatch.setenv("SELECTKD_FINGERPRINTS", str(tmp_path / "fp.json"))
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text('{"hidden_size": 8}')
+    (model / "model.safetensors").write_bytes(b"weights" * 1000)
+    (model / "selectkd_finetune.json").write_text('{"seconds": 3793.2}')
+    first = fingerprint.model_fingerprint(model)
+    (model / "selectkd_finetune.json").write_text('{"seconds": 4261.2}')
+    assert fingerprint.model_fingerprint(model) == first
+    (model / "config.json").write_text('{"hidden_size": 8, "id2label": {"0": "b", "1": "a"}}')
+    assert fingerprint.model_fingerprint(model) != first
+
+
 def test_column_matrix_of_a_sliced_table_is_its_rows():
     from selectkd.cache.arrays import column_matrix, fixed_list
 

@@ -18,7 +18,7 @@ from .files import file_sha256
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".h5", ".msgpack")
 TOKENIZER_FILES = {"tokenizer.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json",
                    "merges.txt", "vocab.json", "sentencepiece.bpe.model", "spiece.model", "added_tokens.json"}
-
+OWN_RECORDS = "selectkd_"  # selectkd_finetune.json: what a fit cost and scored, not what the model computes
 
 MEMO_ENV = "SELECTKD_FINGERPRINTS"
 
@@ -61,10 +61,14 @@ def _read_memo(path: Path) -> dict:
 
 
 def model_fingerprint(folder: Path) -> str:
-    """Hash of a model folder's config and weight files (not its tokenizer: that has its own)."""
+    """Hash of a model folder's config and weight files: not its tokenizer (that has its own), nor selectkd's
+    own records beside them (``selectkd_finetune.json`` holds a fit's seconds: a re-fit to the same weights
+    keeps its key and finds its cached scores)."""
     folder = Path(folder)
     parts = []
     for f in sorted(folder.iterdir()):
+        if f.name.startswith(OWN_RECORDS):
+            continue
         if f.is_file() and (f.suffix in WEIGHT_SUFFIXES or (f.suffix == ".json" and f.name not in TOKENIZER_FILES)):
             parts.append([f.name, path_fingerprint(f)])
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:24]
