@@ -210,6 +210,26 @@ def test_time_budget_stops_after_the_first_step(task, tmp_path):
     assert [r["step"] for r in records if "epoch" in r] == [1] and records[-1]["final"]
 
 
+def test_a_dynamic_run_counts_its_re_scoring_as_training_time(task, tmp_path, monkeypatch):
+    """Re-scoring the pool is what dynamic selection pays to train: it is in seconds.train (so in --time-budget
+    and the dev curve), or a dynamic run would look cheaper than a static one at equal compute."""
+    from selectkd.distillation.active import Dynamic
+
+    real = Dynamic.reselect
+
+    def slow(self, epoch):  # a re-scoring that costs a known second, far more than this tiny run's steps
+        time.sleep(1.0)
+        return real(self, epoch)
+
+    monkeypatch.setattr(Dynamic, "reselect", slow)
+    res = distill(config(task, tmp_path / "run", budget="0.1", strategy="entropy", epochs=3, eval_every=1),
+                  progress=False)
+    s = res.summary["seconds"]
+    assert s["rescore"] >= 2.0 and s["train"] >= s["rescore"] + s["head_init"]  # epochs 2 and 3 re-score
+    lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert max(r["seconds_train"] for r in lines if "seconds_train" in r) >= 2.0  # the curve pays it too
+
+
 def test_eval_every_beyond_the_run_is_refused_before_the_run_folder(task, tmp_path):
     with pytest.raises(SelectKDError, match="--eval-every 31 is more than the run's 30 steps"):
         distill(config(task, tmp_path / "run", eval_every=31), progress=False)

@@ -100,13 +100,21 @@ def test_a_second_invocation_trains_nothing_and_other_settings_are_redone(study)
     stale = json.loads(path.read_text())
     stale["signature"]["lr"] = 123.0  # as if it had run with other settings
     path.write_text(json.dumps(stale))
+    # a dynamic run recorded before its training seconds counted the re-scoring of the pool is short by it
+    dynamic = study["records"] / "dynamic-uncertainty_sampling-10.json"
+    short = json.loads(dynamic.read_text())
+    short["seconds"]["rescore"] = 2.0
+    del short["train_counts_rescore"]
+    dynamic.write_text(json.dumps(short))
     again = run_study(study["args"], study["base"])
-    trained = [line for line in again.stdout.splitlines() if "toy seed 0:" in line]
-    assert len(trained) == 1 and trained[0].endswith("static-random-10"), trained
+    trained = sorted(line.rsplit(" ", 1)[-1] for line in again.stdout.splitlines() if "toy seed 0:" in line)
+    assert trained == ["dynamic-uncertainty_sampling-10", "static-random-10"], trained
     after = records(study)
-    assert {k: v["finished"] for k, v in after.items() if k != "static-random-10"} == \
-        {k: v["finished"] for k, v in before.items() if k != "static-random-10"}
+    redone = {"static-random-10", "dynamic-uncertainty_sampling-10"}
+    assert {k: v["finished"] for k, v in after.items() if k not in redone} == \
+        {k: v["finished"] for k, v in before.items() if k not in redone}
     assert after["static-random-10"]["signature"]["lr"] != 123.0
+    assert after["dynamic-uncertainty_sampling-10"]["train_counts_rescore"]
 
 
 def test_rerun_loaded_trains_again_only_the_runs_that_ran_beside_other_work(study):

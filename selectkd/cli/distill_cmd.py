@@ -52,7 +52,7 @@ def register(app: typer.Typer) -> None:
         live_teacher: bool = typer.Option(False, "--live-teacher", help="Run the teacher live for token-level alignment (padding masked) instead of cached [CLS] states."),
         epochs: int = typer.Option(3, "--epochs", help="Epochs (ignored with --max-steps)."),
         max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Train exactly N optimizer steps instead of --epochs epochs: epochs repeat over the training rows as needed (an epoch is still when rows are re-selected and a checkpoint saved); the warm-up and decay run over these N steps, reaching lr 0 at the last."),
-        time_budget: Optional[float] = typer.Option(None, "--time-budget", help="Stop once the training seconds (summary.json seconds.train; evaluation not counted) reach this many; summary.json then says \"stopped\": \"time budget\". The learning rate warms up and decays by time as well as by steps, reaching 0 when the budget runs out (or at the last step, if that comes first). Compare a subset with the full data at equal compute: --time-budget of the subset run's seconds."),
+        time_budget: Optional[float] = typer.Option(None, "--time-budget", help="Stop once the training seconds (summary.json seconds.train: the probe head and a dynamic run's re-scoring count, evaluation does not) reach this many; summary.json then says \"stopped\": \"time budget\". The learning rate warms up and decays by time as well as by steps, reaching 0 when the budget runs out (or at the last step, if that comes first). Compare a subset with the full data at equal compute: --time-budget of the subset run's seconds."),
         min_steps: int = typer.Option(DEFAULT_MIN_STEPS, "--min-steps", help="Without --max-steps, add epochs until the run has at least this many steps: a 10% subset makes a few dozen steps an epoch, too few to leave the majority class. 0: exactly --epochs."),
         head_init: str = typer.Option(DEFAULT_HEAD_INIT, "--head-init", help="probe: before training, fit the student's classification head to the teachers' soft labels on the features it reads (linear probe, then fine-tune); random: the fresh head transformers draws; auto: probe when the student trains on a subset (--budget, --selection), random on all rows (full data, --in-batch), each where it measured better (bench/results/head_init.md)."),
         eval_every: Optional[int] = typer.Option(None, "--eval-every", help="Every N steps (and once at step 0, the head before training), one line in metrics.jsonl: step, training seconds so far, student rows trained so far, dev accuracy and macro-F1 (its time is not counted as training); `selectkd plot` draws them. At most the run's step count."),
@@ -112,7 +112,7 @@ def print_summary(res) -> None:
     else:
         table.add_row("test accuracy", "none: no --test-data and no test split")
     secs = s["seconds"]
-    table.add_row("wall time", f"{s['wall_seconds']:.1f} s (train {secs['train']:.1f}, re-score {secs['rescore']:.1f}, eval {secs['eval']:.1f})")
+    table.add_row("wall time", f"{s['wall_seconds']:.1f} s (train {secs['train']:.1f}, of which re-scoring {secs['rescore']:.1f}; eval {secs['eval']:.1f})")
     table.add_row("student rows fwd+bwd / fwd only", f"{s['student_rows_forward_backward']:,} / {s['student_rows_forward_only']:,}")
     table.add_row("teacher forwards", f"{s['teacher_forwards']:,}" + (" (all from the cache)" if not s["teacher_forwards"] else ""))
     out.print(table)

@@ -136,7 +136,10 @@ def distill(cfg: DistillConfig, *, resume: bool = False, overwrite: bool = False
             break
         t0 = time.perf_counter()
         train_rows = active.rows_for_epoch(epoch)  # dynamic: re-scored and re-chosen here
-        state.times["rescore"] += time.perf_counter() - t0
+        rescored = time.perf_counter() - t0
+        state.times["rescore"] += rescored
+        state.times["train"] += rescored  # what dynamic selection pays to train, like the probe head: counted in
+        # seconds.train, --time-budget and the dev curve, so that it compares with static runs at equal compute
         clock.start(state.times["train"])  # --eval-every's evaluation pauses it: not training time
         torch.manual_seed(t.seed + epoch)  # dropout: the same whether resumed or not
         losses = []
