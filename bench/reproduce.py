@@ -46,7 +46,6 @@ as both the teacher's data and the pool, as the paper does. Test: the first 2,00
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import math
 import os
@@ -60,7 +59,7 @@ import numpy as np
 
 from selectkd import assets
 from selectkd.atomic import atomic_write_json, atomic_write_text, save_figure
-from selectkd.cache.fingerprint import WEIGHT_SUFFIXES, path_fingerprint
+from selectkd.cache.fingerprint import weights_fingerprint
 from selectkd.cache.store import Store
 from selectkd.distillation.config import OPTION_DEFAULTS, DistillConfig, run_config
 from selectkd.distillation.curves import accuracy_at, read_curve, seconds_to_reach
@@ -178,7 +177,7 @@ def prepare(args, data: str, root: Path, student: str, small: bool = False) -> d
                                          max_length=max_length, eval_limit=d.dev_rows, seed=0, cache_dir=cache,
                                          progress=args.progress, **lr)
         prep[role] = path
-        prep[f"{role}_weights"] = weights_hash(Path(path))  # names the teacher bit for bit
+        prep[f"{role}_weights"] = weights_fingerprint(Path(path))  # names the teacher bit for bit
         # the first fit's time stays the reported cost (a re-fit's, perhaps beside other work, goes to refits and
         # to the folder's own record, which a later prepare must not read back as the cost)
         first = rec.get(role) == path and f"{role}_seconds" in rec
@@ -364,14 +363,6 @@ def refit_note(prep: dict) -> list[str]:
         return []
     return ["Re-fits: " + "; ".join(notes) + ". The fine-tuning time above is the first fit's (the same steps, "
             "measured on the machine of that fit, without other work beside it).", ""]
-
-
-def weights_hash(folder: Path) -> str:
-    """sha256 over a model folder's weight files (names and bytes): the same hash is the same teacher, bit for bit.
-    (Weights only, unlike the cache key, which also hashes config.json: comparable with every record since
-    2026-11-27.)"""
-    parts = [[f.name, path_fingerprint(f)] for f in sorted(folder.iterdir()) if f.suffix in WEIGHT_SUFFIXES]
-    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:24]
 
 
 def another_teacher(refit: dict) -> bool:

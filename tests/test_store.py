@@ -1,5 +1,6 @@
 import multiprocessing as mp
 import time
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -165,21 +166,41 @@ def test_file_hashes_are_remembered_per_user_not_per_store(tmp_path, monkeypatch
     assert fingerprint.memo_path() == tmp_path / "xdg" / "selectkd" / "fingerprints.json"
 
 
-def test_a_model_key_ignores_selectkds_own_record_but_not_the_config(tmp_path, monkeypatch):
-    """selectkd_finetune.json holds a fit's seconds: a re-fit to the same weights keeps the cached scores."""
-    from selectkd.cache import fingerprint
-
+def model_folder(tmp_path, monkeypatch) -> Path:
+    """A config and a weight file, hashed into this test's own memo."""
     monkeypatch.setenv("SELECTKD_FINGERPRINTS", str(tmp_path / "fp.json"))
     model = tmp_path / "model"
     model.mkdir()
     (model / "config.json").write_text('{"hidden_size": 8}')
     (model / "model.safetensors").write_bytes(b"weights" * 1000)
+    return model
+
+
+def test_a_model_key_ignores_selectkds_own_record_but_not_the_config(tmp_path, monkeypatch):
+    """selectkd_finetune.json holds a fit's seconds: a re-fit to the same weights keeps the cached scores."""
+    from selectkd.cache import fingerprint
+
+    model = model_folder(tmp_path, monkeypatch)
     (model / "selectkd_finetune.json").write_text('{"seconds": 3793.2}')
     first = fingerprint.model_fingerprint(model)
     (model / "selectkd_finetune.json").write_text('{"seconds": 4261.2}')
     assert fingerprint.model_fingerprint(model) == first
     (model / "config.json").write_text('{"hidden_size": 8, "id2label": {"0": "b", "1": "a"}}')
     assert fingerprint.model_fingerprint(model) != first
+
+
+def test_a_weights_fingerprint_names_the_weights_alone(tmp_path, monkeypatch):
+    """The study names a teacher by its weights: a config edit keeps the name, one changed byte does not."""
+    from selectkd.cache import fingerprint
+
+    model = model_folder(tmp_path, monkeypatch)
+    first = fingerprint.weights_fingerprint(model)
+    assert first != fingerprint.model_fingerprint(model)
+    (model / "config.json").write_text('{"hidden_size": 8, "id2label": {"0": "b", "1": "a"}}')
+    (model / "selectkd_finetune.json").write_text('{"seconds": 3793.2}')
+    assert fingerprint.weights_fingerprint(model) == first
+    (model / "model.safetensors").write_bytes(b"weights" * 999 + b"weightZ")
+    assert fingerprint.weights_fingerprint(model) != first
 
 
 def test_column_matrix_of_a_sliced_table_is_its_rows():

@@ -64,13 +64,20 @@ def model_fingerprint(folder: Path) -> str:
     """Hash of a model folder's config and weight files: not its tokenizer (that has its own), nor selectkd's
     own records beside them (``selectkd_finetune.json`` holds a fit's seconds: a re-fit to the same weights
     keeps its key and finds its cached scores)."""
-    folder = Path(folder)
-    parts = []
-    for f in sorted(folder.iterdir()):
-        if f.name.startswith(OWN_RECORDS):
-            continue
-        if f.is_file() and (f.suffix in WEIGHT_SUFFIXES or (f.suffix == ".json" and f.name not in TOKENIZER_FILES)):
-            parts.append([f.name, path_fingerprint(f)])
+    return _files_fingerprint(folder, lambda f: f.suffix in WEIGHT_SUFFIXES
+                              or (f.suffix == ".json" and f.name not in TOKENIZER_FILES))
+
+
+def weights_fingerprint(folder: Path) -> str:
+    """Hash of a model folder's weight files alone: the same hash is the same weights, bit for bit, whatever
+    the config around them says (the study names its teachers by it)."""
+    return _files_fingerprint(folder, lambda f: f.suffix in WEIGHT_SUFFIXES)
+
+
+def _files_fingerprint(folder: Path, keep) -> str:
+    """sha256 over the names and bytes of the files in ``folder`` that ``keep`` accepts, selectkd's own aside."""
+    parts = [[f.name, path_fingerprint(f)] for f in sorted(Path(folder).iterdir())
+             if f.is_file() and not f.name.startswith(OWN_RECORDS) and keep(f)]
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:24]
 
 
