@@ -59,9 +59,11 @@ def test_every_planned_run_leaves_a_record_with_machine_load_and_curve(study):
                  "static-confident_uncertain-10", "dynamic-uncertainty_sampling-10", "in-batch-10",
                  "static-random-5", "static-random-50", "adopt-soft-instance", "objective-uncertainty-r"):
         assert name in recs, name
-    for rec in recs.values():
+    for name, rec in recs.items():
         assert rec["machine"] and rec["load_before"] is not None and rec["commit"]
-        assert len(rec["curve"]["seconds"]) == len(rec["curve"]["dev_accuracy"]) >= 2
+        # same-time stops at the default run's seconds: on a busy machine that can be its first step
+        points = 1 if name == "same-time" else 2
+        assert len(rec["curve"]["seconds"]) == len(rec["curve"]["dev_accuracy"]) >= points, name
         assert rec["command"].startswith("selectkd distill ")
     # the full data for the default's time: its --time-budget is the default run's training seconds
     assert f"--time-budget {recs['dynamic-random-10']['seconds_train']}" in recs["same-time"]["command"]
