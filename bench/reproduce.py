@@ -66,7 +66,7 @@ from selectkd.distillation.curves import accuracy_at, read_curve, seconds_to_rea
 from selectkd.distillation.head import resolved_head_init
 from selectkd.distillation.loop import distill
 from selectkd.pipeline import finetuned_teacher, majority_baseline, make_selection, teacher_test_metrics
-from selectkd.runtime import machine, machine_busy_seconds
+from selectkd.runtime import cpuinfo, machine, machine_busy_seconds
 from selectkd.scoring.run import score
 from selectkd.specs import DEFAULT_HEAD_INIT, DEFAULT_STRATEGY, DataSpec, ScoreSpec
 
@@ -485,14 +485,7 @@ def cpu_speed() -> dict:
     "2 cores (AMD EPYC)" differed by 35% in training time (2026-11-26): seconds compare only where this does."""
     import torch
 
-    info: dict[str, str] = {}
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() in ("cpu family", "model", "cpu MHz") and key.strip() not in info:
-                info[key.strip()] = value.strip()
-    except OSError:
-        pass
+    info = cpuinfo("cpu family", "model", "cpu MHz")
     a, b = torch.randn(2048, 384, generator=torch.Generator().manual_seed(0)), torch.randn(384, 1536)
     times = []
     for _ in range(5):

@@ -92,13 +92,23 @@ def machine_busy_seconds() -> float:
     return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
 
 
-def cpu_model() -> str:
-    """The CPU's model name (Linux), for reports: numbers mean little without the machine."""
+def cpuinfo(*keys: str) -> dict[str, str]:
+    """The first value of each of ``keys`` in /proc/cpuinfo (Linux; empty elsewhere)."""
+    found: dict[str, str] = {}
     try:
         with open("/proc/cpuinfo") as f:
-            return next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "?")
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() in keys:
+                    found.setdefault(key.strip(), value.strip())
     except OSError:
-        return "?"
+        pass
+    return found
+
+
+def cpu_model() -> str:
+    """The CPU's model name (Linux), for reports: numbers mean little without the machine."""
+    return cpuinfo("model name").get("model name", "?")
 
 
 def machine() -> str:
