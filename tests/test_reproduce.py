@@ -72,10 +72,16 @@ def test_every_planned_run_leaves_a_record_with_machine_load_and_curve(study):
 
 def test_the_budget_strategy_is_the_best_10_percent_row_and_is_kept(study):
     chosen = json.loads((study["base"] / "results" / "budget_strategy.json").read_text())
-    means = chosen["mean_test_accuracy"]
-    assert chosen["best"] == max(sorted(means), key=means.get)
-    kind, strategy = chosen["best"].split("-", 1)
+    means, times = chosen["mean_test_accuracy"], chosen["mean_seconds_vs_default"]
     recs = records(study)
+    # at equal compute: only configurations that train about as long as the default 10% run compete
+    for name, ratio in times.items():
+        own = recs[f"{name}-10"]["seconds_train"] / recs["dynamic-random-10"]["seconds_train"]
+        assert ratio == pytest.approx(own, abs=1e-3), name
+        assert (name in chosen["slower"]) == (ratio > 1.25), name
+    equal = [k for k in sorted(means) if k not in chosen["slower"]]
+    assert "dynamic-random" in equal and chosen["best"] == max(equal, key=means.get)
+    kind, strategy = chosen["best"].split("-", 1)
     if strategy != "random":
         assert f"{kind}-{strategy}-20" in recs
 
