@@ -184,3 +184,28 @@ def test_dynamic_ccs_draws_afresh_each_epoch_without_a_student_pass():
     active.restore(list(range(20)), selected_epoch=0)
     draws = [set(active.rows_for_epoch(epoch).tolist()) for epoch in (1, 2)]
     assert not calls and all(len(d) == 20 for d in draws) and draws[0] != draws[1]
+
+
+# -- the default follows the measurement ----------------------------------------------------------
+
+def test_a_bare_budget_runs_the_strategy_the_study_chose_at_equal_time():
+    """A bare `--budget 0.1` (select and distill) is the 10% configuration bench/reproduce.py measured best at
+    the default's training time over every dataset and seed (#13), once the study has chosen one; until then
+    the report claims no choice either."""
+    import json
+    from pathlib import Path
+
+    from selectkd.specs import DEFAULT_STRATEGY
+
+    repo = Path(__file__).resolve().parents[1]
+    chosen = repo / "bench" / "results" / "reproduce" / "budget_strategy.json"
+    report = json.loads((repo / "docs" / "results.json").read_text())
+    if not chosen.exists():
+        assert report["best_budget_strategy"] is None, "docs/results.json names a strategy the study has not recorded"
+        return
+    best = json.loads(chosen.read_text())["best"]
+    assert report["best_budget_strategy"] == best, "render docs/RESULTS.md again: bench/reproduce.py --render-only"
+    kind, strategy = best.split("-", 1)
+    assert (strategy, kind) == (DEFAULT_STRATEGY, "dynamic"), (
+        f"the study chose {best} ({chosen}): make it what a bare --budget runs (selectkd/specs.py "
+        f"DEFAULT_STRATEGY; a static choice means distill --budget selects once) and say so in --help and the README")
