@@ -1,0 +1,176 @@
+"""One option of the study's key runs set to other values, the rest exactly the study's: the shared part of
+bench/head_init.py (`--head-init`) and bench/lr.py (`--lr`).
+
+The 10% recipe study's datasets, teacher, student, pool and test rows (bench/reproduce.py must have prepared
+them) and its runs named in ``Variation.runs``, each with the option spelled out at every value, per seed. A
+run the study already made with the same settings (its record's signature matches) is taken from
+bench/results/reproduce instead of being trained again; the table says which. Records, one JSON per run,
+with the command, machine, CPU the rest of the machine used meanwhile and commit; RUNS/PAUSE holds the next
+run as in the study; a finished run is never redone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+import reproduce as rp  # the study's plan, records and runner (bench/ is on sys.path when a bench runs)
+
+from selectkd.atomic import atomic_write_json, atomic_write_text
+
+
+@dataclass
+class Variation:
+    option: str  # a DistillConfig option (run.options key)
+    values: tuple  # the first is the one the others are compared with
+    runs: tuple[str, ...]  # the study's runs to vary
+    name: Callable[[str, object], str]  # (study run name, value) -> the variant's record name
+    timed_by: Callable[[object], str]  # value -> the variant whose seconds a --time-budget run takes
+    nokd: object  # the option's value in the study's no-KD run, shown beside the variants
+    tier: str = "variant"  # the records' tier
+    shown: Callable[[object], str] = str  # a value as the tables show it
+
+
+def parser(doc: str, results: str, datasets: list[str]) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=doc.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--datasets", nargs="+", default=datasets, help="the study's datasets, prepared by it")
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--study-results", default=str(rp.REPO / "bench" / "results" / "reproduce"))
+    p.add_argument("--results", default=str(rp.REPO / "bench" / "results" / results))
+    p.add_argument("--runs", default=f"bench/runs/{results}", help="run folders (large, not committed)")
+    p.add_argument("--out", default=str(rp.REPO / "bench" / "results" / f"{results}.md"))
+    p.add_argument("--cache-dir", default=None)
+    p.add_argument("--commit", action="store_true", help="git-commit each record as it is written")
+    p.add_argument("--render-only", action="store_true")
+    return p
+
+
+def studies(args) -> tuple[argparse.Namespace, argparse.Namespace]:
+    """(the study's settings and records, this bench's: its own records and run folders)."""
+    cache = ["--cache-dir", args.cache_dir] if args.cache_dir else []
+    study = rp.parser().parse_args(["--results", args.study_results, *cache])
+    mine = rp.parser().parse_args(["--results", args.results, "--runs", args.runs, *cache])
+    return study, mine
+
+
+def variants(study, prep: dict, seed: int, v: Variation) -> list[tuple[rp.Run, rp.Run, object]]:
+    """(the study's run, the same run with the option spelled out, the value) for each run and value."""
+    out = []
+    for run in rp.plan(study, prep, seed, None):
+        if run.name in v.runs:
+            for value in v.values:
+                var = rp.Run(run.data, seed, v.name(run.name, value), v.tier, {**run.options, v.option: value})
+                var.time_budget_of = v.timed_by(value) if run.time_budget_of else None
+                out.append((run, var, value))
+    return out
+
+
+def run_all(args, v: Variation, label: str) -> None:
+    """Every variant without a record, seed by seed; ``label`` heads each commit message."""
+    study, mine = studies(args)
+    for seed in args.seeds:
+        for data in args.datasets:
+            prep = rp.prepared(study, data)
+            if prep is None:
+                rp.log(f"{data}: not prepared by bench/reproduce.py yet; skipped")
+                continue
+            done: dict[str, dict] = {}
+            for run, variant, _value in variants(study, prep, seed, v):
+                cfg = rp.config_of(mine, variant, done)
+                if cfg is None:
+                    continue  # its --time-budget run has not finished
+                if (rec := record(study, mine, variant, cfg)) is not None:
+                    done[variant.name] = rec
+                    continue
+                path = rp.record_path(mine, variant)
+                same = rp.load_record(study, run, cfg)  # the study ran exactly this configuration
+                if same is not None:  # taken_from: reproduce/DATASET/sSEED/NAME.json
+                    rec = rp.adopt(mine, variant, same, rp.record_path(study, run), tier=v.tier)
+                else:
+                    rec = rp.execute(mine, variant, cfg, prep)  # mine.commit is False: committed below, alone
+                done[variant.name] = rec
+                if args.commit:
+                    rp.commit([path], f"{label}: {rp.tag(data)} seed {seed} {variant.name} "
+                                      f"(test {rec['test']['accuracy']:.3f}, {rec['seconds_train']:.0f} s)")
+
+
+def record(study, mine, variant: rp.Run, cfg) -> dict | None:
+    """The variant's record if it finished with ``cfg`` and distilled the teacher the study uses now (a record
+    made before the study's teacher was fitted again and came out another is void, as in the study)."""
+    rec = rp.load_record(mine, variant, cfg)
+    return rec if rec is not None and rp.same_teacher(study, variant, rec) else None
+
+
+def tables(args, v: Variation, column: str) -> tuple[list[str], list[dict]]:
+    """Per dataset: every record (run, value, seed) and, per run, each value against the first, paired by seed."""
+    study, mine = studies(args)
+    lines: list[str] = []
+    summary: list[dict] = []
+    base = v.values[0]
+    for data in args.datasets:
+        prep = rp.prepared(study, data)
+        if prep is None:
+            continue
+        lines += [f"## {data}", "", f"Teacher {Path(prep['teacher']).name}: test accuracy "
+                  f"{prep['teacher_test']['accuracy']:.3f}; pool {prep['pool_rows']:,} rows, max length {prep['max_length']}.", "",
+                  f"| run | {column} | seed | test acc | macro-F1 | train s | steps | others | source | commit |",
+                  "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |"]
+        acc: dict[tuple[str, object], dict[int, float]] = {}
+        for seed in args.seeds:
+            nokd = next((rp.load_record(study, r) for r in rp.plan(study, prep, seed, None) if r.name == "no-kd"), None)
+            if nokd is not None:
+                lines.append(f"| no-kd (study) | {v.shown(v.nokd)} | {seed} | {nokd['test']['accuracy']:.4f} | "
+                             f"{nokd['test']['macro_f1']:.3f} | {nokd['seconds_train']:.0f} | {nokd['steps']} | "
+                             f"{nokd.get('other_cores', '-')} | study | {nokd['commit']} |")
+            done: dict[str, dict] = {}
+            for run, variant, value in variants(study, prep, seed, v):
+                cfg = rp.config_of(mine, variant, done)
+                rec = record(study, mine, variant, cfg) if cfg else None
+                if rec is None:
+                    continue
+                done[variant.name] = rec
+                acc.setdefault((run.name, value), {})[seed] = rec["test"]["accuracy"]
+                lines.append(f"| {run.name} | {v.shown(value)} | {seed} | {rec['test']['accuracy']:.4f} | "
+                             f"{rec['test']['macro_f1']:.3f} | {rec['seconds_train']:.0f} | {rec['steps']} | "
+                             f"{rec.get('other_cores', '-')} | {'study' if rec.get('taken_from') else 'this'} | {rec['commit']} |")
+        for other in v.values[1:]:
+            lines += ["", f"| run | seeds with both | {v.shown(base)} mean | {v.shown(other)} mean | "
+                          f"{v.shown(other)} − {v.shown(base)}, per seed | mean difference |",
+                      "| --- | ---: | ---: | ---: | --- | ---: |"]
+            for name in v.runs:
+                p, r = acc.get((name, base), {}), acc.get((name, other), {})
+                both = sorted(set(p) & set(r))
+                if not both:
+                    continue
+                diffs = [r[s] - p[s] for s in both]
+                lines.append(f"| {name} | {len(both)} | {np.mean([p[s] for s in both]):.4f} | {np.mean([r[s] for s in both]):.4f} | "
+                             f"{', '.join(f'{d * 100:+.2f}' for d in diffs)} | {np.mean(diffs) * 100:+.2f} pts |")
+                summary.append({"dataset": data, "run": name, "seeds": both, v.shown(base): [p[s] for s in both],
+                                v.shown(other): [r[s] for s in both]})
+        lines.append("")
+    return lines, summary
+
+
+def write(out: str, lines: list[str], summary: list[dict]) -> None:
+    path = Path(out)
+    atomic_write_text(path, "\n".join(lines))
+    atomic_write_json(path.with_suffix(".json"), {"made": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                                                  "paired": summary})
+
+
+def main(argv: list[str] | None, doc: str, results: str, datasets: list[str], v: Variation, intro: list[str],
+         column: str) -> None:
+    """A bench's command line: run what is missing (unless --render-only), then write bench/results/RESULTS.md
+    (``intro``, the tables) and its .json."""
+    args = parser(doc, results, datasets).parse_args(argv)
+    if not args.render_only:
+        run_all(args, v, results)
+    body, summary = tables(args, v, column)
+    write(args.out, intro + body + [f"Command: `.venv/bin/python bench/{results}.py --commit` (then `--render-only`); "
+                                    "machine and load are in each record.", ""], summary)
+    rp.log(f"report: {args.out}")
