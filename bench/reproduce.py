@@ -85,8 +85,9 @@ DEFAULT_RUN = "dynamic-random-10"  # what a bare `distill --budget 0.1` runs (DE
 # seed, side by side). Those that pay more (a dynamic run re-scoring the whole pool each epoch: ~2.4x on tweets)
 # are not at equal time with it, however accurate.
 EQUAL_TIME = 1.25
-EQUAL_TIME_RULE = (f"the highest mean test accuracy over every dataset and seed among the 10% configurations whose "
-                   f"training seconds average at most {EQUAL_TIME}x the default 10% run's (same dataset and seed)")
+EQUAL_TIME_RULE = (f"the 10% configuration with the highest mean test accuracy over every dataset and seed among "
+                   f"those whose training seconds average at most {EQUAL_TIME}x the default 10% run's (same dataset "
+                   f"and seed)")
 
 
 @dataclass(frozen=True)
