@@ -165,8 +165,8 @@ def write(out: str, lines: list[str], summary: list[dict]) -> None:
 
 def main(argv: list[str] | None, doc: str, results: str, datasets: list[str], v: Variation, intro: list[str],
          column: str) -> None:
-    """A bench's command line: run what is missing (unless --render-only), then write bench/results/RESULTS.md
-    (``intro``, the tables) and its .json."""
+    """A bench's command line: run what is missing (unless --render-only), then write --out (default
+    bench/results/NAME.md, NAME the bench: ``intro``, then the tables) and its .json."""
     args = parser(doc, results, datasets).parse_args(argv)
     if not args.render_only:
         run_all(args, v, results)

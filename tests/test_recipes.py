@@ -1,11 +1,15 @@
 """The 10% recipes from cached signals (ccs, confident_uncertain, uncertainty_sampling) on hand-made pools."""
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from selectkd.errors import SelectKDError
 from selectkd.selection.choose import capped_quotas, choose
 from selectkd.selection.strategies import STRATEGIES, Pool
+from selectkd.specs import DEFAULT_STRATEGY
 from selectkd.uncertainty import entropy, least_confidence, margin
 
 
@@ -192,11 +196,6 @@ def test_a_bare_budget_runs_the_strategy_the_study_chose_at_equal_time():
     """A bare `--budget 0.1` (select and distill) is the 10% configuration bench/reproduce.py measured best at
     the default's training time over every dataset and seed (#13), once the study has chosen one; until then
     the report claims no choice either."""
-    import json
-    from pathlib import Path
-
-    from selectkd.specs import DEFAULT_STRATEGY
-
     repo = Path(__file__).resolve().parents[1]
     chosen = repo / "bench" / "results" / "reproduce" / "budget_strategy.json"
     report = json.loads((repo / "docs" / "results.json").read_text())
