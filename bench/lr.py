@@ -40,7 +40,7 @@ INTRO = [f"# Peak learning rate of the distilled student: 1e-4 or 3e-4 (distill'
 
 
 def main(argv: list[str] | None = None) -> None:
-    variants.main(argv, __doc__, "lr", ["tweets-binary"], LR, INTRO, "lr")
+    variants.main(argv, __doc__, "lr", ["tweets-binary", "20ng"], LR, INTRO, "lr")
 
 
 if __name__ == "__main__":

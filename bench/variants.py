@@ -80,13 +80,9 @@ def run_all(args, v: Variation, label: str) -> None:
                 rp.log(f"{data}: not prepared by bench/reproduce.py yet; skipped")
                 continue
             done: dict[str, dict] = {}
-            for run, variant, _value in variants(study, prep, seed, v):
-                cfg = rp.config_of(mine, variant, done)
-                if cfg is None:
-                    continue  # its --time-budget run has not finished
-                if (rec := record(study, mine, variant, cfg)) is not None:
-                    done[variant.name] = rec
-                    continue
+            for run, variant, _value, cfg, rec in walk(study, mine, prep, seed, v, done):
+                if cfg is None or rec is not None:
+                    continue  # its --time-budget run has not finished, or it has a record
                 path = rp.record_path(mine, variant)
                 same = rp.load_record(study, run, cfg)  # the study ran exactly this configuration
                 if same is not None:  # taken_from: reproduce/DATASET/sSEED/NAME.json
@@ -97,6 +93,18 @@ def run_all(args, v: Variation, label: str) -> None:
                 if args.commit:
                     rp.commit([path], f"{label}: {rp.tag(data)} seed {seed} {variant.name} "
                                       f"(test {rec['test']['accuracy']:.3f}, {rec['seconds_train']:.0f} s)")
+
+
+def walk(study, mine, prep: dict, seed: int, v: Variation, done: dict[str, dict]):
+    """(study run, variant, value, its config, its record or None) for each variant of one dataset and seed, in
+    plan order. A --time-budget variant's config needs the record of the run it takes its seconds from:
+    ``done`` collects the records found here, and the caller adds those it makes; without it the config is None."""
+    for run, variant, value in variants(study, prep, seed, v):
+        cfg = rp.config_of(mine, variant, done)
+        rec = record(study, mine, variant, cfg) if cfg is not None else None
+        if rec is not None:
+            done[variant.name] = rec
+        yield run, variant, value, cfg, rec
 
 
 def record(study, mine, variant: rp.Run, cfg) -> dict | None:
@@ -127,13 +135,9 @@ def tables(args, v: Variation, column: str) -> tuple[list[str], list[dict]]:
                 lines.append(f"| no-kd (study) | {v.shown(v.nokd)} | {seed} | {nokd['test']['accuracy']:.4f} | "
                              f"{nokd['test']['macro_f1']:.3f} | {nokd['seconds_train']:.0f} | {nokd['steps']} | "
                              f"{nokd.get('other_cores', '-')} | study | {nokd['commit']} |")
-            done: dict[str, dict] = {}
-            for run, variant, value in variants(study, prep, seed, v):
-                cfg = rp.config_of(mine, variant, done)
-                rec = record(study, mine, variant, cfg) if cfg else None
+            for run, _variant, value, _cfg, rec in walk(study, mine, prep, seed, v, {}):
                 if rec is None:
                     continue
-                done[variant.name] = rec
                 acc.setdefault((run.name, value), {})[seed] = rec["test"]["accuracy"]
                 lines.append(f"| {run.name} | {v.shown(value)} | {seed} | {rec['test']['accuracy']:.4f} | "
                              f"{rec['test']['macro_f1']:.3f} | {rec['seconds_train']:.0f} | {rec['steps']} | "
