@@ -130,8 +130,9 @@ def tables(args, v: Variation, column: str) -> tuple[list[str], list[dict]]:
                   "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |"]
         acc: dict[tuple[str, object], dict[int, float]] = {}
         for seed in args.seeds:
-            nokd = next((rp.load_record(study, r) for r in rp.plan(study, prep, seed, None) if r.name == "no-kd"), None)
-            if nokd is not None:
+            run = next(r for r in rp.plan(study, prep, seed, None) if r.name == "no-kd")
+            nokd = rp.load_record(study, run)
+            if nokd is not None and rp.same_teacher(study, run, nokd):
                 lines.append(f"| no-kd (study) | {v.shown(v.nokd)} | {seed} | {nokd['test']['accuracy']:.4f} | "
                              f"{nokd['test']['macro_f1']:.3f} | {nokd['seconds_train']:.0f} | {nokd['steps']} | "
                              f"{nokd.get('other_cores', '-')} | study | {nokd['commit']} |")
@@ -143,6 +144,8 @@ def tables(args, v: Variation, column: str) -> tuple[list[str], list[dict]]:
                              f"{rec['test']['macro_f1']:.3f} | {rec['seconds_train']:.0f} | {rec['steps']} | "
                              f"{rec.get('other_cores', '-')} | {'study' if rec.get('taken_from') else 'this'} | {rec['commit']} |")
         for other in v.values[1:]:
+            if not any((name, base) in acc and (name, other) in acc for name in v.runs):
+                continue
             lines += ["", f"| run | seeds with both | {v.shown(base)} mean | {v.shown(other)} mean | "
                           f"{v.shown(other)} − {v.shown(base)}, per seed | mean difference |",
                       "| --- | ---: | ---: | ---: | --- | ---: |"]
@@ -160,21 +163,26 @@ def tables(args, v: Variation, column: str) -> tuple[list[str], list[dict]]:
     return lines, summary
 
 
-def write(out: str, lines: list[str], summary: list[dict]) -> None:
+def write(out: str, lines: list[str], summary: list[dict], extra: dict | None = None) -> None:
     path = Path(out)
     atomic_write_text(path, "\n".join(lines))
     atomic_write_json(path.with_suffix(".json"), {"made": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-                                                  "paired": summary})
+                                                  "paired": summary, **(extra or {})})
+
+
+Verdict = Callable[[list[dict]], tuple[list[str], dict]]  # paired summary -> (report lines, .json keys)
 
 
 def main(argv: list[str] | None, doc: str, results: str, datasets: list[str], v: Variation, intro: list[str],
-         column: str) -> None:
+         column: str, verdict: Verdict | None = None) -> None:
     """A bench's command line: run what is missing (unless --render-only), then write --out (default
-    bench/results/NAME.md, NAME the bench: ``intro``, then the tables) and its .json."""
+    bench/results/NAME.md, NAME the bench: ``intro``, then the tables, then what ``verdict`` concludes from
+    the paired results) and its .json."""
     args = parser(doc, results, datasets).parse_args(argv)
     if not args.render_only:
         run_all(args, v, results)
     body, summary = tables(args, v, column)
-    write(args.out, intro + body + [f"Command: `.venv/bin/python bench/{results}.py --commit` (then `--render-only`); "
-                                    "machine and load are in each record.", ""], summary)
+    said, extra = verdict(summary) if verdict else ([], {})
+    write(args.out, intro + body + said + [f"Command: `.venv/bin/python bench/{results}.py --commit` (then "
+                                           "`--render-only`); machine and load are in each record.", ""], summary, extra)
     rp.log(f"report: {args.out}")

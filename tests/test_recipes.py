@@ -9,7 +9,7 @@ import pytest
 from selectkd.errors import SelectKDError
 from selectkd.selection.choose import capped_quotas, choose
 from selectkd.selection.strategies import STRATEGIES, Pool
-from selectkd.specs import DEFAULT_STRATEGY
+from selectkd.specs import DEFAULT_LR, DEFAULT_STRATEGY
 from selectkd.uncertainty import entropy, least_confidence, margin
 
 
@@ -208,3 +208,13 @@ def test_a_bare_budget_runs_the_strategy_the_study_chose_at_equal_time():
     assert (strategy, kind) == (DEFAULT_STRATEGY, "dynamic"), (
         f"the study chose {best} ({chosen}): make it what a bare --budget runs (selectkd/specs.py "
         f"DEFAULT_STRATEGY; a static choice means distill --budget selects once) and say so in --help and the README")
+
+
+def test_distill_learns_at_the_rate_bench_lr_chose_or_the_incumbent_until_it_has():
+    """distill's default --lr is the one bench/lr.py's rule picked from the study's paired runs; until every
+    dataset the rule names is measured, the incumbent it is compared against stays."""
+    lr = json.loads((Path(__file__).resolve().parents[1] / "bench" / "results" / "lr.json").read_text())
+    expected = lr["incumbent"] if lr["choice"] is None else lr["choice"]
+    assert DEFAULT_LR == expected, (
+        f"bench/results/lr.md chose lr {expected:g}: set selectkd/specs.py DEFAULT_LR and say so in distill --lr's "
+        "help and the README")
