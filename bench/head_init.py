@@ -1,8 +1,8 @@
 """Which head should a distilled student start from: the probe fitted to the teachers' soft labels, or random?
 
 The 10% recipe study's own datasets, teacher, student, pool and test rows (bench/reproduce.py must have
-prepared them), and its two runs that matter most: full-data KD ("full") and the default 10% recipe
-("dynamic-random-10"), each with `--head-init probe` and `--head-init random`, per seed. Everything
+prepared them), and its three runs that matter most: full-data KD ("full"), the default 10% recipe ("dynamic-random-10")
+and all rows for its seconds ("same-time"), each with `--head-init probe` and `--head-init random`, per seed. Everything
 else is the study's plan; the head is spelled out, so a later change of distill's default changes no run.
 
     .venv/bin/python bench/head_init.py                     # resumable: a finished run is never redone

@@ -742,12 +742,13 @@ def render_md(res: dict) -> str:
         km = fv["kmeans"][0] if fv["kmeans"] else {}
         L.append("## What k-means was trained on")
         L.append("")
-        L.append(f"`kmeans_clusters` builds `faiss.Kmeans(d, k, niter=20, seed=seed, spherical=True, "
-                 f"min_points_per_centroid=1)`; `max_points_per_centroid` stays at faiss's default "
-                 f"{km.get('max_points_per_centroid')}, so faiss trains on a random subsample of "
-                 f"k x {km.get('max_points_per_centroid')} = {km.get('n_trained_on_expected'):,} of the "
-                 f"{km.get('n_given'):,} rows, then `index.search` assigns all {km.get('n_given'):,} rows to the nearest centroid. "
-                 f"faiss's own verbose output in an untimed run with the same data says:")
+        rows = res["settings"]["emb_rows"]
+        L.append(f"`kmeans_clusters` draws a seeded sample of k x 256 = {km.get('n_given'):,} of the {rows:,} rows "
+                 f"(faiss's own cap per centroid, `sample_rows`), fits `faiss.Kmeans(d, k, niter=20, seed=seed, "
+                 f"spherical=True, min_points_per_centroid=1)` on it (faiss's `max_points_per_centroid` = "
+                 f"{km.get('max_points_per_centroid')}, so it trains on all {km.get('n_trained_on_expected'):,}), then "
+                 f"`index.search` assigns all {rows:,} rows to the nearest centroid. faiss's own verbose output in an "
+                 f"untimed run with the same data says:")
         L.append("")
         L.append("```")
         L.extend(fv["lines"])
@@ -761,7 +762,7 @@ def render_md(res: dict) -> str:
                      f"asked for: faiss 1.15 stops once the objective no longer changes (its verbose output says "
                      f"\"Converged at iteration N: objective did not change\"; `early_stop_threshold` = "
                      f"{timed_km[0]['early_stop_threshold']:g}). The rest of `kmeans_clusters` is the assignment "
-                     f"`index.search` over all {timed_km[0]['n_given']:,} rows.")
+                     f"`index.search` over all {res['settings']['emb_rows']:,} rows.")
             L.append("")
     if res.get("traces"):
         L.append("## Where the memory goes (one extra untimed run per case under tracemalloc)")

@@ -2,7 +2,7 @@
 
 At 10% with the same 3 epochs a subset gets a tenth of the steps, and on 2,000 tweets that
 is too few for any strategy to move off the majority class (bench/results/strategies.md).
-This run gives every 10% subset full KD's step count (30 epochs over 200 rows = 189 steps),
+This run gives every 10% subset full KD's step count (30 epochs over 200 rows = 210 steps, against full KD's 189),
 so the strategies are compared on what they select, not on how little they train.
 Reuses the teacher, cache and selections that bench/select_strategies.py made.
 

@@ -10,7 +10,7 @@ once on all rows. Test accuracy, macro-F1 and train seconds come from each run's
 
 Why two tweet pools: at 2,000 rows a 10% subset gets 21 steps in 3 epochs, too few for the
 student to move off the majority class whatever the strategy; 4,000 rows give 39 steps
-(PAPER.md's first measurement, 30 steps, already separated the strategies).
+(an earlier measurement at 30 steps already separated the strategies).
 
 Finished runs (same config.json, a summary.json) are reused, so a rerun only does what is
 missing; the selections are remade (cheap, deterministic for a seed) each time.

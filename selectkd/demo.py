@@ -5,7 +5,7 @@ as the student -> a pool of tweets the teacher never saw -> score once (teacher 
 run) -> six rows at equal compute: the teacher, the student without KD, full-data KD, 10% with the
 default recipe, a static random 10%, and the full data cut to the 10% run's training seconds.
 Every run logs dev accuracy against training seconds, so the table comes with time-to-accuracy
-figures and a curve. Sizes are chosen so the first run fits in 10 minutes on 2 CPU cores; a
+figures and a curve. Sizes are chosen so the first run takes about 12 minutes on 2 CPU cores; a
 second run reuses the cache, the teacher and the finished runs.
 """
 

@@ -1,4 +1,4 @@
-"""Uncertainty of a classifier's predictions, from logits (PAPER.md, "Shared pieces").
+"""Uncertainty of a classifier's predictions, from logits (the measures of Li et al. 2021, arXiv 2109.11295).
 
 All functions take logits of shape (N, C) and return one value per row; higher means
 more uncertain for every one of them, so a strategy can always rank "highest first".

@@ -222,7 +222,7 @@ def demo(
     layers. Scoring is paid once and shared; then the student trains without KD, with full-data
     KD, on 10% by the default recipe, on a static random 10%, and on all rows for the 10% run's
     time. Prints test accuracy and training seconds side by side, the time-to-accuracy figures
-    against full KD, and writes RUN_DIR/table.json and RUN_DIR/curve.png. Under 10 minutes the
+    against full KD, and writes RUN_DIR/table.json and RUN_DIR/curve.png. About 12 minutes the
     first time on 2 CPU cores; a second run reuses everything.
     """
     from selectkd.demo import run_demo

@@ -1,4 +1,5 @@
-"""The distillation losses, in one place (PAPER.md sections 1-3).
+"""The distillation losses, in one place: the three mechanisms of Li et al. 2021 (arXiv 2109.11295), data
+selection, teacher adoption and objective adaptation.
 
 The formulas (``ce``, ``kd``, ``hidden_alignment``) return one value per row (shape (B,)), so a
 term can weight rows by uncertainty, keep a top fraction of a batch, or average. The terms of the

@@ -8,8 +8,8 @@ disagreement with the gold label), a budget shared across strata by largest rema
 (clusters and/or classes), then top-k or sampling inside each stratum. ``select`` does
 the I/O around it: finds the cache entries through ``score``, reads the arrays by uid,
 and saves ``<root>/selections/NAME/`` (``selection.arrow`` + ``provenance.json``) atomically.
-PAPER.md explains why plain global top-k by uncertainty collapses and why coverage,
-class balance and sampling exist.
+Coverage, class balance and sampling exist because plain global top-k by uncertainty collapses onto one
+ambiguous corner at 10% (docs/RESULTS.md).
 """
 
 from __future__ import annotations

@@ -5,7 +5,8 @@ function ranks the rows of one part of the pool (``choose`` reads a large cache 
 stays bounded); one whose rule needs the whole pool adds ``finish`` (ccs: its pruning threshold and bins)
 or ``prepare``, fitted once on a seeded sample before the parts (coverage: the k-means centroids).
 ``batch_priority`` ranks the rows of one training batch by the same registered strategies
-(distill's in-batch selection). PAPER.md explains why plain global top-k by uncertainty collapses at 10%."""
+(distill's in-batch selection). Plain global top-k by uncertainty collapses at 10% onto one ambiguous corner
+(docs/RESULTS.md: the static top-k rows sit at one class)."""
 
 from __future__ import annotations
 
