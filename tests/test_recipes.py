@@ -1,6 +1,8 @@
 """The 10% recipes from cached signals (ccs, confident_uncertain, uncertainty_sampling) on hand-made pools."""
 
+import importlib
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -218,3 +220,33 @@ def test_distill_learns_at_the_rate_bench_lr_chose_or_the_incumbent_until_it_has
     assert DEFAULT_LR == expected, (
         f"bench/results/lr.md chose lr {expected:g}: set selectkd/specs.py DEFAULT_LR and say so in distill --lr's "
         "help and the README")
+
+
+def _bench(name: str):
+    """A module of bench/ (its scripts import each other by plain name)."""
+    bench = str(Path(__file__).resolve().parents[1] / "bench")
+    if bench not in sys.path:
+        sys.path.insert(0, bench)
+    return importlib.import_module(name)
+
+
+def test_the_lr_rule_waits_for_every_dataset_then_weighs_the_short_run_against_full_kd():
+    """bench/lr.py's rule, written before the 20ng runs: 3e-4 only when the default 10% run gains on average
+    over the datasets and full-data KD loses at most 0.5 points on any one."""
+    lr = _bench("lr")
+
+    def paired(full: tuple[float, float], short: tuple[float, float]) -> list[dict]:
+        """Every dataset of the rule with the same (1e-4, 3e-4) accuracies, 3 seeds."""
+        return [{"dataset": d, "run": run, "seeds": [0, 1, 2], "0.0001": [a] * 3, "0.0003": [b] * 3}
+                for d in lr.DATASETS for run, (a, b) in (("full", full), (lr.rp.DEFAULT_RUN, short))]
+
+    def choice(summary: list[dict]):
+        return lr.verdict(summary)[1]["choice"]
+
+    assert choice(paired((0.88, 0.88), (0.84, 0.86))[:-2]) is None  # the last dataset not measured yet
+    assert choice(paired((0.88, 0.876), (0.84, 0.86))) == 3e-4  # full KD -0.4: inside the slack
+    assert choice(paired((0.88, 0.87), (0.84, 0.86))) == 1e-4  # full KD -1.0 on every dataset
+    assert choice(paired((0.88, 0.88), (0.84, 0.83))) == 1e-4  # the short run loses
+    one_worse = paired((0.88, 0.88), (0.84, 0.86))
+    one_worse[0]["0.0003"] = [0.87] * 3  # full KD -1.0 on the first dataset alone
+    assert choice(one_worse) == 1e-4
