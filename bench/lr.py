@@ -41,8 +41,8 @@ INTRO = [f"# Peak learning rate of the distilled student: 1e-4 or 3e-4 (distill'
          "same configuration.", ""]
 
 
-# What sets distill's default (verdict), written before the 20ng runs; r8 joins the datasets once the study
-# has fitted its teacher again.
+# What sets distill's default (verdict), written before the 20ng runs and fixed since: a dataset added to the
+# rule later (r8, once its teacher is fitted again) could undo a decision already acted on.
 DATASETS = ["tweets-binary", "20ng"]
 SEEDS = 3
 FULL_KD_SLACK = 0.5  # points; tweets' full-KD spread over seeds is 0.4
