@@ -57,19 +57,20 @@ def verdict(summary: list[dict]) -> tuple[list[str], dict]:
             f"10% run ({rp.DEFAULT_RUN}) gains on average over the datasets and full-data KD loses at most "
             f"{FULL_KD_SLACK} points on any one; otherwise {base} stays (rule written before the 20ng runs).")
     missing = [d for d in DATASETS if (d, rp.DEFAULT_RUN) not in gain or (d, "full") not in gain]
+    choice = None
     if missing:
-        return (["## Verdict", "", rule, "", f"Not decided yet: {', '.join(missing)} without {SEEDS} paired seeds of "
-                 f"full-data KD and the default 10% run.", ""], {"choice": None, "incumbent": LR.values[0], "rule": rule})
-    short = float(np.mean([gain[d, rp.DEFAULT_RUN] for d in DATASETS]))
-    worst = min(DATASETS, key=lambda d: gain[d, "full"])
-    choice = LR.values[1] if short > 0 and gain[worst, "full"] >= -FULL_KD_SLACK else LR.values[0]
-    per = ", ".join(f"{d} {gain[d, rp.DEFAULT_RUN]:+.2f}" for d in DATASETS)
-    said = (f"Default 10% run: {short:+.2f} points on average ({per}); full-data KD at worst "
-            f"{gain[worst, 'full']:+.2f} points ({worst}). **Choice: {choice:g}.**")
-    if choice != DEFAULT_LR:
-        said += f" distill's default is still {DEFAULT_LR:g}: set selectkd/specs.py DEFAULT_LR."
+        said = (f"Not decided yet: {', '.join(missing)} without {SEEDS} paired seeds of full-data KD and the "
+                f"default 10% run.")
+    else:
+        short = float(np.mean([gain[d, rp.DEFAULT_RUN] for d in DATASETS]))
+        worst = min(DATASETS, key=lambda d: gain[d, "full"])
+        choice = LR.values[1] if short > 0 and gain[worst, "full"] >= -FULL_KD_SLACK else LR.values[0]
+        per = ", ".join(f"{d} {gain[d, rp.DEFAULT_RUN]:+.2f}" for d in DATASETS)
+        said = (f"Default 10% run: {short:+.2f} points on average ({per}); full-data KD at worst "
+                f"{gain[worst, 'full']:+.2f} points ({worst}). **Choice: {choice:g}.**")
+        if choice != DEFAULT_LR:
+            said += f" distill's default is still {DEFAULT_LR:g}: set selectkd/specs.py DEFAULT_LR."
     return ["## Verdict", "", rule, "", said, ""], {"choice": choice, "incumbent": LR.values[0], "rule": rule}
-
 
 def main(argv: list[str] | None = None) -> None:
     variants.main(argv, __doc__, "lr", DATASETS, LR, INTRO, "lr", verdict)

@@ -130,9 +130,9 @@ def tables(args, v: Variation, column: str) -> tuple[list[str], list[dict]]:
                   "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |"]
         acc: dict[tuple[str, object], dict[int, float]] = {}
         for seed in args.seeds:
-            run = next(r for r in rp.plan(study, prep, seed, None) if r.name == "no-kd")
-            nokd = rp.load_record(study, run)
-            if nokd is not None and rp.same_teacher(study, run, nokd):
+            nokd_run = next(r for r in rp.plan(study, prep, seed, None) if r.name == "no-kd")
+            nokd = rp.load_record(study, nokd_run)
+            if nokd is not None and rp.same_teacher(study, nokd_run, nokd):
                 lines.append(f"| no-kd (study) | {v.shown(v.nokd)} | {seed} | {nokd['test']['accuracy']:.4f} | "
                              f"{nokd['test']['macro_f1']:.3f} | {nokd['seconds_train']:.0f} | {nokd['steps']} | "
                              f"{nokd.get('other_cores', '-')} | study | {nokd['commit']} |")
