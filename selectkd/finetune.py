@@ -93,7 +93,7 @@ def _fit_head_only(model, rows: Rows, enc: Encoded, batch_size: int, device: str
             advance(len(g))
     hook.remove()
     x = torch.stack([captured[i] for i in range(len(rows))]).to(device)
-    y = torch.from_numpy(rows.labels).to(device)
+    y = torch.tensor(rows.labels, device=device)
     head.train(False)
     params = [p for p in head.parameters()]
     for p in model.parameters():
