@@ -169,7 +169,8 @@ def prepare(args, data: str, root: Path, student: str, small: bool = False) -> d
             "max_length": max_length, "student": student}
     pool = str(transfer_pool(root, pool_rows, skip=d.teacher_rows, data=data)) if d.transfer else data
     prep["pool"] = pool
-    refit: dict[str, bool] = {}  # fitted again here after a record of an earlier fit (a fresh machine)
+    fitted_here: dict[str, bool] = {}  # fitted in this call after a record of an earlier fit (a fresh machine)
+    fit_finished: dict[str, str] = {}
     refit_seconds: dict[str, float] = {}
     weights_before = {role: rec.get(f"{role}_weights") for role in ("teacher", "small_teacher")}
     for role, model in (("teacher", args.teacher), ("small_teacher", args.small_teacher)):
@@ -178,7 +179,7 @@ def prepare(args, data: str, root: Path, student: str, small: bool = False) -> d
         lr = {"lr": args.teacher_lr} if role == "teacher" else {}
         folder = root / "teachers" / (f"reproduce-{tag(model)}-{tag(data)}-{teacher_rows}-{max_length}"
                                       f"-e{d.teacher_epochs}" + (f"-lr{args.teacher_lr:g}" if lr else "") + "-s0")
-        refit[role] = f"{role}_test" in rec and not (folder / "selectkd_finetune.json").exists()
+        fitted_here[role] = f"{role}_test" in rec and not (folder / "selectkd_finetune.json").exists()
         if not (folder / "selectkd_finetune.json").exists():
             log(f"{tag(data)}: fine-tuning {role} {tag(model)} end to end on {teacher_rows:,} rows, "
                 f"{d.teacher_epochs} epochs, max length {max_length}")
@@ -186,6 +187,10 @@ def prepare(args, data: str, root: Path, student: str, small: bool = False) -> d
                                          max_length=max_length, eval_limit=d.dev_rows, seed=0, cache_dir=cache,
                                          progress=args.progress, **lr)
         prep[role] = path
+        # when the fit ended (its record is written last): a process stopped while scoring leaves the re-fitted
+        # teacher in the cache, so the next call finds it there and must still see that it replaced the first
+        fit_finished[role] = time.strftime("%Y-%m-%dT%H:%M:%S",
+                                           time.gmtime((Path(path) / "selectkd_finetune.json").stat().st_mtime))
         prep[f"{role}_weights"] = weights_fingerprint(Path(path))  # names the teacher bit for bit
         # the first fit's time stays the reported cost (a re-fit's, perhaps beside other work, goes to refits and
         # to the folder's own record, which a later prepare must not read back as the cost)
@@ -206,15 +211,15 @@ def prepare(args, data: str, root: Path, student: str, small: bool = False) -> d
     test = score(DataSpec(data, "test", limit=d.test_rows), ScoreSpec(teachers=tuple(teachers), max_length=max_length),
                  cache_dir=cache, progress=args.progress)
     for role, metrics in zip(("teacher", "small_teacher"), teacher_test_metrics(test)):
-        if refit.get(role):
-            # the weights' hash decides where one was recorded; before 2026-11-27 there is only the test accuracy
-            weights, before = prep[f"{role}_weights"], weights_before[role]
-            same = weights == before if before else rec.get(f"{role}_test") == metrics
+        # the weights' hash decides where one was recorded; before 2026-11-27 there is only the test accuracy
+        weights, before = prep[f"{role}_weights"], weights_before[role]
+        same = weights == before if before else rec.get(f"{role}_test") == metrics
+        if f"{role}_test" in rec and (fitted_here[role] or not same):
             if not same:  # another teacher: every record made before distilled the first one and is redone
                 log(f"{tag(data)}: the re-fitted {role} is another teacher (test {rec.get(f'{role}_test')} then, "
                     f"{metrics} now); the runs made with the first are redone")
             rec.setdefault("refits", []).append({
-                "role": role, "finished": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()),
+                "role": role, "finished": fit_finished[role],
                 "seconds": refit_seconds[role], "test": metrics, "same_teacher": same,
                 "same_test_as_recorded": rec.get(f"{role}_test") == metrics, "weights": weights,
                 "weights_recorded": before})

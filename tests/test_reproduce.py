@@ -4,8 +4,10 @@ are the records', a second invocation trains nothing, and a record from other se
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import datasets
@@ -209,3 +211,28 @@ def test_a_fresh_machine_refits_a_teacher_only_when_a_run_needs_it_and_a_differe
     (study["records"] / "no-kd.json").unlink()
     run_study([*study["args"], "--tiers", "core"], base)
     assert json.loads(prep_path.read_text())["teacher_seconds"] == first_seconds
+
+    # a study stopped after a re-fit and before it recorded it (scoring the pool takes minutes) leaves the new
+    # teacher in the cache and the first one's test metrics in prep.json (here as written before weights were
+    # recorded): the next call, which fits nothing, still finds another teacher and redoes the first one's runs
+    prep = json.loads(prep_path.read_text())
+    refits = len(prep["refits"])
+    del prep["teacher_weights"]
+    real_test, prep["teacher_test"] = prep["teacher_test"], {"accuracy": 0.0, "macro_f1": 0.0}
+    prep_path.write_text(json.dumps(prep))
+    for path in study["records"].glob("*.json"):
+        rec = json.loads(path.read_text())
+        del rec["teacher_weights"]
+        path.write_text(json.dumps(rec))
+    fit = Path(prep["teacher"]) / "selectkd_finetune.json"
+    os.utime(fit)  # the re-fit ended after every record
+    (study["records"] / "no-kd.json").unlink()  # a run to make, so the study prepares the dataset
+    again = run_study([*study["args"], "--tiers", "core"], base)
+    assert "fine-tuning" not in again.stdout and "is another teacher" in again.stdout, again.stdout
+    prep = json.loads(prep_path.read_text())
+    assert len(prep["refits"]) == refits + 1
+    last = prep["refits"][-1]
+    assert (last["role"], last["same_teacher"], last["test"]) == ("teacher", False, real_test)
+    assert last["finished"] == time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(fit.stat().st_mtime))
+    redone = {x.split("toy seed 0: ", 1)[1].split(" ")[0] for x in again.stdout.splitlines() if "toy seed 0:" in x}
+    assert set(core) <= redone, again.stdout
