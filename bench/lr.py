@@ -72,6 +72,7 @@ def verdict(summary: list[dict]) -> tuple[list[str], dict]:
             said += f" distill's default is still {DEFAULT_LR:g}: set selectkd/specs.py DEFAULT_LR."
     return ["## Verdict", "", rule, "", said, ""], {"choice": choice, "incumbent": LR.values[0], "rule": rule}
 
+
 def main(argv: list[str] | None = None) -> None:
     variants.main(argv, __doc__, "lr", DATASETS, LR, INTRO, "lr", verdict)
 
