@@ -120,6 +120,11 @@ def log(msg: str, t0: float = time.perf_counter()) -> None:
     print(f"[{int(e // 3600)}:{int(e // 60) % 60:02d}:{int(e % 60):02d}] {msg}", flush=True)
 
 
+def utc(seconds: float | None = None) -> str:
+    """``seconds`` since the epoch (now when None) as the UTC stamp every record uses."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+
+
 def tag(data: str) -> str:
     return Path(data).name if os.sep in data else data
 
@@ -179,8 +184,9 @@ def prepare(args, data: str, root: Path, student: str, small: bool = False) -> d
         lr = {"lr": args.teacher_lr} if role == "teacher" else {}
         folder = root / "teachers" / (f"reproduce-{tag(model)}-{tag(data)}-{teacher_rows}-{max_length}"
                                       f"-e{d.teacher_epochs}" + (f"-lr{args.teacher_lr:g}" if lr else "") + "-s0")
-        fitted_here[role] = f"{role}_test" in rec and not (folder / "selectkd_finetune.json").exists()
-        if not (folder / "selectkd_finetune.json").exists():
+        cached = (folder / "selectkd_finetune.json").exists()
+        fitted_here[role] = f"{role}_test" in rec and not cached
+        if not cached:
             log(f"{tag(data)}: fine-tuning {role} {tag(model)} end to end on {teacher_rows:,} rows, "
                 f"{d.teacher_epochs} epochs, max length {max_length}")
         path, record = finetuned_teacher(data, model, folder, teacher_rows, epochs=d.teacher_epochs,
@@ -189,8 +195,7 @@ def prepare(args, data: str, root: Path, student: str, small: bool = False) -> d
         prep[role] = path
         # when the fit ended (its record is written last): a process stopped while scoring leaves the re-fitted
         # teacher in the cache, so the next call finds it there and must still see that it replaced the first
-        fit_finished[role] = time.strftime("%Y-%m-%dT%H:%M:%S",
-                                           time.gmtime((Path(path) / "selectkd_finetune.json").stat().st_mtime))
+        fit_finished[role] = utc((Path(path) / "selectkd_finetune.json").stat().st_mtime)
         prep[f"{role}_weights"] = weights_fingerprint(Path(path))  # names the teacher bit for bit
         # the first fit's time stays the reported cost (a re-fit's, perhaps beside other work, goes to refits and
         # to the folder's own record, which a later prepare must not read back as the cost)
@@ -362,6 +367,20 @@ def speed_note(recs: list[dict]) -> str:
             f"{max(timed):.3f} s, on {'; '.join(cpus)}; runs recorded before have no measurement.")
 
 
+def step_speed_note(rows: dict) -> list[str]:
+    """How the machine's speed at each run (`step_speed`) compared with its seed's full-KD run, where both
+    were timed: the time columns compare a run's seconds with full KD's, made hours or sessions apart."""
+    ratios = [x["_speed_ratio"] for r in rows.values() for x in r["records"] if x.get("_speed_ratio")]
+    if not ratios:
+        return []
+    return [f"Machine speed: before its clock starts, each run times {STEP_SPEED_STEPS} optimizer steps of the student "
+            f"on a fixed batch of this dataset's shape (`step_speed_s`, recorded since 2026-11-27). For the "
+            f"{len(ratios)} runs timed beside their seed's full-KD run, a step took {min(ratios):.2f}-"
+            f"{max(ratios):.2f}x as long as at full KD (median {np.median(ratios):.2f}x). Seconds are shown as "
+            "measured, not rescaled: where this ratio is far from 1, the machine's speed, not the method, moved that "
+            "run's time columns.", ""]
+
+
 def refit_note(prep: dict) -> list[str]:
     """One paragraph on the teacher's re-fits (a fresh machine keeps no cache), if any."""
     notes = []
@@ -425,8 +444,8 @@ def execute(args, run: Run, cfg: DistillConfig, prep: dict) -> dict:
     """Train ``run`` (its selection first), then write and (with --commit) commit its record."""
     wait_if_paused(args)
     sel = None
-    started = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
-    speed = cpu_speed()  # before the clock starts: it is not part of the run
+    started = utc()
+    speed = {**cpu_speed(), **step_speed(args, prep, cfg.train.batch_size)}  # before the clock: not part of the run
     load_before = os.getloadavg()[0]
     busy0, own0, wall0 = machine_busy_seconds(), time.process_time(), time.perf_counter()
     if run.selection:
@@ -454,7 +473,7 @@ def execute(args, run: Run, cfg: DistillConfig, prep: dict) -> dict:
            "machine": machine(), "load_before": round(load_before, 2), "load_after": round(os.getloadavg()[0], 2),
            "other_cores": round(others, 3), "teacher_weights": prep.get("teacher_weights"), **speed,
            "train_counts_rescore": True,
-           "commit": git_rev(), "started": started, "finished": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())}
+           "commit": git_rev(), "started": started, "finished": utc()}
     path = record_path(args, run)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(path, rec)
@@ -511,7 +530,45 @@ def cpu_speed() -> dict:
     return {"cpu": cpu, "cpu_speed_s": round(float(np.median(times)), 4)}
 
 
-OTHER_CORES = 0.2  # a run beside other work that used more CPU than this, on average, has inflated seconds
+STEP_SPEED_STEPS = 5
+
+
+def step_speed(args, prep: dict, batch_size: int, steps: int = STEP_SPEED_STEPS) -> dict:
+    """Median seconds of one optimizer step of the study's student on a fixed batch of the dataset's shape
+    (``batch_size`` rows of ``max_length`` tokens), timed before the run's clock starts. The matmul of
+    `cpu_speed` tracked training time poorly between sessions: on 2026-11-27 20ng's full KD took 1.88x the
+    seconds of the same run the night before (same steps, quiet machine), while the matmul, recorded beside other
+    runs, took about 1.4x as long as that night; so each run also times a few steps of the work it is about to
+    do, and runs compare by seconds only where these agree."""
+    import torch
+
+    from selectkd.models import load_classifier, resolve
+
+    model, _ = load_classifier(resolve(prep["student"], Store(args.cache_dir).root), prep["num_labels"],
+                               allow_untrained_head=True, role="student")
+    model.train()
+    g = torch.Generator().manual_seed(0)
+    vocab = model.config.vocab_size  # ordinary word pieces: past the special tokens at the start (a toy's are few)
+    ids = torch.randint(min(1000, vocab // 2), vocab, (batch_size, prep["max_length"]), generator=g)
+    labels = torch.randint(0, prep["num_labels"], (batch_size,), generator=g)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
+    times = []
+    with torch.random.fork_rng(devices=[]):  # dropout draws here leave the run's random state as it was
+        for i in range(steps + 1):  # the first step allocates the optimizer state: not timed
+            t = time.perf_counter()
+            model(input_ids=ids, attention_mask=torch.ones_like(ids), labels=labels).loss.backward()
+            opt.step()
+            opt.zero_grad()
+            if i:
+                times.append(time.perf_counter() - t)
+    return {"step_speed_s": round(float(np.median(times)), 4)}
+
+
+# a run beside other work that used more CPU than this, on average, has inflated seconds: alone on this 2-core
+# machine, 150 runs measured at most 0.035 (median 0.011); beside a nice-19 process, 0.13-0.15, and two of those
+# took 7-9% longer than the same run of the other seeds that day (r8 no-kd 393 s vs 360/362 s at 0.147,
+# tweets full-random-head 344 vs 322 s at 0.154): the first limit, 0.2, let them through
+OTHER_CORES = 0.05
 
 
 def busy(rec: dict, limit: float | None, cores: float = OTHER_CORES) -> bool:
@@ -660,6 +717,8 @@ def collect(args, prep: dict, best: str | None) -> dict[str, dict]:
         full = recs.get("full")
         for name, rec in recs.items():
             rec["_tta"] = tta(rec, full) if full else None
+            timed = full and rec is not full and rec.get("step_speed_s") and full.get("step_speed_s")
+            rec["_speed_ratio"] = rec["step_speed_s"] / full["step_speed_s"] if timed else None
     for r in rows.values():
         recs = r["records"]
         r["seeds"] = [x["seed"] for x in recs]
@@ -835,7 +894,8 @@ def render(args, preps: dict[str, dict], best: str | None) -> dict:
                 [f"{k}-{s}-10" for s in RECIPES for k in ("static", "dynamic")] + ["in-batch-10"] + \
                 [f"{k}-{s}-10" for s in OTHERS for k in ("static", "dynamic")]
         ten = [rows[n] for n in order if n in rows]
-        doc += [f"### 10% of the pool, at equal compute ({t})", ""] + table(ten, full, teacher) + [""]
+        doc += [f"### 10% of the pool, at equal compute ({t})", ""] + table(ten, full, teacher) + [""] + \
+            step_speed_note(rows)
         if plot_curves(out / "plots" / f"curve-{t}.png", t, rows, prep):
             doc += [f"![dev accuracy against training seconds, {t}](plots/curve-{t}.png)", ""]
         res = {"prep": {k: v for k, v in prep.items() if not k.startswith("score_")},
@@ -950,7 +1010,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--commit", action="store_true", help="git-commit each run's record as soon as it is written")
     p.add_argument("--rerun-loaded", type=float, default=None, metavar="LOAD",
                    help="run again every finished run that ran beside other work, so its seconds are inflated: the "
-                        "rest of the machine used more than 0.2 cores on average meanwhile (records from before "
+                        f"rest of the machine used more than {OTHER_CORES} cores on average meanwhile (records from before "
                         "that was measured: its 1-minute load average before or after exceeded LOAD, 2.5 on 2 cores)")
     p.add_argument("--other-cores", type=float, default=OTHER_CORES, metavar="CORES",
                    help="with --rerun-loaded: the CPU other processes may use during a run before it counts as "

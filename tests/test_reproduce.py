@@ -49,6 +49,18 @@ def study(tmp_path_factory):
             "records": base / "results" / "toy" / "s0"}
 
 
+def run_lines(stdout: str) -> list[str]:
+    """What the study logged for each run it trained or took, in order: "full", "same-time (--time-budget 1.2)",
+    "full taken from ..." (a run found loaded, logged with ": again" before it is trained again, is left out)."""
+    return [x.split("toy seed 0: ", 1)[1] for x in stdout.splitlines()
+            if "toy seed 0: " in x and not x.endswith(": again")]
+
+
+def trained(stdout: str) -> list[str]:
+    """The names of the runs the study trained or took, in order."""
+    return [x.split(" ")[0] for x in run_lines(stdout)]
+
+
 def records(study) -> dict[str, dict]:
     return {p.stem: json.loads(p.read_text()) for p in study["records"].glob("*.json")}
 
@@ -63,6 +75,7 @@ def test_every_planned_run_leaves_a_record_with_machine_load_and_curve(study):
         assert name in recs, name
     for name, rec in recs.items():
         assert rec["machine"] and rec["load_before"] is not None and rec["commit"]
+        assert rec["step_speed_s"] > 0 and rec["cpu_speed_s"] > 0  # how fast the machine was, timed before the run
         # same-time stops at the default run's seconds: on a busy machine that can be its first step
         points = 1 if name == "same-time" else 2
         assert len(rec["curve"]["seconds"]) == len(rec["curve"]["dev_accuracy"]) >= points, name
@@ -102,6 +115,11 @@ def test_report_numbers_are_the_records(study):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and "(plots/curve-toy.png)" in doc
     for heading in ("### 10% of the pool", "### Budgets 5-50%", "### Teacher adoption and objective adaptation"):
         assert heading in doc
+    # each run's speed beside its full-KD run's: 37 runs compared with full KD, ratios computed from the records
+    recs = records(study)
+    ratios = [r["step_speed_s"] / recs["full"]["step_speed_s"] for n, r in recs.items() if n != "full"]
+    speed = next(x for x in doc.splitlines() if x.startswith("Machine speed: "))
+    assert f"For the {len(ratios)} runs timed" in speed and f"{min(ratios):.2f}-{max(ratios):.2f}x" in speed, speed
 
 
 def test_a_second_invocation_trains_nothing_and_other_settings_are_redone(study):
@@ -117,8 +135,7 @@ def test_a_second_invocation_trains_nothing_and_other_settings_are_redone(study)
     del short["train_counts_rescore"]
     dynamic.write_text(json.dumps(short))
     again = run_study(study["args"], study["base"])
-    trained = sorted(line.rsplit(" ", 1)[-1] for line in again.stdout.splitlines() if "toy seed 0:" in line)
-    assert trained == ["dynamic-uncertainty_sampling-10", "static-random-10"], trained
+    assert sorted(trained(again.stdout)) == ["dynamic-uncertainty_sampling-10", "static-random-10"], again.stdout
     after = records(study)
     redone = {"static-random-10", "dynamic-uncertainty_sampling-10"}
     assert {k: v["finished"] for k, v in after.items() if k not in redone} == \
@@ -137,8 +154,7 @@ def test_rerun_loaded_trains_again_only_the_runs_that_ran_beside_other_work(stud
     metrics.write_text(metrics.read_text() + '{"marker": "the loaded run"}\n')
     # thresholds no real run here reaches (the test itself may run beside other work)
     again = run_study([*study["args"], "--rerun-loaded", "90", "--other-cores", "50", "--tiers", "core"], study["base"])
-    trained = [line for line in again.stdout.splitlines() if "toy seed 0:" in line and "again" not in line]
-    assert [t.rsplit(" ", 1)[-1] for t in trained] == ["static-ccs-10"], again.stdout
+    assert trained(again.stdout) == ["static-ccs-10"], again.stdout
     redone = json.loads(path.read_text())
     assert redone["other_cores"] != 99.0 and redone["started"] > rec["started"]
     # trained again for real: the finished run folder is replaced, not reused with today's load beside its seconds
@@ -153,14 +169,13 @@ def test_take_from_copies_a_run_made_elsewhere_with_the_same_settings_and_not_a_
     (other / "full-random-head.json").write_text(json.dumps({**made, "other_cores": 99.0}))  # beside other work
     path.unlink()
     again = run_study([*study["args"], "--tiers", "core", "--take-from", str(study["base"] / "other")], study["base"])
-    assert [x for x in again.stdout.splitlines() if "toy seed 0:" in x][0].endswith(": full"), again.stdout  # trained
+    assert run_lines(again.stdout)[0] == "full", again.stdout  # trained, not taken
     assert "taken_from" not in json.loads(path.read_text())
 
     (other / "full-random-head.json").write_text(json.dumps({**made, "other_cores": 0.0, "name": "full-random-head"}))
     path.unlink()
     again = run_study([*study["args"], "--tiers", "core", "--take-from", str(study["base"] / "other")], study["base"])
-    lines = [x for x in again.stdout.splitlines() if "toy seed 0:" in x]
-    assert [x.split("] ", 1)[1] for x in lines] == ["toy seed 0: full taken from other/toy/s0/full-random-head.json"], lines
+    assert run_lines(again.stdout) == ["full taken from other/toy/s0/full-random-head.json"], again.stdout
     rec = json.loads(path.read_text())
     assert rec["name"] == "full" and rec["taken_from"] == "other/toy/s0/full-random-head.json"
     assert rec["finished"] == made["finished"] and rec["test"] == made["test"]
@@ -176,13 +191,13 @@ def test_a_fresh_machine_refits_a_teacher_only_when_a_run_needs_it_and_a_differe
     first_seconds = json.loads(prep_path.read_text())["teacher_seconds"]
     fresh_machine("cache-1")
     again = run_study([*study["args"], "--tiers", "core"], base)
-    assert "fine-tuning" not in again.stdout and not [x for x in again.stdout.splitlines() if "toy seed 0:" in x]
+    assert "fine-tuning" not in again.stdout and not run_lines(again.stdout), again.stdout
 
     # a run is missing: the teacher is fitted again; the same code and seed give the same teacher, so only it runs
     (study["records"] / "static-random-10.json").unlink()
     again = run_study([*study["args"], "--tiers", "core"], base)
     assert "fine-tuning teacher" in again.stdout
-    assert [x.rsplit(" ", 1)[-1] for x in again.stdout.splitlines() if "toy seed 0:" in x] == ["static-random-10"]
+    assert trained(again.stdout) == ["static-random-10"], again.stdout
     prep = json.loads(prep_path.read_text())
     assert {(r["role"], r["same_teacher"]) for r in prep["refits"]} == {("teacher", True), ("small_teacher", True)}
     assert records(study)["static-random-10"]["teacher_weights"] == prep["teacher_weights"]
@@ -198,8 +213,7 @@ def test_a_fresh_machine_refits_a_teacher_only_when_a_run_needs_it_and_a_differe
     again = run_study([*study["args"], "--tiers", "core"], base)
     prep = json.loads(prep_path.read_text())
     assert [r["same_teacher"] for r in prep["refits"] if r["role"] == "teacher"] == [True, False]
-    redone = {x.split("toy seed 0: ", 1)[1].split(" ")[0] for x in again.stdout.splitlines() if "toy seed 0:" in x}
-    assert set(core) <= redone, again.stdout
+    assert set(core) <= set(trained(again.stdout)), again.stdout
     recs = records(study)
     assert all(recs[n]["teacher_weights"] == prep["teacher_weights"] for n in core)
     assert all(recs[n]["finished"] >= prep["refits"][-1]["finished"] for n in core)
@@ -234,5 +248,4 @@ def test_a_fresh_machine_refits_a_teacher_only_when_a_run_needs_it_and_a_differe
     last = prep["refits"][-1]
     assert (last["role"], last["same_teacher"], last["test"]) == ("teacher", False, real_test)
     assert last["finished"] == time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(fit.stat().st_mtime))
-    redone = {x.split("toy seed 0: ", 1)[1].split(" ")[0] for x in again.stdout.splitlines() if "toy seed 0:" in x}
-    assert set(core) <= redone, again.stdout
+    assert set(core) <= set(trained(again.stdout)), again.stdout
