@@ -66,7 +66,7 @@ from selectkd.distillation.config import OPTION_DEFAULTS, DistillConfig, run_con
 from selectkd.distillation.curves import accuracy_at, read_curve, seconds_to_reach
 from selectkd.distillation.head import resolved_head_init
 from selectkd.distillation.loop import distill
-from selectkd.pipeline import finetuned_teacher, majority_baseline, make_selection, teacher_test_metrics
+from selectkd.pipeline import FINETUNED, finetuned_teacher, majority_baseline, make_selection, teacher_test_metrics
 from selectkd.runtime import cpuinfo, machine, machine_busy_seconds
 from selectkd.scoring.run import score
 from selectkd.specs import DEFAULT_HEAD_INIT, DEFAULT_STRATEGY, DataSpec, ScoreSpec
@@ -184,7 +184,8 @@ def prepare(args, data: str, root: Path, student: str, small: bool = False) -> d
         lr = {"lr": args.teacher_lr} if role == "teacher" else {}
         folder = root / "teachers" / (f"reproduce-{tag(model)}-{tag(data)}-{teacher_rows}-{max_length}"
                                       f"-e{d.teacher_epochs}" + (f"-lr{args.teacher_lr:g}" if lr else "") + "-s0")
-        cached = (folder / "selectkd_finetune.json").exists()
+        fit_record = folder / FINETUNED  # written last by a finished fit
+        cached = fit_record.exists()
         fitted_here[role] = f"{role}_test" in rec and not cached
         if not cached:
             log(f"{tag(data)}: fine-tuning {role} {tag(model)} end to end on {teacher_rows:,} rows, "
@@ -195,7 +196,7 @@ def prepare(args, data: str, root: Path, student: str, small: bool = False) -> d
         prep[role] = path
         # when the fit ended (its record is written last): a process stopped while scoring leaves the re-fitted
         # teacher in the cache, so the next call finds it there and must still see that it replaced the first
-        fit_finished[role] = utc((Path(path) / "selectkd_finetune.json").stat().st_mtime)
+        fit_finished[role] = utc(fit_record.stat().st_mtime)
         prep[f"{role}_weights"] = weights_fingerprint(Path(path))  # names the teacher bit for bit
         # the first fit's time stays the reported cost (a re-fit's, perhaps beside other work, goes to refits and
         # to the folder's own record, which a later prepare must not read back as the cost)
