@@ -78,7 +78,7 @@ def build_models(root: Path, texts: list[str], small: bool) -> tuple[Path, Path]
 
 def bare_step_seconds(folder: Path, device: str, max_length: int, steps: int = 30) -> dict:
     """Seconds per training step of the model in ``folder`` in a bare loop (one fixed batch of 32 rows of
-    ``max_length`` tokens, AdamW, clipping), float32 and bf16 autocast, after one warm-up step: the floor
+    ``max_length`` tokens, AdamW, clipping), float32 and bf16 autocast, each after three warm-up steps: the floor
     `selectkd finetune`'s steps are read against."""
     import torch
     from transformers import AutoModelForSequenceClassification
@@ -102,10 +102,10 @@ def bare_step_seconds(folder: Path, device: str, max_length: int, steps: int = 3
         sync()
         return (time.perf_counter() - t) / n
 
-    run(1, False)
-    found = {"float32": round(run(steps, False), 4)}
-    if device.startswith("cuda"):
-        found["bf16"] = round(run(steps, True), 4)
+    found = {}
+    for name, bf16 in (("float32", False), ("bf16", True))[:2 if device.startswith("cuda") else 1]:
+        run(3, bf16)  # each mode's kernels chosen and compiled before its clock (bf16 once read 0.13 s unwarmed)
+        found[name] = round(run(steps, bf16), 4)
     return found
 
 
