@@ -19,6 +19,22 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # the user's memo of file hashes: one per test session, never the real ~/.cache
 os.environ.setdefault("SELECTKD_FINGERPRINTS", str(Path(tempfile.mkdtemp(prefix="selectkd-fp-")) / "fingerprints.json"))
 
+
+def _hide_gpus() -> dict | None:
+    """The suite checks CPU float32 numbers exactly (a resumed run is bit-identical to an unbroken one, a record's
+    dev accuracy is re-computed on the CPU), and every command defaults to CUDA with bf16 autocast where a GPU is:
+    hide GPUs from the tests and their subprocesses. Returns the environment that shows them again (for
+    tests/test_gpu.py), or None on a machine without one."""
+    shown = os.environ.get("CUDA_VISIBLE_DEVICES")
+    gpus = sorted(p.name for p in Path("/dev").glob("nvidia[0-9]*"))
+    os.environ["CUDA_VISIBLE_DEVICES"] = ""
+    if shown is None and not gpus:
+        return None
+    return {"CUDA_VISIBLE_DEVICES": shown if shown is not None else ",".join(str(i) for i in range(len(gpus)))}
+
+
+GPU_ENV = _hide_gpus()
+
 POS = ["good", "great", "lovely", "fine", "happy", "excellent", "nice", "superb"]
 NEG = ["bad", "awful", "terrible", "sad", "poor", "horrible", "nasty", "dreadful"]
 NEU = ["car", "road", "city", "table", "window", "train", "paper", "river"]

@@ -28,7 +28,7 @@ from ..errors import SelectKDError, SelectKDWarning
 from ..metrics import classification_metrics
 from ..models import check_max_length, load_classifier, load_tokenizer, resolve, save_model
 from ..outputs import RUN, check_output
-from ..runtime import _autocast, pick_device, progress_bar
+from ..runtime import _autocast, numeric_mode, pick_device, progress_bar
 from ..scoring.tokens import length_batches
 from ..specs import TrainSpec
 from .active import ActiveSet, Dynamic, InBatch
@@ -190,6 +190,7 @@ def distill(cfg: DistillConfig, *, resume: bool = False, overwrite: bool = False
         log(out, {"final": True, "test": test_metrics})
     save_student(out / "student", student, tokenizer, rows.label_names)
     summary = {**run_summary(state, test_metrics, signals, data, time.perf_counter() - t_start), "stopped": stopped,
+               "device": device, "numerics": numeric_mode(device),  # where it ran: a GPU's bf16 gives other numbers
                "lr_at_end": round(sched.get_last_lr()[0], 10), "one_class": one_class(state.dev_top_class or test_top, rows.label_names,
                                                        "dev" if state.dev_top_class else "test")}
     if summary["one_class"]:
