@@ -363,8 +363,8 @@ def speed_note(recs: list[dict]) -> str:
     if not timed:
         return ""
     cpus = sorted({r["cpu"] for r in recs if r.get("cpu")})
-    return (f" CPU speed (a fixed matmul, recorded since 2026-11-26 for {len(timed)} runs; two machines with the same "
-            f"line above differed by 35% in training time): median {np.median(timed):.3f} s, range {min(timed):.3f}-"
+    return (f" CPU speed (a fixed matmul, recorded since 2026-11-26 for {len(timed)} runs; the same CPU line can run "
+            f"at different speeds on different days): median {np.median(timed):.3f} s, range {min(timed):.3f}-"
             f"{max(timed):.3f} s, on {'; '.join(cpus)}; runs recorded before have no measurement.")
 
 
