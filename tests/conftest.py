@@ -24,13 +24,14 @@ def _hide_gpus() -> dict | None:
     """The suite checks CPU float32 numbers exactly (a resumed run is bit-identical to an unbroken one, a record's
     dev accuracy is re-computed on the CPU), and every command defaults to CUDA with bf16 autocast where a GPU is:
     hide GPUs from the tests and their subprocesses. Returns the environment that shows them again (for
-    tests/test_gpu.py), or None on a machine without one."""
-    shown = os.environ.get("CUDA_VISIBLE_DEVICES")
-    gpus = sorted(p.name for p in Path("/dev").glob("nvidia[0-9]*"))
+    tests/test_gpu.py), or None on a machine without one. The devices as the user set them are kept in
+    SELECTKD_TESTS_CUDA by the first process, since pytest-xdist's workers inherit the hidden value."""
+    shown = os.environ.setdefault("SELECTKD_TESTS_CUDA", os.environ.get("CUDA_VISIBLE_DEVICES", "all"))
     os.environ["CUDA_VISIBLE_DEVICES"] = ""
-    if shown is None and not gpus:
+    gpus = list(Path("/dev").glob("nvidia[0-9]*"))
+    if not gpus or not shown:  # no GPU, or the user hid them already
         return None
-    return {"CUDA_VISIBLE_DEVICES": shown if shown is not None else ",".join(str(i) for i in range(len(gpus)))}
+    return {"CUDA_VISIBLE_DEVICES": ",".join(str(i) for i in range(len(gpus))) if shown == "all" else shown}
 
 
 GPU_ENV = _hide_gpus()
