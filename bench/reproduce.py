@@ -1021,7 +1021,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--take-from", nargs="*", default=[], metavar="RESULTS",
                    help="results folders of other benches laid out as --results (bench/results/head_init): a run "
                         "recorded there with exactly this run's settings, and not beside other work, is copied "
-                        "(its record says from where) instead of trained again")
+                        "(its record says from where) instead of trained again. Its seconds were measured when "
+                        "that bench ran: this machine's speed moves up to ~2x between days, so copy only runs made "
+                        "in the same sitting as the seed's other runs (or the time columns mix two speeds)")
     p.add_argument("--render-only", action="store_true", help="rewrite the report from the records")
     p.add_argument("--progress", action="store_true", help="progress bars for each step")
     return p
