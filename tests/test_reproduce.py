@@ -120,6 +120,15 @@ def test_report_numbers_are_the_records(study):
     ratios = [r["step_speed_s"] / recs["full"]["step_speed_s"] for n, r in recs.items() if n != "full"]
     speed = next(x for x in doc.splitlines() if x.startswith("Machine speed: "))
     assert f"For the {len(ratios)} runs timed" in speed and f"{min(ratios):.2f}-{max(ratios):.2f}x" in speed, speed
+    # the machine-free share of compute: rows trained against full KD's, a re-scoring run marked as such
+    share = recs["static-random-10"]["student_rows_forward_backward"] / recs["full"]["student_rows_forward_backward"]
+    assert 0 < share < 1
+    line = next(x for x in doc.splitlines() if x.startswith("| 10% `random` static |"))
+    assert line.split("|")[6].strip() == f"{share:.1%}", line
+    line = next(x for x in doc.splitlines() if x.startswith("| 10% `uncertainty_sampling` dynamic |"))
+    assert line.split("|")[6].strip().endswith("+ re-scoring"), line
+    default = rows["dynamic-random-10"]
+    assert f"It trains on {default['rows_share']:.1%} of full-data KD's" in results["datasets"]["toy"]["verdict"]
 
 
 def test_a_second_invocation_trains_nothing_and_other_settings_are_redone(study):
