@@ -827,6 +827,20 @@ def verdict(tag_: str, full: dict, r: dict) -> str:
             f"{compute}")
 
 
+def equal_time_note(subsets: list[dict], full: dict, default: dict, top: dict) -> str:
+    """When the most accurate 10% row trains longer than the default (over `EQUAL_TIME` times its seconds):
+    the most accurate one at the default's time, and how it compares with the default and static random."""
+    equal = [r for r in subsets if r["seconds"] <= EQUAL_TIME * default["seconds"]]
+    if top in equal or not equal:
+        return ""
+    best = max(equal, key=lambda r: r["accuracy"])
+    note = (f" At the default's time (at most {EQUAL_TIME:g}x its seconds) it is {label(best['name'])}: "
+            f"{(full['accuracy'] - best['accuracy']) * 100:.1f} points below full-data KD at "
+            f"{best['seconds'] / full['seconds']:.0%} of its time")
+    return note + ("." if best is default else
+                   f", {(best['accuracy'] - default['accuracy']) * 100:+.1f} points against the default.")
+
+
 def plot_curves(path: Path, title: str, rows: dict, prep: dict) -> bool:
     """Dev accuracy against training seconds, the first finished seed of each key configuration."""
     from matplotlib.figure import Figure
@@ -934,7 +948,8 @@ def render(args, preps: dict[str, dict], best: str | None) -> dict:
             top = max(subsets, key=lambda r: r["accuracy"])
             doc += [f"The most accurate 10% configuration here is {label(top['name'])}, "
                     f"{(full['accuracy'] - top['accuracy']) * 100:.1f} points below full-data KD at "
-                    f"{top['seconds'] / full['seconds']:.0%} of its time.", ""]
+                    f"{top['seconds'] / full['seconds']:.0%} of its time."
+                    + equal_time_note(subsets, full, rows[DEFAULT_RUN], top), ""]
             headline.append((t, prep, rows, top))
         budget_rows = [rows[n] for n in rows if rows[n]["tier"] == "budgets"]
         if budget_rows:
