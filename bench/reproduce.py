@@ -655,8 +655,10 @@ def best_strategy(args, preps: dict[str, dict]) -> str | None:
     path = Path(args.results) / "budget_strategy.json"
     if path.exists():
         return json.loads(path.read_text())["best"]
-    if set(preps) != set(args.datasets) or "budgets" not in args.tiers:
-        return None  # a dataset has not even started, or a partial run (--tiers core strategies) must not choose
+    if set(preps) != set(args.datasets) or "budgets" not in args.tiers or args.render_only:
+        # a dataset has not even started, a partial run (--tiers core strategies) must not choose, and a render
+        # (perhaps of some datasets only) writes the report, never the choice the tool's default follows
+        return None
     accuracy: dict[str, list[float]] = {}
     ratio: dict[str, list[float]] = {}
     for prep in preps.values():
