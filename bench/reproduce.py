@@ -831,7 +831,7 @@ def verdict(tag_: str, full: dict, r: dict) -> str:
 
 def equal_time_note(subsets: list[dict], full: dict, default: dict, top: dict) -> str:
     """When the most accurate 10% row trains longer than the default (over `EQUAL_TIME` times its seconds):
-    the most accurate one at the default's time, and how it compares with the default and static random."""
+    the most accurate one at the default's time, and its gain or loss against the default."""
     equal = [r for r in subsets if r["seconds"] <= EQUAL_TIME * default["seconds"]]
     if top in equal or not equal:
         return ""
