@@ -715,7 +715,8 @@ def collect(args, prep: dict, best: str | None) -> dict[str, dict]:
                 continue
             recs[run.name] = rec
             rec["_command"] = distill_command(cfg)  # today's defaults: a record taken from another bench ran before
-            r = rows.setdefault(run.name, {"name": run.name, "tier": run.tier, "records": []})
+            r = rows.setdefault(run.name, {"name": run.name, "tier": run.tier, "rescores": rescores(run),
+                                           "records": []})
             r["records"].append(rec)
         full = recs.get("full")
         for name, rec in recs.items():
@@ -737,7 +738,6 @@ def collect(args, prep: dict, best: str | None) -> dict[str, dict]:
         r["at_mark"] = float(np.mean(marks)) if marks else None
         shares = [x["_rows_ratio"] for x in recs if x.get("_rows_ratio") is not None]
         r["rows_share"] = float(np.median(shares)) if shares else None
-        r["rescores"] = rescores(r["name"])
         reach = [x["_tta"]["seconds_to_target"] for x in recs if x.get("_tta")]
         r["reached"] = sum(s is not None for s in reach)
         r["to_target"] = float(np.median([s for s in reach if s is not None])) if r["reached"] else None
@@ -749,14 +749,12 @@ def collect(args, prep: dict, best: str | None) -> dict[str, dict]:
     return rows
 
 
-def rescores(name: str) -> bool:
-    """Whether run ``name`` re-scores the whole pool with the student each epoch (a dynamic run whose strategy
-    reads the student's signals)."""
+def rescores(run: Run) -> bool:
+    """Whether ``run`` re-scores the whole pool with the student each epoch: a dynamic run (`--budget` without a
+    selection) whose strategy reads the student's signals."""
     from selectkd.selection.strategies import STRATEGIES
 
-    kind, _, rest = name.partition("-")
-    strategy = rest.rpartition("-")[0]
-    return kind == "dynamic" and strategy in STRATEGIES and STRATEGIES[strategy].needs_student
+    return "budget" in run.options and STRATEGIES[run.options["strategy"]].needs_student
 
 
 def tta(rec: dict, full: dict) -> dict:
