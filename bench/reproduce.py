@@ -655,9 +655,12 @@ def best_strategy(args, preps: dict[str, dict]) -> str | None:
     path = Path(args.results) / "budget_strategy.json"
     if path.exists():
         return json.loads(path.read_text())["best"]
-    if set(preps) != set(args.datasets) or "budgets" not in args.tiers or args.render_only:
-        # a dataset has not even started, a partial run (--tiers core strategies) must not choose, and a render
-        # (perhaps of some datasets only) writes the report, never the choice the tool's default follows
+    builtin = {d for d in args.datasets if d in DATASETS}
+    if set(preps) != set(args.datasets) or "budgets" not in args.tiers or args.render_only or \
+            (builtin and builtin != set(DATASETS)):
+        # a dataset has not even started, a partial run (--tiers core strategies) must not choose, a render
+        # (perhaps of some datasets only) writes the report, never the choice the tool's default follows, and
+        # neither does a run of some of the built-in datasets (--datasets tweets-binary --tiers budgets)
         return None
     accuracy: dict[str, list[float]] = {}
     ratio: dict[str, list[float]] = {}

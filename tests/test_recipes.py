@@ -4,6 +4,7 @@ import importlib
 import json
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -267,3 +268,14 @@ def test_the_report_names_the_most_accurate_10_percent_row_at_the_default_time_w
     assert rp.equal_time_note([default, fast, slow], full, default, fast) == ""  # the top row is at equal time
     slower = row("static-confident_uncertain-10", 0.862, 76.0)  # 1.27x the default: no longer equal time
     assert "10% default" in rp.equal_time_note([default, slower, slow], full, default, slow)
+
+
+def test_the_budget_strategy_waits_for_every_built_in_dataset(tmp_path):
+    """The choice the tool's default follows is made over every built-in dataset: a budgets run of some of
+    them (`--datasets tweets-binary --tiers budgets`) chooses nothing and writes nothing."""
+    rp = _bench("reproduce")
+    some = list(rp.DATASETS)[:1]
+    args = SimpleNamespace(results=str(tmp_path), datasets=some, tiers=["core", "strategies", "budgets"],
+                           render_only=False, seeds=[0], commit=False)
+    assert rp.best_strategy(args, {d: {} for d in some}) is None
+    assert not (tmp_path / "budget_strategy.json").exists()
