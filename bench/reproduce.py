@@ -648,6 +648,15 @@ def select_command(prep: dict, s: dict, seed: int) -> str:
 
 # -- choosing the budget curve's strategy, once -----------------------------------------------------
 
+def may_choose(args, preps: dict[str, dict]) -> bool:
+    """Whether this invocation may make the choice the tool's default follows. Not when a dataset has not even
+    started, not in a partial run (--tiers core strategies), not in a render (perhaps of some datasets only: it
+    writes the report), and not in a run of some of the built-in datasets (--datasets tweets-binary)."""
+    builtin = {d for d in args.datasets if d in DATASETS}
+    return (set(preps) == set(args.datasets) and "budgets" in args.tiers and not args.render_only
+            and (not builtin or builtin == set(DATASETS)))
+
+
 def best_strategy(args, preps: dict[str, dict]) -> str | None:
     """The 10% configuration (static-X or dynamic-X) with the highest test accuracy averaged over every
     dataset and seed among those at the default's training time (`EQUAL_TIME`), once tiers core and
@@ -655,12 +664,7 @@ def best_strategy(args, preps: dict[str, dict]) -> str | None:
     path = Path(args.results) / "budget_strategy.json"
     if path.exists():
         return json.loads(path.read_text())["best"]
-    builtin = {d for d in args.datasets if d in DATASETS}
-    if set(preps) != set(args.datasets) or "budgets" not in args.tiers or args.render_only or \
-            (builtin and builtin != set(DATASETS)):
-        # a dataset has not even started, a partial run (--tiers core strategies) must not choose, a render
-        # (perhaps of some datasets only) writes the report, never the choice the tool's default follows, and
-        # neither does a run of some of the built-in datasets (--datasets tweets-binary --tiers budgets)
+    if not may_choose(args, preps):
         return None
     accuracy: dict[str, list[float]] = {}
     ratio: dict[str, list[float]] = {}
