@@ -275,25 +275,29 @@ def plan(args, prep: dict, seed: int, best: str | None) -> list[Run]:
         runs.append(run)
         return run
 
+    def dynamic(strategy: str, budget: float, tier: str) -> None:
+        """Re-chosen every epoch, pinned (not distill's default, which follows this study's choice)."""
+        add(f"dynamic-{strategy}-{budget_tag(budget)}", tier, budget=str(budget), strategy=strategy, reselect_every=1)
+
     def static(strategy: str, budget: float, tier: str) -> None:
         sel = {"name": f"rep-{tag(data)}-{strategy}-{budget_tag(budget)}-seed{seed}", "strategy": strategy, "budget": budget}
         add(f"static-{strategy}-{budget_tag(budget)}", tier, selection=sel["name"]).selection = sel
 
     add("no-kd", "core", kd_alpha=0.0, head_init="random")
     add("full", "core")
-    add(DEFAULT_RUN, "core", budget="0.1", strategy=DEFAULT_STRATEGY)
+    dynamic(DEFAULT_STRATEGY, 0.1, "core")  # DEFAULT_RUN
     static("random", 0.1, "core")
     # all rows for the default's seconds, from the default's head: only the rows differ (a short run on all rows
     # from --head-init auto's fresh head can stay at the majority class: bench/results/head_init.md, r8 seed 1)
     add("same-time", "core", head_init=resolved_head_init(DEFAULT_HEAD_INIT, on_subset=True)).time_budget_of = DEFAULT_RUN
     for s in RECIPES:
         static(s, 0.1, "core")
-    add("dynamic-ccs-10", "core", budget="0.1", strategy="ccs")
+    dynamic("ccs", 0.1, "core")
     add("in-batch-10", "core", in_batch=0.1)
     for s in OTHERS:
         static(s, 0.1, "strategies")
     for s in RECIPES[1:] + OTHERS:
-        add(f"dynamic-{s}-10", "strategies", budget="0.1", strategy=s)
+        dynamic(s, 0.1, "strategies")
     for b in BUDGETS:
         static("random", b, "budgets")
         if best:
@@ -301,7 +305,7 @@ def plan(args, prep: dict, seed: int, best: str | None) -> list[Run]:
             if kind == "static" and strategy != "random":
                 static(strategy, b, "budgets")
             elif kind == "dynamic":
-                add(f"dynamic-{strategy}-{budget_tag(b)}", "budgets", budget=str(b), strategy=strategy)
+                dynamic(strategy, b, "budgets")
     if "small_teacher" in prep:
         small, large = prep["small_teacher"], prep["teacher"]
         add("adopt-small", "teachers", teachers=[small])

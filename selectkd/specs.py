@@ -31,6 +31,9 @@ DEFAULT_MIN_STEPS = 100  # a 10% subset's few dozen steps leave a fresh student 
 DEFAULT_HEAD_INIT = "auto"
 DEFAULT_STRATEGY = "random"  # no strategy beat it at 10% and equal time on both datasets so far: docs/RESULTS.md
 DEFAULT_CRITERION = "entropy"
+# A bare --budget re-chooses its rows every epoch (1); 0 keeps the first choice, made from the cached scores
+# (a static selection). The study (bench/results/reproduce/budget_strategy.json) decides between them.
+DEFAULT_RESELECT_EVERY = 1
 DEFAULT_CLUSTERS = 30
 DEFAULT_PRUNE_HARD = 0.2  # ccs: the share of the pool dropped as too hard or mislabelled (CCS: 0.1..0.4)
 DEFAULT_BINS = 10  # ccs: difficulty bins by teacher margin

@@ -83,6 +83,15 @@ def test_dynamic_reselects_the_rows_the_current_student_is_unsure_of():
     assert active.selected_epoch == 2
 
 
+def test_reselect_every_0_keeps_the_first_choice_and_never_rescores():
+    """--reselect-every 0: a static selection made inside distill; even random keeps its first draw."""
+    for strategy in ("entropy", "random"):
+        calls = []
+        active = dynamic(calls, strategy=strategy, every=0)
+        active.restore([0, 1, 2], selected_epoch=0)  # as after epoch 0 (chosen from the cached scores)
+        assert all(active.rows_for_epoch(e).tolist() == [0, 1, 2] for e in (1, 2, 3, 6)) and not calls, strategy
+
+
 def test_dynamic_rescoring_a_fraction_tops_up_to_the_budget():
     calls = []
     active = dynamic(calls, rescore_pool=0.5)

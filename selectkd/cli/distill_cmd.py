@@ -10,7 +10,8 @@ from rich.table import Table
 
 from selectkd.cli.options import COLUMNS, RUN, out, with_options
 from selectkd.specs import (DEFAULT_BINS, DEFAULT_CRITERION, DEFAULT_HEAD_INIT, DEFAULT_KD_LOSS, DEFAULT_LR,
-                            DEFAULT_MIN_STEPS, DEFAULT_PRUNE_HARD, DEFAULT_STRATEGY, DEFAULT_TEMPERATURE)
+                            DEFAULT_MIN_STEPS, DEFAULT_PRUNE_HARD, DEFAULT_RESELECT_EVERY, DEFAULT_STRATEGY,
+                            DEFAULT_TEMPERATURE)
 
 
 def register(app: typer.Typer) -> None:
@@ -29,7 +30,7 @@ def register(app: typer.Typer) -> None:
         holdout: float = typer.Option(0.1, "--holdout", help="With no dev data (no --eval-data and no dev split): hold out this fraction of the training rows, seeded and stratified, as dev; they are never trained on. 0: train on every row, no dev evaluation."),
         test_limit: Optional[int] = typer.Option(None, "--test-limit", help="Use the first N test rows (0: no test evaluation)."),
         selection: Optional[str] = typer.Option(None, "--selection", help="Static: train on a saved selection (`selectkd select --name`)."),
-        budget: Optional[str] = typer.Option(None, "--budget", help="Dynamic: a fraction in (0, 1] such as 0.1 (1: every row) or a whole row count >= 2; re-selected with the current student every --reselect-every epochs."),
+        budget: Optional[str] = typer.Option(None, "--budget", help="Dynamic: a fraction in (0, 1] such as 0.1 (1: every row) or a whole row count >= 2; re-selected with the current student every --reselect-every epochs (0: chosen once)."),
         strategy: str = typer.Option(DEFAULT_STRATEGY, "--strategy", help="Dynamic selection strategy (see `selectkd select --list`); the same default as select."),
         criterion: str = typer.Option(DEFAULT_CRITERION, "--criterion", help="Coverage's ranking inside clusters; in-batch mode's criterion (entropy, margin, least_confidence, kl, random)."),
         clusters: int = typer.Option(30, "--clusters", help="Coverage: k-means clusters."),
@@ -38,7 +39,7 @@ def register(app: typer.Typer) -> None:
         bins: int = typer.Option(DEFAULT_BINS, "--bins", help="ccs: difficulty bins by teacher margin, each an equal share of the budget."),
         sample: bool = typer.Option(False, "--sample", help="Sample in proportion to uncertainty instead of taking the top k."),
         sample_temperature: float = typer.Option(1.0, "--sample-temperature", help="Temperature of --sample."),
-        reselect_every: int = typer.Option(1, "--reselect-every", help="Dynamic: re-select every K epochs."),
+        reselect_every: int = typer.Option(DEFAULT_RESELECT_EVERY, "--reselect-every", help="With --budget: re-select with the current student every K epochs (random re-draws for free); 0: never, the first choice (made from the cached scores, as `select` makes it) trains every epoch."),
         rescore_pool: float = typer.Option(1.0, "--rescore-pool", help="Dynamic: re-score only this random fraction of the pool (re-scoring all rows can cost more than training on 10%)."),
         rescore_by: str = typer.Option("random", "--rescore-by", help="With --rescore-pool < 1: random rows, or the same fraction of every k-means cluster of the student embeddings (cluster)."),
         in_batch: Optional[float] = typer.Option(None, "--in-batch", help="The paper's mode: CE on every row, KD on this top fraction of each batch by the student's uncertainty."),

@@ -83,7 +83,8 @@ def rescore_sample(n_rows: int, fraction: float, rng: np.random.Generator,
 
 class Dynamic(ActiveSet):
     """``size`` rows chosen by ``spec`` from ``pool``: at epoch 0 from the cached (probe) scores, then
-    every ``every`` epochs from the current student's scores of (a ``rescore_pool`` fraction of) the pool.
+    every ``every`` epochs from the current student's scores of (a ``rescore_pool`` fraction of) the pool;
+    ``every=0`` keeps the first choice for the whole run (a static selection, made inside distill).
 
     ``scored`` is the ScoreResult of the run (student entry: probe scores, embeddings); ``teacher_logits(
     positions) -> (T, n, C)``; ``student_scores(positions, embeddings) -> (logits, embeddings | None)``.
@@ -99,7 +100,7 @@ class Dynamic(ActiveSet):
         self._clusters: np.ndarray | None = None
 
     def rows_for_epoch(self, epoch: int) -> np.ndarray:
-        if self.selected_epoch != epoch and (self.current is None or epoch % self.every == 0):
+        if self.selected_epoch != epoch and (self.current is None or (self.every and epoch % self.every == 0)):
             self.current = self.initial() if epoch == 0 else self.reselect(epoch)
             self.selected_epoch = epoch
         return self.current

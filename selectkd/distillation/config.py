@@ -17,7 +17,7 @@ from ..errors import SelectKDError
 from ..outputs import RUN, check_output
 from ..ranges import COUNT, FRACTION, HOLDOUT, MAX_LENGTH, NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE, ROW_LIMIT, SEED, WARMUP, check_ranges
 from ..specs import (DEFAULT_BINS, DEFAULT_CLUSTERS, DEFAULT_PRUNE_HARD, DEFAULT_CRITERION, DEFAULT_HEAD_INIT, DEFAULT_KD_LOSS, DEFAULT_LR,
-                     DEFAULT_MIN_STEPS, DEFAULT_STRATEGY, DEFAULT_TEMPERATURE, DataSpec, ScoreSpec, SelectSpec, TrainSpec)
+                     DEFAULT_MIN_STEPS, DEFAULT_RESELECT_EVERY, DEFAULT_STRATEGY, DEFAULT_TEMPERATURE, DataSpec, ScoreSpec, SelectSpec, TrainSpec)
 from ..selection.choose import PRUNE
 from ..selection.strategies import IN_BATCH_CRITERIA
 from .active import RESCORE_BY
@@ -33,7 +33,7 @@ OPTION_DEFAULTS: dict = {
     # selection
     "selection": None, "budget": None, "strategy": DEFAULT_STRATEGY, "criterion": DEFAULT_CRITERION,
     "clusters": DEFAULT_CLUSTERS, "per_class": False, "sample": False, "sample_temperature": 1.0,
-    "prune_hard": DEFAULT_PRUNE_HARD, "bins": DEFAULT_BINS, "reselect_every": 1,
+    "prune_hard": DEFAULT_PRUNE_HARD, "bins": DEFAULT_BINS, "reselect_every": DEFAULT_RESELECT_EVERY,
     "rescore_pool": 1.0, "rescore_by": "random", "in_batch": None,
     # losses
     "kd_loss": DEFAULT_KD_LOSS, "temperature": DEFAULT_TEMPERATURE, "ce_alpha": 1.0, "kd_alpha": 1.0, "adoption": None, "objective": "none",
@@ -57,7 +57,7 @@ class DistillConfig:
     """Everything that decides a run: the specs, passed whole, plus what only a run has.
 
     ``scoring.student`` is the student trained; ``selecting`` (dynamic selection: re-chosen with the
-    current student every ``reselect_every`` epochs) is None in the other modes: a saved
+    current student every ``reselect_every`` epochs, or never when 0) is None in the other modes: a saved
     ``selection`` (static), ``in_batch`` (KD on the top fraction of each batch) or full-data KD.
     """
 
@@ -69,7 +69,7 @@ class DistillConfig:
     selection: str | None = None
     in_batch: float | None = None
     in_batch_criterion: str = DEFAULT_CRITERION
-    reselect_every: int = 1
+    reselect_every: int = DEFAULT_RESELECT_EVERY
     rescore_pool: float = 1.0
     rescore_by: str = "random"
     eval_data: str | None = None
@@ -153,7 +153,7 @@ def check_config(cfg: DistillConfig) -> None:
         "--max-length": (cfg.scoring.max_length, MAX_LENGTH), "--seed": (t.seed, SEED), "--holdout": (t.holdout, HOLDOUT),
         "--max-steps": (t.max_steps, COUNT), "--time-budget": (t.time_budget, POSITIVE),
         "--eval-every": (t.eval_every, COUNT), "--min-steps": (t.min_steps, NON_NEGATIVE_INT),
-        "--in-batch": (cfg.in_batch, FRACTION), "--reselect-every": (cfg.reselect_every, COUNT),
+        "--in-batch": (cfg.in_batch, FRACTION), "--reselect-every": (cfg.reselect_every, NON_NEGATIVE_INT),
         "--rescore-pool": (cfg.rescore_pool, FRACTION), "--limit": (cfg.data.limit, COUNT),
         "--eval-limit": (cfg.eval_limit, ROW_LIMIT), "--test-limit": (cfg.test_limit, ROW_LIMIT),
         **({"--clusters": (sel.clusters, COUNT), "--sample-temperature": (sel.sample_temperature, POSITIVE),
