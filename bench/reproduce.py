@@ -90,6 +90,12 @@ EQUAL_TIME_RULE = (f"the 10% configuration with the highest mean test accuracy o
                    f"and seed)")
 
 
+def vs_default(ratios: list[float]) -> float:
+    """The mean over seeds (and datasets) of a run's training seconds over the default 10% run's, each pair
+    side by side in one seed: the one figure `EQUAL_TIME` is compared with, by the choice and the report alike."""
+    return round(float(np.mean(ratios)), 3)
+
+
 @dataclass(frozen=True)
 class Dataset:
     """How one dataset is split between teacher and pool. ``transfer``: the teacher learns from the first
@@ -689,7 +695,7 @@ def best_strategy(args, preps: dict[str, dict]) -> str | None:
     if not accuracy:
         return None
     means = {k: float(np.mean(v)) for k, v in accuracy.items()}
-    times = {k: round(float(np.mean(v)), 3) for k, v in ratio.items()}
+    times = {k: vs_default(v) for k, v in ratio.items()}
     equal = [k for k in sorted(means) if times[k] <= EQUAL_TIME]
     best = max(equal, key=means.get)  # ties: the first name in sorted order
     atomic_write_json(path, {"best": best, "rule": EQUAL_TIME_RULE, "mean_test_accuracy": means,
@@ -729,9 +735,10 @@ def collect(args, prep: dict, best: str | None) -> dict[str, dict]:
             r = rows.setdefault(run.name, {"name": run.name, "tier": run.tier, "rescores": rescores(run),
                                            "records": []})
             r["records"].append(rec)
-        full = recs.get("full")
+        full, default = recs.get("full"), recs.get(DEFAULT_RUN)
         for name, rec in recs.items():
             rec["_tta"] = tta(rec, full) if full else None
+            rec["_vs_default"] = rec["seconds_train"] / default["seconds_train"] if default else None
             timed = full and rec is not full and rec.get("step_speed_s") and full.get("step_speed_s")
             rec["_speed_ratio"] = rec["step_speed_s"] / full["step_speed_s"] if timed else None
             counted = full and rec.get("student_rows_forward_backward") and full.get("student_rows_forward_backward")
@@ -749,6 +756,8 @@ def collect(args, prep: dict, best: str | None) -> dict[str, dict]:
         r["at_mark"] = float(np.mean(marks)) if marks else None
         shares = [x["_rows_ratio"] for x in recs if x.get("_rows_ratio") is not None]
         r["rows_share"] = float(np.median(shares)) if shares else None
+        paired = [x["_vs_default"] for x in recs if x.get("_vs_default") is not None]
+        r["vs_default"] = vs_default(paired) if paired else None
         reach = [x["_tta"]["seconds_to_target"] for x in recs if x.get("_tta")]
         r["reached"] = sum(s is not None for s in reach)
         r["to_target"] = float(np.median([s for s in reach if s is not None])) if r["reached"] else None
@@ -839,9 +848,10 @@ def verdict(tag_: str, full: dict, r: dict) -> str:
 
 
 def equal_time_note(subsets: list[dict], full: dict, default: dict, top: dict) -> str:
-    """When the most accurate 10% row trains longer than the default (over `EQUAL_TIME` times its seconds):
-    the most accurate one at the default's time, and its gain or loss against the default."""
-    equal = [r for r in subsets if r["seconds"] <= EQUAL_TIME * default["seconds"]]
+    """When the most accurate 10% row trains longer than the default (its seconds over `EQUAL_TIME` times the
+    default's, read as `best_strategy` reads them): the most accurate one at the default's time, and its gain or
+    loss against the default."""
+    equal = [r for r in subsets if r["vs_default"] is not None and r["vs_default"] <= EQUAL_TIME]
     if top in equal or not equal:
         return ""
     best = max(equal, key=lambda r: r["accuracy"])
@@ -935,8 +945,10 @@ def render(args, preps: dict[str, dict], best: str | None) -> dict:
                 "one on all rows from the fresh head; the same-time run from the probe, like the default 10% run, "
                 "so that only the rows differ: [bench/results/head_init.md](../bench/results/head_init.md)).", "",
                 "```sh", prep["teacher_command"], "```", ""] + refit_note(prep)
+        curve = out / "plots" / f"curve-{t}.png"
         if not rows:
             doc += ["No finished runs yet.", ""]
+            curve.unlink(missing_ok=True)  # this report's own plot of runs that are no longer today's
             continue
         full = rows.get("full")
         teacher = {"what": f"{tag(args.teacher)}, fine-tuned", "accuracy": prep["teacher_test"]["accuracy"],
@@ -947,8 +959,10 @@ def render(args, preps: dict[str, dict], best: str | None) -> dict:
         ten = [rows[n] for n in order if n in rows]
         doc += [f"### 10% of the pool, at equal compute ({t})", ""] + table(ten, full, teacher) + [""] + \
             step_speed_note(rows)
-        if plot_curves(out / "plots" / f"curve-{t}.png", t, rows, prep):
+        if plot_curves(curve, t, rows, prep):
             doc += [f"![dev accuracy against training seconds, {t}](plots/curve-{t}.png)", ""]
+        else:
+            curve.unlink(missing_ok=True)
         res = {"prep": {k: v for k, v in prep.items() if not k.startswith("score_")},
                "rows": {n: {k: v for k, v in r.items() if k != "records"} for n, r in rows.items()}}
         if full and DEFAULT_RUN in rows:

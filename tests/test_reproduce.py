@@ -141,6 +141,19 @@ def test_report_numbers_are_the_records(study):
     assert line.split("|")[6].strip().endswith("+ re-scoring"), line
     default = rows["dynamic-random-10"]
     assert f"It trains on {default['rows_share']:.1%} of full-data KD's" in results["datasets"]["toy"]["verdict"]
+    # "at the default's time" is read as the budget strategy's choice reads it: seconds over the default's, per seed
+    for name, rec in recs.items():
+        own = rec["seconds_train"] / recs["dynamic-random-10"]["seconds_train"]
+        assert rows[name]["vs_default"] == pytest.approx(own, abs=1e-3), name
+
+
+def test_a_render_without_runs_removes_its_own_stale_curve(study):
+    out = study["base"] / "docs-no-runs"
+    (out / "plots").mkdir(parents=True)
+    (out / "plots" / "curve-toy.png").write_bytes(b"a plot of runs that are no longer today's")
+    run_study(study["args"] + ["--render-only", "--seeds", "7", "--out", str(out)], study["base"])
+    assert "No finished runs yet." in (out / "RESULTS.md").read_text()
+    assert not (out / "plots" / "curve-toy.png").exists()
 
 
 def test_a_second_invocation_trains_nothing_and_other_settings_are_redone(study):
