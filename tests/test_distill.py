@@ -79,6 +79,29 @@ def test_selection_modes_train_on_what_they_say(task, tmp_path, mode):
         assert res.best_dev["accuracy"] > 0.6
 
 
+@pytest.mark.parametrize("strategy", ["random", "ccs", "confident_uncertain", "uncertainty_sampling"])
+def test_distill_choosing_once_trains_on_the_rows_select_saves(task, tmp_path, strategy):
+    """`distill --budget 0.1 --strategy S --reselect-every 0` starts from the rows `select --budget 0.1 --strategy S`
+    saves for the same seed, each with its own defaults: a static default inside distill is the static selection
+    the study measures (bench/reproduce.py's static-S-10 runs)."""
+    from selectkd.distillation.active import Dynamic
+    from selectkd.scoring.run import score
+    from selectkd.selection.choose import budget_rows
+    from selectkd.selection.saved import load_selection
+
+    cfg = config(task, tmp_path / "run", budget="0.1", strategy=strategy, reselect_every=0, seed=3)
+    scored = score(cfg.data, cfg.scoring, cache_dir=task["cache"], progress=False)
+    pool = np.arange(len(scored.rows.uids))  # --eval-data given: no row is held out
+    active = Dynamic(scored.rows.uids, scored.rows.labels, pool, cfg.selecting, budget_rows(cfg.selecting.budget, len(pool)),
+                     scored=scored, teacher_logits=None, student_scores=None, every=0)
+    trained = scored.rows.uids[active.rows_for_epoch(0)]
+    run_cli("select", "--data", str(task["train"]), "--teacher", task["teacher"], "--student", task["student"],
+            "--budget", "0.1", "--strategy", strategy, "--seed", "3", "--name", f"once-{strategy}",
+            cache=task["cache"], check=True)
+    saved = load_selection(task["cache"], f"once-{strategy}")
+    assert len(trained) == 30 and sorted(trained.tolist()) == sorted(saved.uids.tolist())
+
+
 def test_adoption_and_objective_run(task, tmp_path):
     second = build_bert(task["base"] / "teacher-big", task["tok"], num_labels=2, layers=2, hidden=64, seed=3)
     res = distill(config(task, tmp_path / "adopt", teachers=[task["teacher"], str(second)], adoption="soft-instance",
