@@ -35,17 +35,18 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import reproduce as rp  # noqa: E402  (the study's default run, records and helpers)
 
 from selectkd import assets  # noqa: E402
+from selectkd.atomic import atomic_write_json, atomic_write_text  # noqa: E402
 from selectkd.distillation.head import head_linear  # noqa: E402
 from selectkd.models import load_classifier, load_tokenizer, resolve  # noqa: E402
 from selectkd.runtime import machine  # noqa: E402
 from selectkd.scoring.student import fit_probe  # noqa: E402
 
 FEATURES = ("pooler", "cls", "mean")
-RUN = "dynamic-random-10"  # the study's default 10% run (bench/reproduce.py DEFAULT_RUN)
+REPO, RUN = rp.REPO, rp.DEFAULT_RUN
 
 
 def distilled(model: str, ds: str, study_results: Path, study_runs: Path, runs: Path) -> dict:
@@ -60,9 +61,9 @@ def distilled(model: str, ds: str, study_results: Path, study_runs: Path, runs: 
     out = runs / Path(model).name / ds
     same = {k: v for k, v in study_cfg.items() if k not in ("out", "student")}
     cfg_path, summary_path = out / "config.json", out / "summary.json"
-    reused = (summary_path.exists() and cfg_path.exists()
-              and {k: v for k, v in json.loads(cfg_path.read_text()).items() if k not in ("out", "student")} == same
-              and json.loads(cfg_path.read_text())["student"] == model)
+    cfg = json.loads(cfg_path.read_text()) if cfg_path.exists() and summary_path.exists() else None
+    reused = (cfg is not None and cfg["student"] == model
+              and {k: v for k, v in cfg.items() if k not in ("out", "student")} == same)
     argv = shlex.split(rec["command"])
     argv[argv.index("--student") + 1] = model
     argv[argv.index("--out") + 1] = str(out.relative_to(REPO) if out.is_relative_to(REPO) else out)
@@ -162,13 +163,12 @@ def main(argv: list[str] | None = None) -> None:
             rows.append(row)
             print(json.dumps(row), flush=True)
 
-    commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
-                            text=True).stdout.strip()
+    commit = rp.git_rev()
     command = " ".join([".venv/bin/python", "bench/head_features.py", *map(shlex.quote, argv or sys.argv[1:])])
     meta = {"command": command, "machine": machine(), "commit": commit,
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "rows": args.rows, "dev": args.dev}
     out = Path(args.out)
-    (out / "head_features.json").write_text(json.dumps({**meta, "results": rows}, indent=1) + "\n")
+    atomic_write_json(out / "head_features.json", {**meta, "results": rows})
     md = ["# What the student's classification head reads, before training", "",
           f"Made by `{command}` on {meta['date']}, commit {commit}, {meta['machine']}. "
           f"Probes fitted on the first {args.rows:,} training rows to the gold labels, scored on the first "
@@ -196,7 +196,7 @@ def main(argv: list[str] | None = None) -> None:
                       f"{d['dev_start'] * 100:.1f}% | {d['dev_end'] * 100:.1f}% | {d['test']['accuracy'] * 100:.1f}% | "
                       f"{d['test']['macro_f1'] * 100:.1f}% | {d['source']} |")
         md += ["", "Commands:", "", "```sh"] + [r["distill"]["command"] for r in runs] + ["```"]
-    (out / "head_features.md").write_text("\n".join(md) + "\n")
+    atomic_write_text(out / "head_features.md", "\n".join(md) + "\n")
     print("\n".join(md))
 
 
