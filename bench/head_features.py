@@ -1,6 +1,6 @@
 """What does the student's classification head read? The features behind it, before any training.
 
-The study's student (the first 3 layers of all-MiniLM-L6-v2) and the whole 6-layer model are sentence
+The first study's student (the first 3 layers of all-MiniLM-L6-v2) and the whole 6-layer model are sentence
 encoders trained for mean pooling; transformers' BertForSequenceClassification head reads the pooler
 output of [CLS]. Per study dataset, on the first `--rows` training rows and `--dev` dev rows, at the
 study's max length: how much three candidate features differ between rows (spread: the mean distance of
@@ -10,8 +10,8 @@ linear layer reads (what `--head-init probe` fits to), `cls` the last layer's [C
 mask-weighted mean of the last layer's states (what the encoder was trained to give). Two probes: the one
 `--head-init probe` fits (raw features, L2 1e-3) and the same on features scaled to unit variance.
 
-With `--distill DATASET ...`, each model is also the student of the study's default 10% run on that dataset
-(its command from the study's seed-0 record, only `--student` and `--out` changed): test accuracy after the
+With `--distill DATASET ...`, each model is also the student of the first study's default 10% run on that
+dataset (its command from that study's seed-0 record in --study-results, only `--student` and `--out` changed): test accuracy after the
 same steps, and dev accuracy at step 0 (the probe head's start) and at the end. The study's own student is
 taken from the study's record; a run folder under --runs whose config.json equals the study run's but for
 student and out is reused (resumable).
@@ -19,8 +19,9 @@ student and out is reused (resumable).
     .venv/bin/python bench/head_features.py                     # about a minute per model on 2 cores
     .venv/bin/python bench/head_features.py --distill 20ng      # + ~15 minutes per model and dataset
 
-Writes bench/results/head_features.md and .json (command, machine, commit, date). Needs the study's
-prepared datasets (bench/reproduce.py) and the built-in minilm-l6.
+Writes bench/results/head_features.md and .json (command, machine, commit, date). Needs the first
+study's records (bench/results/reproduce-minilm-first3: bench/reproduce.py with `--student-layers 3`, the
+study's student until these results moved it to the whole model), its teachers and the built-in minilm-l6.
 """
 
 from __future__ import annotations
@@ -118,12 +119,12 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--datasets", nargs="+", default=["tweets-binary", "r8", "20ng"])
     p.add_argument("--models", nargs="+", default=["cache/models/minilm-l6-first3", "minilm-l6"],
-                   help="student folders or built-in names (default: the study's student, then all 6 layers)")
+                   help="student folders or built-in names (default: the first study's student, then all 6 layers)")
     p.add_argument("--rows", type=int, default=1000, help="training rows the probes are fitted on")
     p.add_argument("--dev", type=int, default=500, help="dev rows the probes are scored on")
     p.add_argument("--cache-dir", default="cache")
-    p.add_argument("--study-results", default=str(REPO / "bench" / "results" / "reproduce"))
-    p.add_argument("--study-runs", default=str(REPO / "bench" / "runs" / "reproduce"))
+    p.add_argument("--study-results", default=str(REPO / "bench" / "results" / "reproduce-minilm-first3"))
+    p.add_argument("--study-runs", default=str(REPO / "bench" / "runs" / "reproduce-minilm-first3"))
     p.add_argument("--distill", nargs="*", default=[], metavar="DATASET",
                    help="also run the study's default 10%% run on these datasets with each model as the student")
     p.add_argument("--runs", default=str(REPO / "bench" / "runs" / "head_features"), help="their run folders")

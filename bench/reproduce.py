@@ -5,10 +5,15 @@
 
 Per dataset (tweets-binary, r8, 20ng): a teacher fine-tuned end to end (all-mpnet-base-v2, `selectkd
 finetune`), the KD pool scored once by it and the student (cached, reused by every run), then per seed
-the student, the pre-trained first 3 layers of all-MiniLM-L6-v2, distilled with `selectkd distill` in
-every configuration at equal compute. (A fine-tuned MiniLM-L6 teacher was tried first on tweets: at
-88.6% test accuracy it was no better than the 3-layer student trained without KD on the 10,000-row
-pool, 88.9%: nothing to distil. mpnet is the teacher a user would distil.) The runs come in tiers, each finished for every dataset and seed before the next:
+the student, the pre-trained all-MiniLM-L6-v2 (all 6 layers: ASSETS.md's student), distilled with
+`selectkd distill` in every configuration at equal compute. The study first ran with the pre-trained
+first 3 layers of MiniLM-L6 as the student (records and report: bench/results/reproduce-minilm-first3/);
+that student's [CLS] is one vector for every row, so its short runs learnt little more than the class
+prior and the 10% runs failed for a reason no selection could fix (bench/results/head_features.md).
+`--student-layers N` still runs a student of the first N layers. (A fine-tuned MiniLM-L6 teacher was
+tried first on tweets: at 88.6% test accuracy it was no better than the 3-layer student trained without
+KD on the 10,000-row pool, 88.9%: nothing to distil. mpnet is the teacher a user would distil.) The runs
+come in tiers, each finished for every dataset and seed before the next:
 
 1. core: the student without KD, full-data KD, the default 10% recipe (`distill --budget 0.1`), a
    static random 10%, the full data for the default's training seconds (`--time-budget`, from the default's
@@ -937,13 +942,12 @@ def render(args, preps: dict[str, dict], best: str | None) -> dict:
                         f"the whole training split, which is also the pool ({prep['pool_rows']:,} rows)")
         doc += [f"Teacher: `{tag(args.teacher)}` fine-tuned end to end on {teacher_from}; test accuracy "
                 f"{prep['teacher_test']['accuracy'] * 100:.1f}% on {prep['test_rows']:,} test rows (majority class "
-                f"{prep['majority_test_accuracy'] * 100:.1f}%). Student: the pre-trained first {args.student_layers} layers of "
-                f"`{tag(args.student)}`. "
+                f"{prep['majority_test_accuracy'] * 100:.1f}%). Student: {student_words(args)}. "
                 f"Max length {prep['max_length']} tokens; {args.epochs} epochs (10% runs: at least "
                 f"{OPTION_DEFAULTS['min_steps'] if args.min_steps is None else args.min_steps} steps); the rest "
                 "`selectkd distill`'s defaults (`--head-init auto`: a run on a subset starts from the probe head, "
                 "one on all rows from the fresh head; the same-time run from the probe, like the default 10% run, "
-                "so that only the rows differ: [bench/results/head_init.md](../bench/results/head_init.md)).", "",
+                f"so that only the rows differ: [bench/results/head_init.md]({link(out, REPO / 'bench' / 'results' / 'head_init.md')})).", "",
                 "```sh", prep["teacher_command"], "```", ""] + refit_note(prep)
         curve = out / "plots" / f"curve-{t}.png"
         if not rows:
@@ -998,6 +1002,7 @@ def render(args, preps: dict[str, dict], best: str | None) -> dict:
     for t in waiting:
         doc += [f"## {t}", "", "Not started yet: the study runs tier by tier, dataset by dataset, and has not "
                 f"prepared {t} (its teacher, pool and scores) so far.", ""]
+        (out / "plots" / f"curve-{t}.png").unlink(missing_ok=True)  # this report's own, of another study
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "results.json", results)
     atomic_write_text(out / "RESULTS.md", "\n".join(doc))
@@ -1006,6 +1011,18 @@ def render(args, preps: dict[str, dict], best: str | None) -> dict:
     if out.resolve() == (REPO / "docs").resolve():
         update_readme(lines, [res["verdict"] for res in results["datasets"].values() if "verdict" in res])
     return results
+
+
+def link(out: Path, target: Path) -> str:
+    """``target`` as a Markdown link from a report written in ``out``."""
+    return os.path.relpath(target, Path(out).resolve())
+
+
+def student_words(args) -> str:
+    """The report's name for the study's student."""
+    if args.student_layers:
+        return f"the pre-trained first {args.student_layers} layers of `{tag(args.student)}`"
+    return f"`{tag(args.student)}`, pre-trained, all its layers"
 
 
 def taken_note(recs: list[dict]) -> str:
@@ -1060,8 +1077,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--tiers", nargs="+", default=list(TIERS), choices=TIERS, help="which tiers to run (in this order)")
     p.add_argument("--teacher", default="mpnet-base", help="fine-tuned end to end: the teacher of every run")
     p.add_argument("--small-teacher", default="minilm-l6", help="the second, smaller teacher of the adoption runs")
-    p.add_argument("--student", default="minilm-l6", help="the student is its first --student-layers layers")
-    p.add_argument("--student-layers", type=int, default=3)
+    p.add_argument("--student", default="minilm-l6", help="the pre-trained student (a built-in name or a folder)")
+    p.add_argument("--student-layers", type=int, default=0,
+                   help="0: the whole --student (default); N: a student of its first N layers (models.first_layers)")
     p.add_argument("--epochs", type=int, default=3, help="of every student run (10%% runs add epochs up to --min-steps)")
     p.add_argument("--min-steps", type=int, default=None, help="distill --min-steps (default: distill's)")
     p.add_argument("--eval-every", type=int, default=None, help="dev evaluation every N steps (default: ~6 per 10%% run)")
@@ -1104,8 +1122,12 @@ def main(argv: list[str] | None = None) -> None:
     assets.install(root, models=models, data=builtin)
     from selectkd.models import first_layers
 
-    student = first_layers(args.student, args.student_layers, root)
+    student = first_layers(args.student, args.student_layers, root) if args.student_layers else args.student
     preps = {d: p for d in args.datasets if (p := prepared(args, d)) is not None}
+    for data, prep in preps.items():  # one study per results folder: never a table of two students
+        if prep["student"] != student:
+            parser().error(f"{Path(args.results) / tag(data) / 'prep.json'} is a study with the student "
+                           f"{prep['student']}, not {student}: give that student, or another --results folder")
     best = best_strategy(args, preps)
     ready: set[tuple[str, bool]] = set()
 

@@ -156,6 +156,26 @@ def test_a_render_without_runs_removes_its_own_stale_curve(study):
     assert not (out / "plots" / "curve-toy.png").exists()
 
 
+def test_a_results_folder_of_another_student_is_refused_before_any_run(study):
+    args = list(study["args"])
+    args[args.index("--student-layers") + 1] = "0"  # the whole model: another student than its first layer
+    done = subprocess.run([sys.executable, str(REPO / "bench" / "reproduce.py"), *args, "--render-only", "--out",
+                           str(study["base"] / "docs-other-student")], capture_output=True, text=True, cwd=study["base"])
+    assert done.returncode == 2
+    assert "is a study with the student" in done.stderr and "another --results folder" in done.stderr
+    assert not (study["base"] / "docs-other-student").exists()
+
+
+def test_a_dataset_not_prepared_yet_has_no_curve_left_from_another_study(study):
+    out = study["base"] / "docs-other-results"
+    (out / "plots").mkdir(parents=True)
+    (out / "plots" / "curve-toy.png").write_bytes(b"the plot of a study this results folder does not hold")
+    run_study(study["args"] + ["--render-only", "--results", str(study["base"] / "results-empty"), "--out", str(out)],
+              study["base"])
+    assert "Not started yet" in (out / "RESULTS.md").read_text()
+    assert not (out / "plots" / "curve-toy.png").exists()
+
+
 def test_a_second_invocation_trains_nothing_and_other_settings_are_redone(study):
     before = records(study)
     path = study["records"] / "static-random-10.json"
