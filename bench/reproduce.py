@@ -852,6 +852,20 @@ def verdict(tag_: str, full: dict, r: dict) -> str:
             f"{compute}")
 
 
+def kd_note(teacher: dict, nokd: dict | None, full: dict) -> str:
+    """What the teacher has to give here: its lead over the student trained without KD, and what full-data KD
+    made of it (the promise only means something when that lead is clear)."""
+    if nokd is None:
+        return ""
+    lead, kd = (teacher["accuracy"] - nokd["accuracy"]) * 100, (full["accuracy"] - nokd["accuracy"]) * 100
+    note = (f" The teacher is {abs(lead):.1f} points {'above' if lead >= 0 else 'below'} the student trained "
+            f"without KD, and full-data KD {abs(kd):.1f} points {'above' if kd >= 0 else 'below'} it")
+    if lead < BAR_POINTS:
+        return note + (": the teacher is no clearer than the student, so being within 1 point of full-data KD "
+                       "says little about distillation here.")
+    return note + "."
+
+
 def equal_time_note(subsets: list[dict], full: dict, default: dict, top: dict) -> str:
     """When the most accurate 10% row trains longer than the default (its seconds over `EQUAL_TIME` times the
     default's, read as `best_strategy` reads them): the most accurate one at the default's time, and its gain or
@@ -972,7 +986,7 @@ def render(args, preps: dict[str, dict], best: str | None) -> dict:
         if full and DEFAULT_RUN in rows:
             sentence = verdict(t, full, rows[DEFAULT_RUN])
             res["verdict"] = sentence
-            doc += [sentence, ""]
+            doc += [sentence + kd_note(teacher, rows.get("no-kd"), full), ""]
             subsets = [r for n, r in rows.items() if n.endswith("-10") and n != "in-batch-10"]
             top = max(subsets, key=lambda r: r["accuracy"])
             doc += [f"The most accurate 10% configuration here is {label(top['name'])}, "

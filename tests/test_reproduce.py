@@ -139,6 +139,11 @@ def test_report_numbers_are_the_records(study):
     assert line.split("|")[6].strip() == f"{share:.1%}", line
     line = next(x for x in doc.splitlines() if x.startswith("| 10% `uncertainty_sampling` dynamic |"))
     assert line.split("|")[6].strip().endswith("+ re-scoring"), line
+    # what the teacher has to give: its lead over the student without KD, from prep.json and the no-KD record
+    prep = json.loads((study["base"] / "results" / "toy" / "prep.json").read_text())
+    lead = (prep["teacher_test"]["accuracy"] - recs["no-kd"]["test"]["accuracy"]) * 100
+    assert f"The teacher is {abs(lead):.1f} points {'above' if lead >= 0 else 'below'} the student trained" in doc
+    assert ("says little about distillation here" in doc) == (lead < 1)
     default = rows["dynamic-random-10"]
     assert f"It trains on {default['rows_share']:.1%} of full-data KD's" in results["datasets"]["toy"]["verdict"]
     # "at the default's time" is read as the budget strategy's choice reads it: seconds over the default's, per seed
