@@ -920,9 +920,10 @@ def render(args, preps: dict[str, dict], best: str | None) -> dict:
     doc = ["# The 10% recipe study", "",
            "Does distilling on 10% of the rows, chosen from the cached teacher and student signals, reach full-data KD's "
            f"test accuracy (within {BAR_POINTS:g} point) in at most {BAR_TIME:.0%} of its training time? Every number "
-           "below comes from the run records in `bench/results/reproduce/` (one JSON per run: metrics, dev curve, "
-           "command, machine, load, commit), written by", "", "```sh", "python bench/reproduce.py --commit", "```", "",
-           "and this page by `python bench/reproduce.py --render-only`. Nothing here is edited by hand. "
+           f"below comes from the run records in `{where(args.results)}/` (one JSON per run: metrics, dev curve, "
+           "command, machine, load, commit), written by", "", "```sh", f"python bench/reproduce.py{study_options(args)} --commit",
+           "```", "", f"and this page by `python bench/reproduce.py{study_options(args)} --render-only`. Nothing here is "
+           "edited by hand. "
            "Training seconds exclude evaluation and include what a dynamic run pays to re-score the pool; dev accuracy at 15% of full KD's time and the time to 99% of full "
            "KD's final dev accuracy come from each run's dev curve against the same seed's full-KD run. Beside the "
            "seconds, which move with this machine's speed from hour to hour, *rows trained vs full KD* is the "
@@ -930,6 +931,7 @@ def render(args, preps: dict[str, dict], best: str | None) -> dict:
            "same seed's full-KD run (median over seeds; \"+ re-scoring\" marks runs that also re-score the whole "
            "pool with the student, forward only, each epoch).", ""]
     results: dict = {"datasets": {}, "best_budget_strategy": best}
+    drawn: set[str] = set()  # datasets whose curve this render drew
     collected = {data: collect(args, prep, best) for data, prep in preps.items()}
     all_recs = [x for rows in collected.values() for r in rows.values() for x in r["records"]]
     if all_recs:
@@ -966,7 +968,6 @@ def render(args, preps: dict[str, dict], best: str | None) -> dict:
         curve = out / "plots" / f"curve-{t}.png"
         if not rows:
             doc += ["No finished runs yet.", ""]
-            curve.unlink(missing_ok=True)  # this report's own plot of runs that are no longer today's
             continue
         full = rows.get("full")
         teacher = {"what": f"{tag(args.teacher)}, fine-tuned", "accuracy": prep["teacher_test"]["accuracy"],
@@ -979,8 +980,7 @@ def render(args, preps: dict[str, dict], best: str | None) -> dict:
             step_speed_note(rows)
         if plot_curves(curve, t, rows, prep):
             doc += [f"![dev accuracy against training seconds, {t}](plots/curve-{t}.png)", ""]
-        else:
-            curve.unlink(missing_ok=True)
+            drawn.add(t)
         res = {"prep": {k: v for k, v in prep.items() if not k.startswith("score_")},
                "rows": {n: {k: v for k, v in r.items() if k != "records"} for n, r in rows.items()}}
         if full and DEFAULT_RUN in rows:
@@ -1016,7 +1016,8 @@ def render(args, preps: dict[str, dict], best: str | None) -> dict:
     for t in waiting:
         doc += [f"## {t}", "", "Not started yet: the study runs tier by tier, dataset by dataset, and has not "
                 f"prepared {t} (its teacher, pool and scores) so far.", ""]
-        (out / "plots" / f"curve-{t}.png").unlink(missing_ok=True)  # this report's own, of another study
+    for t in {tag(d) for d in args.datasets} - drawn:  # this report's own plot of runs that are not today's
+        (out / "plots" / f"curve-{t}.png").unlink(missing_ok=True)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "results.json", results)
     atomic_write_text(out / "RESULTS.md", "\n".join(doc))
@@ -1030,6 +1031,22 @@ def render(args, preps: dict[str, dict], best: str | None) -> dict:
 def link(out: Path, target: Path) -> str:
     """``target`` as a Markdown link from a report written in ``out``."""
     return os.path.relpath(target, Path(out).resolve())
+
+
+def where(path: str | Path) -> str:
+    """``path`` as the report names it: relative to the repository when inside it."""
+    p = Path(path).resolve()
+    return str(p.relative_to(REPO)) if p.is_relative_to(REPO) else str(p)
+
+
+def study_options(args) -> str:
+    """The options that make this report's study other than the default one (a student of the first N layers,
+    another results or report folder): what its commands must repeat."""
+    default = parser().parse_args([])
+    options = [f" --student-layers {args.student_layers}"] if args.student_layers != default.student_layers else []
+    options += [f" --{name} {where(getattr(args, name))}" for name in ("results", "out")
+                if Path(getattr(args, name)).resolve() != Path(getattr(default, name)).resolve()]
+    return "".join(options)
 
 
 def student_words(args) -> str:

@@ -177,8 +177,12 @@ def test_a_dataset_not_prepared_yet_has_no_curve_left_from_another_study(study):
     (out / "plots" / "curve-toy.png").write_bytes(b"the plot of a study this results folder does not hold")
     run_study(study["args"] + ["--render-only", "--results", str(study["base"] / "results-empty"), "--out", str(out)],
               study["base"])
-    assert "Not started yet" in (out / "RESULTS.md").read_text()
+    text = (out / "RESULTS.md").read_text()
+    assert "Not started yet" in text
     assert not (out / "plots" / "curve-toy.png").exists()
+    # the report names its own records and the options that remake it, not the default study's
+    assert f"run records in `{study['base'] / 'results-empty'}/`" in text
+    assert f"--student-layers 1 --results {study['base'] / 'results-empty'} --out {out} --render-only" in text
 
 
 def test_a_second_invocation_trains_nothing_and_other_settings_are_redone(study):
