@@ -249,6 +249,20 @@ def prepare(args, data: str, root: Path, student: str, small: bool = False) -> d
     return {**rec, **prep}
 
 
+def teacher_settings(prep: dict) -> dict[str, str]:
+    """The finetune options of the teacher a prepared study fitted ({} before it recorded its command)."""
+    words = shlex.split(prep.get("teacher_command", ""))
+    return dict(zip(words[2::2], words[3::2]))
+
+
+def wanted_teacher(args, data: str) -> dict[str, tuple[str, str]]:
+    """The finetune options these options give the teacher of ``data``: {finetune flag: (study option, value)}."""
+    d = dataset_spec(args, data)
+    wanted = {"--model": ("--teacher", tag(args.teacher)), "--lr": ("--teacher-lr", f"{args.teacher_lr:g}"),
+              "--epochs": ("--teacher-epochs", str(d.teacher_epochs))}
+    return wanted | ({"--limit": ("--teacher-rows", str(d.teacher_rows))} if d.teacher_rows else {})
+
+
 def prepared(args, data: str) -> dict | None:
     """What ``prepare`` recorded for ``data`` (None: not prepared yet): all the report needs."""
     path = Path(args.results) / tag(data) / "prep.json"
@@ -1039,13 +1053,24 @@ def where(path: str | Path) -> str:
     return str(p.relative_to(REPO)) if p.is_relative_to(REPO) else str(p)
 
 
+# options that steer a sitting (what runs now, where its run folders and store live, what counts as loaded), not
+# what a record is: the report's commands leave them out
+SITTING = {"tiers", "cache_dir", "runs", "commit", "rerun_loaded", "other_cores", "render_only", "progress"}
+
+
 def study_options(args) -> str:
-    """The options that make this report's study other than the default one (a student of the first N layers,
-    another results or report folder): what its commands must repeat."""
-    default = parser().parse_args([])
-    options = [f" --student-layers {args.student_layers}"] if args.student_layers != default.student_layers else []
-    options += [f" --{name} {where(getattr(args, name))}" for name in ("results", "out")
-                if Path(getattr(args, name)).resolve() != Path(getattr(default, name)).resolve()]
+    """Every option of this report's study that is not the default (another student, dataset, teacher, seeds,
+    results or report folder...): what its commands must repeat to remake its records and this page."""
+    options = []
+    for name, default in vars(parser().parse_args([])).items():
+        value, option = getattr(args, name), "--" + name.replace("_", "-")
+        if name in SITTING:
+            continue
+        if name in ("results", "out"):
+            if Path(value).resolve() != Path(default).resolve():
+                options.append(f" {option} {where(value)}")
+        elif value != default:
+            options.append(f" {option} {' '.join(map(str, value)) if isinstance(value, list) else value}")
     return "".join(options)
 
 
@@ -1155,10 +1180,16 @@ def main(argv: list[str] | None = None) -> None:
 
     student = first_layers(args.student, args.student_layers, root) if args.student_layers else args.student
     preps = {d: p for d in args.datasets if (p := prepared(args, d)) is not None}
-    for data, prep in preps.items():  # one study per results folder: never a table of two students
+    for data, prep in preps.items():  # one study per results folder: never a table of two students or teachers
         if prep["student"] != student:
             parser().error(f"{Path(args.results) / tag(data) / 'prep.json'} is a study with the student "
                            f"{prep['student']}, not {student}: give that student, or another --results folder")
+        fitted = teacher_settings(prep)
+        differ = [f"{option} {fitted.get(flag)} (given: {value})" for flag, (option, value)
+                  in wanted_teacher(args, data).items() if fitted and fitted.get(flag) != value]
+        if differ:  # prepare would fit another teacher and take it for a re-fit of the first
+            parser().error(f"{Path(args.results) / tag(data) / 'prep.json'} is a study with the teacher fitted by "
+                           f"{', '.join(differ)}: give that teacher, or another --results folder")
     best = best_strategy(args, preps)
     ready: set[tuple[str, bool]] = set()
 

@@ -171,6 +171,17 @@ def test_a_results_folder_of_another_student_is_refused_before_any_run(study):
     assert not (study["base"] / "docs-other-student").exists()
 
 
+def test_a_results_folder_of_another_teacher_is_refused_before_any_run(study):
+    # another teacher would be fitted and taken for a re-fit of the first, its runs redone one by one in one table
+    out = study["base"] / "docs-other-teacher"
+    done = subprocess.run([sys.executable, str(REPO / "bench" / "reproduce.py"), *study["args"], "--teacher-lr",
+                           "1e-4", "--render-only", "--out", str(out)], capture_output=True, text=True,
+                          cwd=study["base"])
+    assert done.returncode == 2
+    assert "is a study with the teacher fitted by --teacher-lr 3e-05 (given: 0.0001)" in done.stderr, done.stderr
+    assert not out.exists()
+
+
 def test_a_dataset_not_prepared_yet_has_no_curve_left_from_another_study(study):
     out = study["base"] / "docs-other-results"
     (out / "plots").mkdir(parents=True)
@@ -182,7 +193,13 @@ def test_a_dataset_not_prepared_yet_has_no_curve_left_from_another_study(study):
     assert not (out / "plots" / "curve-toy.png").exists()
     # the report names its own records and the options that remake it, not the default study's
     assert f"run records in `{study['base'] / 'results-empty'}/`" in text
-    assert f"--student-layers 1 --results {study['base'] / 'results-empty'} --out {out} --render-only" in text
+    command = next(x for x in text.splitlines() if "bench/reproduce.py" in x and "--render-only" in x)
+    printed = command.split("bench/reproduce.py", 1)[1].split("--render-only")[0].split()
+    given = dict(zip(study["args"][::2], study["args"][1::2]))  # every option of this study takes one value
+    given.update({"--results": str(study["base"] / "results-empty"), "--out": str(out)})
+    for option in ("--cache-dir", "--runs"):  # where this sitting keeps its store and run folders
+        del given[option]
+    assert dict(zip(printed[::2], printed[1::2])) == given and len(printed) == 2 * len(given), command
 
 
 def test_a_second_invocation_trains_nothing_and_other_settings_are_redone(study):
