@@ -41,8 +41,9 @@ import reproduce as rp  # noqa: E402  (the study's default run, records and help
 
 from selectkd import assets  # noqa: E402
 from selectkd.atomic import atomic_write_json, atomic_write_text  # noqa: E402
+from selectkd.cache.store import Store  # noqa: E402
 from selectkd.distillation.head import head_linear  # noqa: E402
-from selectkd.models import load_classifier, load_tokenizer, resolve  # noqa: E402
+from selectkd.models import first_layers, load_classifier, load_tokenizer, resolve  # noqa: E402
 from selectkd.runtime import machine  # noqa: E402
 from selectkd.scoring.student import fit_probe  # noqa: E402
 
@@ -118,11 +119,12 @@ def probe_accuracy(train: np.ndarray, y_train: np.ndarray, dev: np.ndarray, y_de
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--datasets", nargs="+", default=["tweets-binary", "r8", "20ng"])
-    p.add_argument("--models", nargs="+", default=["cache/models/minilm-l6-first3", "minilm-l6"],
-                   help="student folders or built-in names (default: the first study's student, then all 6 layers)")
+    p.add_argument("--models", nargs="+", default=None,
+                   help="student folders or built-in names (default: the first study's student, the first 3 "
+                        "layers of minilm-l6 made in the store by models.first_layers, then all 6 layers)")
     p.add_argument("--rows", type=int, default=1000, help="training rows the probes are fitted on")
     p.add_argument("--dev", type=int, default=500, help="dev rows the probes are scored on")
-    p.add_argument("--cache-dir", default="cache")
+    p.add_argument("--cache-dir", default=None, help="the store (default: $SELECTKD_CACHE or ./cache)")
     p.add_argument("--study-results", default=str(REPO / "bench" / "results" / "reproduce-minilm-first3"))
     p.add_argument("--study-runs", default=str(REPO / "bench" / "runs" / "reproduce-minilm-first3"))
     p.add_argument("--distill", nargs="*", default=[], metavar="DATASET",
@@ -135,7 +137,8 @@ def main(argv: list[str] | None = None) -> None:
     import torch
 
     torch.manual_seed(0)
-    root = Path(args.cache_dir)
+    root = Store(args.cache_dir).root
+    args.models = args.models or [first_layers("minilm-l6", 3, root), "minilm-l6"]
     rows = []
     for name in args.models:
         ref = resolve(name, root)
@@ -173,7 +176,8 @@ def main(argv: list[str] | None = None) -> None:
     md = ["# What the student's classification head reads, before training", "",
           f"Made by `{command}` on {meta['date']}, commit {commit}, {meta['machine']}. "
           f"Probes fitted on the first {args.rows:,} training rows to the gold labels, scored on the first "
-          f"{args.dev:,} dev rows; max length as in the study. Spread: mean distance of a row's vector from the "
+          f"{args.dev:,} dev rows; max length as in the study of --study-results. Spread: mean distance of a row's "
+          "vector from the "
           "rows' mean over the mean vector length (0 = all rows the same). `pooler` is what "
           "BertForSequenceClassification's head reads and `--head-init probe` fits; `cls` the last layer's [CLS] "
           "state; `mean` the mask-weighted mean of the last layer's states.", "",
@@ -185,8 +189,9 @@ def main(argv: list[str] | None = None) -> None:
                       f"{r[k]['probe_as_head_init'] * 100:.1f}% | {r[k]['probe_standardized'] * 100:.1f}% |")
     runs = [r for r in rows if "distill" in r]
     if runs:
-        md += ["", "## The study's default 10% run with each model as the student (seed 0)", "",
-               "The study's command, only `--student` changed (`--head-init probe`, 10% of the pool re-drawn each "
+        md += ["", f"## The default 10% run of the study in {rp.where(args.study_results)} with each model as the "
+               "student (seed 0)", "", "That study's command, only `--student` changed (`--head-init probe`, 10% of "
+               "the pool re-drawn each "
                "epoch, at least 100 steps). Dev accuracy at step 0 is the probe head's start. Seconds are training "
                "seconds (the head's fit included) on this machine, each run alone.", "",
                "| student | dataset | steps | train s | dev at step 0 | dev at end | test acc | macro-F1 | source |",
