@@ -1145,7 +1145,8 @@ def parser() -> argparse.ArgumentParser:
         p.add_argument(f"--{name}", type=int, default=None, help="override every dataset's (tests, small trials)")
     p.add_argument("--cache-dir", default=None, help="the store (default: $SELECTKD_CACHE or ./cache)")
     p.add_argument("--runs", default="bench/runs/reproduce", help="run folders (large, not committed)")
-    p.add_argument("--results", default=str(REPO / "bench" / "results" / "reproduce"), help="one JSON record per run (committed)")
+    p.add_argument("--results", default=str(REPO / "bench" / "results" / "reproduce"), help="one JSON record per run (committed); a folder holds one study: a student or teacher "
+                        "other than the one it was prepared with is refused")
     p.add_argument("--out", default=str(REPO / "docs"))
     p.add_argument("--commit", action="store_true", help="git-commit each run's record as soon as it is written")
     p.add_argument("--rerun-loaded", type=float, default=None, metavar="LOAD",
