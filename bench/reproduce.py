@@ -951,14 +951,20 @@ def render(args, preps: dict[str, dict], best: str | None) -> dict:
     if all_recs:
         machines = sorted({x["machine"] for x in all_recs})
         loads = [x["load_before"] for x in all_recs if x.get("load_before") is not None]
-        shared = sum(busy(x, 2.5) for x in all_recs)
+        shared = [f"{tag(x['dataset'])} seed {x['seed']} {x['name']}" for x in all_recs if busy(x, 2.5)]
+        rule = f"others above {OTHER_CORES} cores, or without that measurement a load above 2.5 before or after"
+        if not shared:
+            loaded = f"No run ran beside other work ({rule})."
+        else:
+            named = "; ".join(shared[:6]) + (f"; {len(shared) - 6} more" if len(shared) > 6 else "")
+            loaded = (f"{len(shared)} of them ran beside other work ({named}; {rule}): their seconds are inflated "
+                      "and `--rerun-loaded 2.5` redoes them.")
         measured = [x["other_cores"] for x in all_recs if x.get("other_cores") is not None]
         others = (f"; the CPU other processes used during a run (measured for {len(measured)} of them): median "
                   f"{np.median(measured):.2f} cores, max {max(measured):.2f}") if measured else ""
         doc += [f"Runs: {len(all_recs)}, on {'; '.join(machines)}; commits {', '.join(sorted({x['commit'] for x in all_recs}))}. "
                 f"1-minute load average before each run: median {np.median(loads):.1f}, max {max(loads):.1f}{others}. "
-                f"{shared} runs ran beside other work (others above {OTHER_CORES} cores, or without that measurement a "
-                f"load above 2.5 before or after): their seconds are inflated and `--rerun-loaded 2.5` redoes them."
+                + loaded
                 + taken_note(all_recs) + speed_note(all_recs), ""]
     headline = []
     waiting = [tag(d) for d in args.datasets if d not in preps]

@@ -232,6 +232,11 @@ def test_rerun_loaded_trains_again_only_the_runs_that_ran_beside_other_work(stud
     path.write_text(json.dumps(rec))
     metrics = study["base"] / "runs" / "toy" / "s0" / "static-ccs-10" / "metrics.jsonl"
     metrics.write_text(metrics.read_text() + '{"marker": "the loaded run"}\n')
+    # the report names it, so a reader knows which seconds to distrust until it is redone
+    out = study["base"] / "docs-loaded"
+    run_study([*study["args"], "--render-only", "--out", str(out)], study["base"])
+    line = next(x for x in (out / "RESULTS.md").read_text().splitlines() if x.startswith("Runs: "))
+    assert "ran beside other work (" in line and "toy seed 0 static-ccs-10" in line, line
     # thresholds no real run here reaches (the test itself may run beside other work)
     again = run_study([*study["args"], "--rerun-loaded", "90", "--other-cores", "50", "--tiers", "core"], study["base"])
     assert trained(again.stdout) == ["static-ccs-10"], again.stdout
