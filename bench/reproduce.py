@@ -863,7 +863,30 @@ def verdict(tag_: str, full: dict, r: dict) -> str:
     fails = [f"accuracy ({gap - BAR_POINTS:.1f} points more than the 1 allowed)"] if not ok_acc else []
     fails += [f"time ({ratio:.0%} > {BAR_TIME:.0%})"] if not ok_time else []
     return (f"On {tag_}, the default 10% recipe **misses the promise**: {where}; it fails on {' and '.join(fails)}."
-            f"{compute}")
+            f"{compute}{'' if ok_time else time_parts(full, r)}")
+
+
+def time_parts(full: dict, r: dict) -> str:
+    """Where a row's training seconds over full KD's come from, per seed and exactly (median over seeds): its steps
+    against full KD's, each step's seconds against a full-KD step's, and what it pays besides steps (the probe
+    head's fit, re-scoring). seconds / full = head / full + rescore / full + steps share x step-seconds ratio."""
+    fulls = {x["seed"]: x for x in full["records"]}
+    parts = []
+    for x in r["records"]:
+        f = fulls.get(x["seed"])
+        if f is None or not x.get("steps") or not f.get("steps"):
+            continue
+        extra = x.get("seconds", {})
+        head, rescore = extra.get("head_init", 0.0), extra.get("rescore", 0.0)
+        per_step = (x["seconds_train"] - head - rescore) / x["steps"]
+        parts.append((x["steps"] / f["steps"], per_step / (f["seconds_train"] / f["steps"]),
+                      (head + rescore) / f["seconds_train"]))
+    if not parts:
+        return ""
+    steps, speed, besides = np.median(np.asarray(parts), axis=0)
+    return (f" Its time against full KD's is its steps ({steps:.1%} of full KD's) times their seconds ({speed:.2f}x a "
+            f"full-KD step's) plus {besides:.1%} for what it does besides steps (the probe head's fit"
+            f"{', re-scoring' if r['rescores'] else ''}); median over seeds.")
 
 
 def kd_note(teacher: dict, nokd: dict | None, full: dict) -> str:

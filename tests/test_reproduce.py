@@ -146,6 +146,15 @@ def test_report_numbers_are_the_records(study):
     assert ("says little about distillation here" in doc) == (lead < 1)
     default = rows["dynamic-random-10"]
     assert f"It trains on {default['rows_share']:.1%} of full-data KD's" in results["datasets"]["toy"]["verdict"]
+    # a miss on time says where the seconds went: steps x their seconds + the rest, adding up to the time ratio
+    mine, full = recs["dynamic-random-10"], recs["full"]
+    besides = mine["seconds"]["head_init"] + mine["seconds"]["rescore"]
+    steps = mine["steps"] / full["steps"]
+    speed = (mine["seconds_train"] - besides) / mine["steps"] / (full["seconds_train"] / full["steps"])
+    assert steps * speed + besides / full["seconds_train"] == pytest.approx(mine["seconds_train"] / full["seconds_train"])
+    timed = f"Its time against full KD's is its steps ({steps:.1%} of full KD's) times their seconds ({speed:.2f}x"
+    verdict = results["datasets"]["toy"]["verdict"]
+    assert (timed in verdict) == ("and time (" in verdict or "on time (" in verdict), verdict
     # "at the default's time" is read as the budget strategy's choice reads it: seconds over the default's, per seed
     for name, rec in recs.items():
         own = rec["seconds_train"] / recs["dynamic-random-10"]["seconds_train"]
