@@ -855,13 +855,15 @@ def verdict(tag_: str, full: dict, r: dict) -> str:
     gap = (full["accuracy"] - r["accuracy"]) * 100
     ratio = r["seconds"] / full["seconds"]
     ok_acc, ok_time = gap <= BAR_POINTS, ratio <= BAR_TIME
-    where = f"{abs(gap):.1f} points {'below' if gap >= 0 else 'above'} full-data KD at {ratio:.0%} of its training time"
+    where = f"{abs(gap):.1f} points {'below' if gap >= 0 else 'above'} full-data KD at {ratio:.1%} of its training time"
     compute = ("" if r.get("rows_share") is None else f" It trains on {r['rows_share']:.1%} of full-data KD's student "
                "row passes" + (" and re-scores the pool each epoch" if r["rescores"] else "") + ".")
     if ok_acc and ok_time:
         return f"On {tag_}, the default 10% recipe **holds the promise**: {where}.{compute}"
-    fails = [f"accuracy ({gap - BAR_POINTS:.1f} points more than the 1 allowed)"] if not ok_acc else []
-    fails += [f"time ({ratio:.0%} > {BAR_TIME:.0%})"] if not ok_time else []
+    over = gap - BAR_POINTS
+    shown = f"{over:.1f}" if round(over, 1) > 0 else f"{over:.2f}"  # never "0.0 points more" for a miss
+    fails = [f"accuracy ({shown} points more than the 1 allowed)"] if not ok_acc else []
+    fails += [f"time ({ratio:.1%} > {BAR_TIME:.0%})"] if not ok_time else []
     return (f"On {tag_}, the default 10% recipe **misses the promise**: {where}; it fails on {' and '.join(fails)}."
             f"{compute}{'' if ok_time else time_parts(full, r)}")
 
