@@ -763,6 +763,7 @@ def collect(args, prep: dict, best: str | None) -> dict[str, dict]:
             counted = full and rec.get("student_rows_forward_backward") and full.get("student_rows_forward_backward")
             rec["_rows_ratio"] = (rec["student_rows_forward_backward"] / full["student_rows_forward_backward"]
                                   if counted else None)
+            rec["_time_parts"] = time_parts(rec, full) if full and rec.get("steps") and full.get("steps") else None
     for r in rows.values():
         recs = r["records"]
         r["seeds"] = [x["seed"] for x in recs]
@@ -865,24 +866,23 @@ def verdict(tag_: str, full: dict, r: dict) -> str:
     fails = [f"accuracy ({shown} points more than the 1 allowed)"] if not ok_acc else []
     fails += [f"time ({ratio:.1%} > {BAR_TIME:.0%})"] if not ok_time else []
     return (f"On {tag_}, the default 10% recipe **misses the promise**: {where}; it fails on {' and '.join(fails)}."
-            f"{compute}{'' if ok_time else time_parts(full, r)}")
+            f"{compute}{'' if ok_time else time_note(r)}")
 
 
-def time_parts(full: dict, r: dict) -> str:
-    """Where a row's training seconds over full KD's come from, per seed and exactly (median over seeds): its steps
-    against full KD's, each step's seconds against a full-KD step's, and what it pays besides steps (the probe
-    head's fit, re-scoring). seconds / full = head / full + rescore / full + steps share x step-seconds ratio."""
-    fulls = {x["seed"]: x for x in full["records"]}
-    parts = []
-    for x in r["records"]:
-        f = fulls.get(x["seed"])
-        if f is None or not x.get("steps") or not f.get("steps"):
-            continue
-        extra = x.get("seconds", {})
-        head, rescore = extra.get("head_init", 0.0), extra.get("rescore", 0.0)
-        per_step = (x["seconds_train"] - head - rescore) / x["steps"]
-        parts.append((x["steps"] / f["steps"], per_step / (f["seconds_train"] / f["steps"]),
-                      (head + rescore) / f["seconds_train"]))
+def time_parts(rec: dict, full: dict) -> tuple[float, float, float]:
+    """Where a run's training seconds over its seed's full-KD run's come from, exactly: (its steps over full KD's,
+    its seconds per step over a full-KD step's, what it pays besides steps over full KD's seconds: the probe head's
+    fit, re-scoring), so that seconds / full KD's = steps share x step-seconds ratio + besides."""
+    extra = rec.get("seconds", {})
+    besides = extra.get("head_init", 0.0) + extra.get("rescore", 0.0)
+    per_step = (rec["seconds_train"] - besides) / rec["steps"]
+    return (rec["steps"] / full["steps"], per_step / (full["seconds_train"] / full["steps"]),
+            besides / full["seconds_train"])
+
+
+def time_note(r: dict) -> str:
+    """The verdict's word on where a row's time went (median over seeds of `time_parts`)."""
+    parts = [x["_time_parts"] for x in r["records"] if x.get("_time_parts")]
     if not parts:
         return ""
     steps, speed, besides = np.median(np.asarray(parts), axis=0)
@@ -955,13 +955,13 @@ def plot_curves(path: Path, title: str, rows: dict, prep: dict) -> bool:
 
 
 def render(args, preps: dict[str, dict], best: str | None) -> dict:
-    out = Path(args.out)
+    out, options = Path(args.out), study_options(args)
     doc = ["# The 10% recipe study", "",
            "Does distilling on 10% of the rows, chosen from the cached teacher and student signals, reach full-data KD's "
            f"test accuracy (within {BAR_POINTS:g} point) in at most {BAR_TIME:.0%} of its training time? Every number "
            f"below comes from the run records in `{where(args.results)}/` (one JSON per run: metrics, dev curve, "
-           "command, machine, load, commit), written by", "", "```sh", f"python bench/reproduce.py{study_options(args)} --commit",
-           "```", "", f"and this page by `python bench/reproduce.py{study_options(args)} --render-only`. Nothing here is "
+           "command, machine, load, commit), written by", "", "```sh", f"python bench/reproduce.py{options} --commit",
+           "```", "", f"and this page by `python bench/reproduce.py{options} --render-only`. Nothing here is "
            "edited by hand. "
            "Training seconds exclude evaluation and include what a dynamic run pays to re-score the pool; dev accuracy at 15% of full KD's time and the time to 99% of full "
            "KD's final dev accuracy come from each run's dev curve against the same seed's full-KD run. Beside the "
@@ -1176,8 +1176,9 @@ def parser() -> argparse.ArgumentParser:
         p.add_argument(f"--{name}", type=int, default=None, help="override every dataset's (tests, small trials)")
     p.add_argument("--cache-dir", default=None, help="the store (default: $SELECTKD_CACHE or ./cache)")
     p.add_argument("--runs", default="bench/runs/reproduce", help="run folders (large, not committed)")
-    p.add_argument("--results", default=str(REPO / "bench" / "results" / "reproduce"), help="one JSON record per run (committed); a folder holds one study: a student or teacher "
-                        "other than the one it was prepared with is refused")
+    p.add_argument("--results", default=str(REPO / "bench" / "results" / "reproduce"),
+                   help="one JSON record per run (committed); a folder holds one study: a student or teacher other "
+                        "than the one it was prepared with is refused")
     p.add_argument("--out", default=str(REPO / "docs"))
     p.add_argument("--commit", action="store_true", help="git-commit each run's record as soon as it is written")
     p.add_argument("--rerun-loaded", type=float, default=None, metavar="LOAD",
@@ -1216,9 +1217,9 @@ def main(argv: list[str] | None = None) -> None:
         if prep["student"] != student:
             parser().error(f"{Path(args.results) / tag(data) / 'prep.json'} is a study with the student "
                            f"{prep['student']}, not {student}: give that student, or another --results folder")
-        fitted = teacher_settings(prep)
+        fitted = teacher_settings(prep)  # {} for a study prepared before it recorded its command: nothing to check
         differ = [f"{option} {fitted.get(flag)} (given: {value})" for flag, (option, value)
-                  in wanted_teacher(args, data).items() if fitted and fitted.get(flag) != value]
+                  in wanted_teacher(args, data).items() if fitted.get(flag) != value] if fitted else []
         if differ:  # prepare would fit another teacher and take it for a re-fit of the first
             parser().error(f"{Path(args.results) / tag(data) / 'prep.json'} is a study with the teacher fitted by "
                            f"{', '.join(differ)}: give that teacher, or another --results folder")
