@@ -52,6 +52,7 @@ as both the teacher's data and the pool, as the paper does. Test: the first 2,00
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import os
@@ -237,7 +238,7 @@ def prepare(args, data: str, root: Path, student: str, small: bool = False) -> d
                     f"{metrics} now); the runs made with the first are redone")
             rec.setdefault("refits", []).append({
                 "role": role, "finished": fit_finished[role],
-                "seconds": refit_seconds[role], "test": metrics, "same_teacher": same,
+                "seconds": refit_seconds[role], "test": metrics, "same_teacher": same, "libraries": libraries(),
                 "same_test_as_recorded": rec.get(f"{role}_test") == metrics, "weights": weights,
                 "weights_recorded": before})
         rec[f"{role}_test"] = metrics
@@ -394,7 +395,23 @@ def speed_note(recs: list[dict]) -> str:
     cpus = sorted({r["cpu"] for r in recs if r.get("cpu")})
     return (f" CPU speed (a fixed matmul, recorded since 2026-11-26 for {len(timed)} runs; the same CPU line can run "
             f"at different speeds on different days): median {np.median(timed):.3f} s, range {min(timed):.3f}-"
-            f"{max(timed):.3f} s, on {'; '.join(cpus)}; runs recorded before have no measurement.")
+            f"{max(timed):.3f} s, on {'; '.join(cpus)}; runs recorded before have no measurement.{numerics_note(recs)}")
+
+
+def numerics_note(recs: list[dict]) -> str:
+    """Whether the runs of each dataset computed alike: the speed probe's seeded steps (`step_digest`)."""
+    digests: dict[str, set] = {}
+    for r in recs:
+        if r.get("step_digest"):
+            digests.setdefault(r["dataset"], set()).add(r["step_digest"])
+    if not digests:
+        return ""
+    n = sum(1 for r in recs if r.get("step_digest"))
+    moved = [f"{d} ({len(v)} values)" for d, v in sorted(digests.items()) if len(v) > 1]
+    return (f" Numerics (`step_digest`: the losses of the speed probe's seeded steps, recorded since 2026-11-29 for "
+            f"{n} runs): " + (f"they differ within {', '.join(moved)}, so those runs did not compute alike bit for bit "
+                              "(libraries or CPU kernels; see each record's `libraries`)." if moved
+                              else "the same within each dataset."))
 
 
 def step_speed_note(rows: dict) -> list[str]:
@@ -500,7 +517,8 @@ def execute(args, run: Run, cfg: DistillConfig, prep: dict) -> dict:
            "student_rows_forward_backward": summary.get("student_rows_forward_backward"),
            "curve": {"seconds": curve.seconds, "dev_accuracy": curve.accuracy},
            "selection": sel, "command": distill_command(cfg), "signature": signature(run_config(cfg)),
-           "machine": machine(), "load_before": round(load_before, 2), "load_after": round(os.getloadavg()[0], 2),
+           "machine": machine(), "libraries": libraries(),
+           "load_before": round(load_before, 2), "load_after": round(os.getloadavg()[0], 2),
            "other_cores": round(others, 3), "teacher_weights": prep.get("teacher_weights"), **speed,
            "train_counts_rescore": True,
            "commit": git_rev(), "started": started, "finished": utc()}
@@ -569,29 +587,53 @@ def step_speed(args, prep: dict, batch_size: int, steps: int = STEP_SPEED_STEPS)
     `cpu_speed` tracked training time poorly between sessions: on 2026-11-27 20ng's full KD took 1.88x the
     seconds of the same run the night before (same steps, quiet machine), while the matmul, recorded beside other
     runs, took about 1.4x as long as that night; so each run also times a few steps of the work it is about to
-    do, and runs compare by seconds only where these agree."""
+    do, and runs compare by seconds only where these agree. ``step_digest`` hashes those steps' losses: the same on
+    every run of a dataset where the numerics below the code (libraries, CPU kernels) are the same; a teacher fitted
+    again on another day came out another teacher (r8, 2026-11-29) with the same code, data and seed."""
     import torch
 
     from selectkd.models import load_classifier, resolve
 
-    model, _ = load_classifier(resolve(prep["student"], Store(args.cache_dir).root), prep["num_labels"],
-                               allow_untrained_head=True, role="student")
-    model.train()
-    g = torch.Generator().manual_seed(0)
-    vocab = model.config.vocab_size  # ordinary word pieces: past the special tokens at the start (a toy's are few)
-    ids = torch.randint(min(1000, vocab // 2), vocab, (batch_size, prep["max_length"]), generator=g)
-    labels = torch.randint(0, prep["num_labels"], (batch_size,), generator=g)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
-    times = []
-    with torch.random.fork_rng(devices=[]):  # dropout draws here leave the run's random state as it was
+    times, losses = [], []
+    with torch.random.fork_rng(devices=[]):  # the head's init and dropout draw here, seeded: the run's state stays
+        torch.manual_seed(0)
+        model, _ = load_classifier(resolve(prep["student"], Store(args.cache_dir).root), prep["num_labels"],
+                                   allow_untrained_head=True, role="student")
+        model.train()
+        g = torch.Generator().manual_seed(0)
+        vocab = model.config.vocab_size  # ordinary word pieces: past the special tokens at the start (a toy's are few)
+        ids = torch.randint(min(1000, vocab // 2), vocab, (batch_size, prep["max_length"]), generator=g)
+        labels = torch.randint(0, prep["num_labels"], (batch_size,), generator=g)
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
         for i in range(steps + 1):  # the first step allocates the optimizer state: not timed
             t = time.perf_counter()
-            model(input_ids=ids, attention_mask=torch.ones_like(ids), labels=labels).loss.backward()
+            loss = model(input_ids=ids, attention_mask=torch.ones_like(ids), labels=labels).loss
+            loss.backward()
             opt.step()
             opt.zero_grad()
+            losses.append(loss.item())
             if i:
                 times.append(time.perf_counter() - t)
-    return {"step_speed_s": round(float(np.median(times)), 4)}
+    # the same seeded steps give the same losses, bit for bit, wherever the numerics below the code are the same
+    digest = hashlib.sha256(np.array(losses, dtype=np.float64).tobytes()).hexdigest()[:16]
+    return {"step_speed_s": round(float(np.median(times)), 4), "step_digest": digest}
+
+
+# recorded beside each run (`libraries`): what can move a result while the code, data and seed stay the same
+LIBRARIES = ("transformers", "tokenizers", "safetensors", "datasets", "numpy", "pyarrow", "faiss-cpu")
+
+
+def libraries() -> dict[str, str]:
+    """The versions of the libraries under the numbers (`machine()` names torch and Python)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {}
+    for name in LIBRARIES:
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            continue
+    return found
 
 
 # a run beside other work that used more CPU than this, on average, has inflated seconds: alone on this 2-core

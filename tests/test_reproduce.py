@@ -76,10 +76,14 @@ def test_every_planned_run_leaves_a_record_with_machine_load_and_curve(study):
     for name, rec in recs.items():
         assert rec["machine"] and rec["load_before"] is not None and rec["commit"]
         assert rec["step_speed_s"] > 0 and rec["cpu_speed_s"] > 0  # how fast the machine was, timed before the run
+        assert "transformers" in rec["libraries"] and "numpy" in rec["libraries"]
         # same-time stops at the default run's seconds: on a busy machine that can be its first step
         points = 1 if name == "same-time" else 2
         assert len(rec["curve"]["seconds"]) == len(rec["curve"]["dev_accuracy"]) >= points, name
         assert rec["command"].startswith("selectkd distill ")
+    # one machine, one student, one batch shape: the speed probe's seeded steps computed alike before every run
+    assert len({rec["step_digest"] for rec in recs.values()}) == 1
+    assert "Numerics (`step_digest`" in (study["docs"] / "RESULTS.md").read_text()
     # the full data for the default's time: its --time-budget is the default run's training seconds
     assert f"--time-budget {recs['dynamic-random-10']['seconds_train']}" in recs["same-time"]["command"]
     assert recs["static-ccs-10"]["selection"]["command"].startswith("selectkd select ")
@@ -123,6 +127,7 @@ def test_report_numbers_are_the_records(study):
     assert line.split("|")[2].strip() == f"{records(study)['full']['test']['accuracy'] * 100:.1f}"
     assert "the default 10% recipe **" in results["datasets"]["toy"]["verdict"]
     assert results["datasets"]["toy"]["verdict"] in doc
+    assert "the same within each dataset" in doc
     png = study["docs"] / "plots" / "curve-toy.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and "(plots/curve-toy.png)" in doc
     for heading in ("### 10% of the pool", "### Budgets 5-50%", "### Teacher adoption and objective adaptation"):
