@@ -378,7 +378,21 @@ def load_record(args, run: Run, cfg: DistillConfig | None = None) -> dict | None
     rec = json.loads(path.read_text())
     if cfg is not None and rec.get("signature") != signature(run_config(cfg)):
         return None
-    return rec if seconds_current(rec) and same_teacher(args, run, rec) else None
+    return rec if current(rec) and same_teacher(args, run, rec) else None
+
+
+def current(rec: dict) -> bool:
+    """Whether a record was made by the code whose numbers the study reports (see the two checks it makes)."""
+    return seconds_current(rec) and ccs_current(rec)
+
+
+def ccs_current(rec: dict) -> bool:
+    """False for a ccs run recorded before ccs pruned each class in its proportion (2026-11-29): one cut over the
+    whole pool pruned away r8's six smallest classes (its selection had rows of two of eight), so it is redone."""
+    sig = rec.get("signature") or {}
+    static = (rec.get("selection") or {}).get("strategy") == "ccs"
+    uses_ccs = static or (sig.get("strategy") == "ccs" and bool(sig.get("budget")))
+    return not uses_ccs or bool(rec.get("ccs_prunes_per_class"))
 
 
 def seconds_current(rec: dict) -> bool:
@@ -520,7 +534,7 @@ def execute(args, run: Run, cfg: DistillConfig, prep: dict) -> dict:
            "machine": machine(), "libraries": libraries(),
            "load_before": round(load_before, 2), "load_after": round(os.getloadavg()[0], 2),
            "other_cores": round(others, 3), "teacher_weights": prep.get("teacher_weights"), **speed,
-           "train_counts_rescore": True,
+           "train_counts_rescore": True, "ccs_prunes_per_class": True,
            "commit": git_rev(), "started": started, "finished": utc()}
     path = record_path(args, run)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -539,7 +553,7 @@ def taken(args, run: Run, cfg: DistillConfig) -> dict | None:
         for path in sorted((Path(folder) / tag(run.data) / f"s{run.seed}").glob("*.json")):
             rec = json.loads(path.read_text())
             if (rec.get("signature") != want or rec.get("taken_from") or busy(rec, 0.0, args.other_cores)
-                    or not seconds_current(rec) or not same_teacher(args, run, rec)):
+                    or not current(rec) or not same_teacher(args, run, rec)):
                 continue
             rec = adopt(args, run, rec, path)
             log(f"{tag(run.data)} seed {run.seed}: {run.name} taken from {rec['taken_from']}")

@@ -35,7 +35,7 @@ DEFAULT_CRITERION = "entropy"
 # (a static selection). The study (bench/results/reproduce/budget_strategy.json) decides between them.
 DEFAULT_RESELECT_EVERY = 1
 DEFAULT_CLUSTERS = 30
-DEFAULT_PRUNE_HARD = 0.2  # ccs: the share of the pool dropped as too hard or mislabelled (CCS: 0.1..0.4)
+DEFAULT_PRUNE_HARD = 0.2  # ccs: the share of each class dropped as too hard or mislabelled (CCS: 0.1..0.4)
 DEFAULT_BINS = 10  # ccs: difficulty bins by teacher margin
 
 

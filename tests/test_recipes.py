@@ -100,6 +100,22 @@ def test_ccs_fills_difficulty_bins_evenly_and_keeps_classes_inside_them():
         assert (abs(picked - share) <= 1).all()
 
 
+def test_ccs_prunes_each_class_in_proportion_so_no_class_is_pruned_away():
+    # a skewed pool whose small classes the teacher gets right but softly (as r8's): one cut over the whole pool by
+    # entropy would drop every row of them, and no selection could teach those classes
+    labels = np.array([0] * 900 + [1] * 60 + [2] * 40)
+    soft = {0: [0.98, 0.01, 0.01], 1: [0.25, 0.5, 0.25], 2: [0.25, 0.25, 0.5]}
+    rng = np.random.default_rng(0)
+    teacher = np.array([soft[c] for c in labels]) + rng.uniform(0, 0.01, (1000, 3))
+    teacher /= teacher.sum(axis=1, keepdims=True)
+    pool = pool_of(rng.dirichlet(np.ones(3), 1000), labels, teacher)
+    choice = choose(pool, "ccs", 100, prune_hard=0.2, seed=0)
+    pruned = ~choice.eligible
+    assert np.bincount(labels[pruned], minlength=3).tolist() == [180, 12, 8]
+    picked = np.bincount(labels[choice.indices], minlength=3)
+    assert (picked > 0).all() and picked.sum() == 100, picked
+
+
 def test_ccs_draws_at_random_inside_bins_seeded():
     pool, *_ = ccs_pool()
     a = choose(pool, "ccs", 30, seed=1).indices

@@ -35,7 +35,7 @@ def register(app: typer.Typer) -> None:
         criterion: str = typer.Option(DEFAULT_CRITERION, "--criterion", help="Coverage's ranking inside clusters; in-batch mode's criterion (entropy, margin, least_confidence, kl, random)."),
         clusters: int = typer.Option(30, "--clusters", help="Coverage: k-means clusters."),
         per_class: bool = typer.Option(False, "--per-class", help="Keep class proportions when selecting."),
-        prune_hard: float = typer.Option(DEFAULT_PRUNE_HARD, "--prune-hard", help="ccs: the share of the pool dropped first as too hard (confident teacher contradictions, then highest teacher entropy)."),
+        prune_hard: float = typer.Option(DEFAULT_PRUNE_HARD, "--prune-hard", help="ccs: the share of each class dropped first as too hard (confident teacher contradictions, then highest teacher entropy)."),
         bins: int = typer.Option(DEFAULT_BINS, "--bins", help="ccs: difficulty bins by teacher margin, each an equal share of the budget."),
         sample: bool = typer.Option(False, "--sample", help="Sample in proportion to uncertainty instead of taking the top k."),
         sample_temperature: float = typer.Option(1.0, "--sample-temperature", help="Temperature of --sample."),

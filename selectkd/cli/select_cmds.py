@@ -30,7 +30,7 @@ def select_command(
     budget: str = typer.Option("0.1", "--budget", help="How many rows: a fraction in (0, 1] such as 0.1 (1 and 1.0 mean every row), or a whole row count >= 2 such as 300."),
     per_class: bool = typer.Option(False, "--per-class", help="Keep the pool's class proportions in the subset."),
     clusters: int = typer.Option(DEFAULT_CLUSTERS, "--clusters", help="For coverage: number of k-means clusters over the student embeddings."),
-    prune_hard: float = typer.Option(DEFAULT_PRUNE_HARD, "--prune-hard", help="For ccs: the share of the pool dropped first as too hard: rows the teachers confidently contradict (likely mislabelled), then those of highest teacher entropy. CCS used 0.1-0.4."),
+    prune_hard: float = typer.Option(DEFAULT_PRUNE_HARD, "--prune-hard", help="For ccs: the share of each class dropped first as too hard: rows the teachers confidently contradict (likely mislabelled), then those of highest teacher entropy. CCS used 0.1-0.4."),
     bins: int = typer.Option(DEFAULT_BINS, "--bins", help="For ccs: difficulty bins by teacher margin; each gets an equal share of the budget."),
     dedup: Optional[float] = typer.Option(None, "--dedup", help="Drop near-duplicates first: rows within this distance of an earlier kept row (unit embeddings, 0..2; 0.1 ~ cosine 0.995). Up to 8,192 rows every pair is compared; above that k-means lists on a 64-dimensional PCA find the candidates (approximate, bench/results/scale.md), checked on the full embeddings."),
     sample: bool = typer.Option(False, "--sample", help="Sample without replacement, p ∝ exp(standardised score / --sample-temperature), instead of taking the top rows."),
