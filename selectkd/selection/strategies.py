@@ -230,11 +230,10 @@ def prune_per_class(hardness: np.ndarray, labels: np.ndarray, drop: int) -> np.n
     """Mask of ``drop`` rows, each class (unknown labels, -1, as one more) losing its share in proportion to its
     size, hardest first inside it. One cut over the whole pool would take whole classes: on r8 the teacher's
     entropy is higher on every minority class, and the hardest 20% were almost exactly the six smallest classes."""
+    from .choose import largest_remainder  # choose imports this module: imported where it is used
+
     classes, of_row = np.unique(labels, return_inverse=True)
-    sizes = np.bincount(of_row, minlength=len(classes))
-    exact = drop * sizes / max(len(labels), 1)
-    quotas = np.floor(exact).astype(np.int64)
-    quotas[np.argsort(-(exact - quotas), kind="stable")[:drop - int(quotas.sum())]] += 1  # largest remainder
+    quotas = largest_remainder(np.bincount(of_row, minlength=len(classes)), drop)
     exclude = np.zeros(len(labels), dtype=bool)
     for c, quota in enumerate(quotas):
         exclude |= top_mask(hardness, int(quota), of_row == c)
@@ -246,7 +245,8 @@ def ccs_finish(ranking: Ranking, *, prune_hard: float = DEFAULT_PRUNE_HARD, bins
     """ccs over the whole pool: the --prune-hard share of each class's hardest rows out, equal-width margin bins of
     the rest."""
     if not 0 <= prune_hard < 1:
-        raise SelectionError(f"--prune-hard {prune_hard} must be in [0, 1): the share of each class dropped as too hard")
+        raise SelectionError(f"--prune-hard {prune_hard} must be in [0, 1): the share of each class dropped as too "
+                             "hard")
     if bins < 1:
         raise SelectionError(f"--bins {bins} must be >= 1")
     # the pool's arrays are modified in place and dropped once used: a few bytes per row at any moment
@@ -269,16 +269,16 @@ def ccs_finish(ranking: Ranking, *, prune_hard: float = DEFAULT_PRUNE_HARD, bins
 
 
 @strategy("ccs", "coverage-centric (CCS): drop the --prune-hard share of each class's rows the teacher confidently "
-          "contradicts or finds hardest, then draw at random evenly across --bins difficulty bins of teacher margin, classes in "
-          "proportion inside each bin", needs_teachers=True, needs_student=False, finish=ccs_finish)
+          "contradicts or finds hardest, then draw at random evenly across --bins difficulty bins of teacher margin, "
+          "classes in proportion inside each bin", needs_teachers=True, needs_student=False, finish=ccs_finish)
 def by_ccs(pool: Pool, **_: object) -> Ranking:
     """CCS (Zheng et al., ICLR 2023) from the cached teacher logits alone.
 
     The hard tail goes first: rows whose gold label the teachers' mean prediction contradicts with
     probability >= CONTRADICTION (most often label noise), most confident first, then the rows of
     highest teacher entropy, until ``prune_hard`` of each class is gone (never so many that fewer than
-    ``budget_rows`` are left; classes by gold label, so no class is pruned away). The rest fall into ``bins`` equal-width bins of teacher margin (top-1
-    minus top-2 probability: hard to easy); every bin gets an equal share of the budget (a bin with
+    ``budget_rows`` are left; classes by gold label, so no class is pruned away). The rest fall into ``bins``
+    equal-width bins of teacher margin (top-1 minus top-2 probability: hard to easy); every bin gets an equal share of the budget (a bin with
     fewer rows gives all it has and the rest goes to the others), and inside a bin each class its
     proportion of the bin. Rows are drawn uniformly at random within each bin and class.
     This part rates each row (hardness, margin); ``ccs_finish`` prunes and bins the whole pool.
