@@ -86,6 +86,7 @@ ADOPTIONS = ["hard", "soft", "soft-instance"]
 OBJECTIVES = ["uncertainty", "uncertainty-r"]
 BAR_POINTS, BAR_TIME, SHARE = 1.0, 0.15, 0.99  # the promise: <= 1 point below full KD at <= 15% of its time
 DEFAULT_RUN = "dynamic-random-10"  # what a bare `distill --budget 0.1` runs today (random, re-drawn each epoch)
+FLOORLESS = "floorless-random-10"  # the same with --min-steps 0: whether the default's step floor pays for its time
 # The budget tier's strategy, and the candidate for a bare --budget 0.1, is chosen at equal compute: among the 10%
 # configurations whose training seconds average at most this many times the default run's (same dataset and
 # seed, side by side). Those that pay more (a dynamic run re-scoring the whole pool each epoch: ~2.4x on tweets)
@@ -316,6 +317,10 @@ def plan(args, prep: dict, seed: int, best: str | None) -> list[Run]:
     # all rows for the default's seconds, from the default's head: only the rows differ (a short run on all rows
     # from --head-init auto's fresh head can stay at the majority class: bench/results/head_init.md, r8 seed 1)
     add("same-time", "core", head_init=resolved_head_init(DEFAULT_HEAD_INIT, on_subset=True)).time_budget_of = DEFAULT_RUN
+    # the default without its step floor: exactly --epochs epochs (on r8 the floor more than doubles the steps)
+    floorless_steps = math.ceil(max(1, round(0.1 * prep["pool_rows"])) / 32) * args.epochs
+    add(FLOORLESS, "core", budget="0.1", strategy="random", reselect_every=1, min_steps=0,
+        eval_every=min(base["eval_every"], floorless_steps))
     for s in RECIPES:
         static(s, 0.1, "core")
     dynamic("ccs", 0.1, "core")
@@ -869,6 +874,7 @@ def tta(rec: dict, full: dict) -> dict:
 LABELS = {
     "no-kd": "student without KD (CE on all rows)", "full": "full-data KD", "same-time": "full data, the default's time",
     DEFAULT_RUN: "**10% default** (`distill --budget 0.1`: random, re-drawn each epoch)",
+    FLOORLESS: "10% default without the step floor (`--min-steps 0`)",
     "in-batch-10": "10% in-batch (paper: KD on each batch's most uncertain 10%)",
     "adopt-small": "small teacher only", "adopt-average": "average of both teachers",
     "adopt-hard": "adoption `hard`", "adopt-soft": "adoption `soft`", "adopt-soft-instance": "adoption `soft-instance`",
@@ -945,6 +951,19 @@ def time_note(r: dict) -> str:
     return (f" Its time against full KD's is its steps ({steps:.1%} of full KD's) times their seconds ({speed:.2f}x a "
             f"full-KD step's) plus {besides:.1%} for what it does besides steps (the probe head's fit"
             f"{', re-scoring' if r['rescores'] else ''}); median over seeds.")
+
+
+def floor_note(full: dict, default: dict, floorless: dict | None) -> str:
+    """What the default's step floor (--min-steps) bought, from the same recipe run for exactly --epochs."""
+    if floorless is None:
+        return ""
+    steps = [(d["steps"], f["steps"]) for d in default["records"] for f in floorless["records"] if d["seed"] == f["seed"]]
+    if not steps or all(a == b for a, b in steps):
+        return ""  # the floor did not add a step here: the two rows are the same schedule
+    gap = (full["accuracy"] - floorless["accuracy"]) * 100
+    return (f" Without the step floor (`--min-steps 0`, {np.median([b for _, b in steps]):.0f} steps instead of "
+            f"{np.median([a for a, _ in steps]):.0f}), the same recipe is {abs(gap):.1f} points "
+            f"{'below' if gap >= 0 else 'above'} full-data KD at {floorless['seconds'] / full['seconds']:.1%} of its time.")
 
 
 def kd_note(teacher: dict, nokd: dict | None, full: dict) -> str:
@@ -1032,14 +1051,15 @@ def render(args, preps: dict[str, dict], best: str | None) -> dict:
     if all_recs:
         machines = sorted({x["machine"] for x in all_recs})
         loads = [x["load_before"] for x in all_recs if x.get("load_before") is not None]
-        shared = [f"{tag(x['dataset'])} seed {x['seed']} {x['name']}" for x in all_recs if busy(x, 2.5)]
+        shared = [f"{tag(x['dataset'])} seed {x['seed']} {x['name']}"  # the most loaded first
+                  for x in sorted(all_recs, key=lambda x: -(x.get("other_cores") or 0.0)) if busy(x, 2.5)]
         rule = f"others above {OTHER_CORES} cores, or without that measurement a load above 2.5 before or after"
         if not shared:
             loaded = f"No run ran beside other work ({rule})."
         else:
             named = "; ".join(shared[:6]) + (f"; {len(shared) - 6} more" if len(shared) > 6 else "")
-            loaded = (f"{len(shared)} of them ran beside other work ({named}; {rule}): their seconds are inflated "
-                      "and `--rerun-loaded 2.5` redoes them.")
+            loaded = (f"{len(shared)} of them ran beside other work ({named}, the most loaded first; {rule}): their "
+                      "seconds are inflated and `--rerun-loaded 2.5` redoes them.")
         measured = [x["other_cores"] for x in all_recs if x.get("other_cores") is not None]
         others = (f"; the CPU other processes used during a run (measured for {len(measured)} of them): median "
                   f"{np.median(measured):.2f} cores, max {max(measured):.2f}") if measured else ""
@@ -1073,7 +1093,7 @@ def render(args, preps: dict[str, dict], best: str | None) -> dict:
         full = rows.get("full")
         teacher = {"what": f"{tag(args.teacher)}, fine-tuned", "accuracy": prep["teacher_test"]["accuracy"],
                    "macro_f1": prep["teacher_test"]["macro_f1"], "seconds": prep["teacher_seconds"]}
-        order = ["no-kd", "full", DEFAULT_RUN, "same-time", "static-random-10"] + \
+        order = ["no-kd", "full", DEFAULT_RUN, FLOORLESS, "same-time", "static-random-10"] + \
                 [f"{k}-{s}-10" for s in RECIPES for k in ("static", "dynamic")] + ["in-batch-10"] + \
                 [f"{k}-{s}-10" for s in OTHERS for k in ("static", "dynamic")]
         ten = [rows[n] for n in order if n in rows]
@@ -1087,7 +1107,8 @@ def render(args, preps: dict[str, dict], best: str | None) -> dict:
         if full and DEFAULT_RUN in rows:
             sentence = verdict(t, full, rows[DEFAULT_RUN])
             res["verdict"] = sentence
-            doc += [sentence + kd_note(teacher, rows.get("no-kd"), full), ""]
+            doc += [sentence + floor_note(full, rows[DEFAULT_RUN], rows.get(FLOORLESS))
+                    + kd_note(teacher, rows.get("no-kd"), full), ""]
             subsets = [r for n, r in rows.items() if n.endswith("-10") and n != "in-batch-10"]
             top = max(subsets, key=lambda r: r["accuracy"])
             doc += [f"The most accurate 10% configuration here is {label(top['name'])}, "

@@ -67,8 +67,8 @@ def records(study) -> dict[str, dict]:
 
 def test_every_planned_run_leaves_a_record_with_machine_load_and_curve(study):
     recs = records(study)
-    # core 10, strategies 14, budgets 3 random + 3 of the best, teachers 5 adoption + 3 objective
-    assert len(recs) == 38, sorted(recs)
+    # core 11, strategies 14, budgets 3 random + 3 of the best, teachers 5 adoption + 3 objective
+    assert len(recs) == 39, sorted(recs)
     for name in ("no-kd", "full", "dynamic-random-10", "same-time", "static-ccs-10", "dynamic-ccs-10",
                  "static-confident_uncertain-10", "dynamic-uncertainty_sampling-10", "in-batch-10",
                  "static-random-5", "static-random-50", "adopt-soft-instance", "objective-uncertainty-r"):
@@ -87,6 +87,9 @@ def test_every_planned_run_leaves_a_record_with_machine_load_and_curve(study):
     # the full data for the default's time: its --time-budget is the default run's training seconds
     assert f"--time-budget {recs['dynamic-random-10']['seconds_train']}" in recs["same-time"]["command"]
     assert recs["static-ccs-10"]["selection"]["command"].startswith("selectkd select ")
+    # the default without its step floor: the same recipe for exactly --epochs, never more steps than the default
+    assert "--min-steps 0" in recs["floorless-random-10"]["command"]
+    assert recs["floorless-random-10"]["steps"] <= recs["dynamic-random-10"]["steps"]
 
 
 def test_the_budget_strategy_is_the_best_10_percent_row_and_is_kept(study):
