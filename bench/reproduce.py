@@ -954,26 +954,37 @@ def time_note(r: dict) -> str:
 
 
 def floor_note(full: dict, default: dict, floorless: dict | None) -> str:
-    """What the default's step floor (--min-steps) bought, from the same recipe run for exactly --epochs."""
+    """What the default's step floor (--min-steps) bought: the same recipe run for exactly --epochs, against
+    full-data KD and the default on the seeds all three have finished (paired, so a missing seed cannot tilt it)."""
     if floorless is None:
         return ""
-    steps = [(d["steps"], f["steps"]) for d in default["records"] for f in floorless["records"] if d["seed"] == f["seed"]]
-    if not steps or all(a == b for a, b in steps):
-        return ""  # the floor did not add a step here: the two rows are the same schedule
-    gap = (full["accuracy"] - floorless["accuracy"]) * 100
-    return (f" Without the step floor (`--min-steps 0`, {np.median([b for _, b in steps]):.0f} steps instead of "
-            f"{np.median([a for a, _ in steps]):.0f}), the same recipe is {abs(gap):.1f} points "
-            f"{'below' if gap >= 0 else 'above'} full-data KD at {floorless['seconds'] / full['seconds']:.1%} of its time.")
+    by_seed = lambda r: {x["seed"]: x for x in r["records"]}  # noqa: E731
+    fulls, defaults = by_seed(full), by_seed(default)
+    trios = [(fulls[s], defaults[s], f) for s, f in by_seed(floorless).items() if s in fulls and s in defaults]
+    if not trios or all(d["steps"] == f["steps"] for _, d, f in trios):
+        return ""  # no paired seed yet, or the floor added no step here: the two rows are the same schedule
+    acc = lambda x: x["test"]["accuracy"] * 100  # noqa: E731
+    vs_full = float(np.mean([acc(k) - acc(f) for k, _, f in trios]))
+    vs_default = float(np.mean([acc(f) - acc(d) for _, d, f in trios]))
+    share = float(np.median([f["seconds_train"] / k["seconds_train"] for k, _, f in trios]))
+    seeds = ", ".join(str(f["seed"]) for *_, f in trios)
+    return (f" Without the step floor (`--min-steps 0`: {np.median([f['steps'] for *_, f in trios]):.0f} steps "
+            f"instead of {np.median([d['steps'] for _, d, _ in trios]):.0f}), the same recipe is {abs(vs_full):.1f} "
+            f"points {'below' if vs_full >= 0 else 'above'} full-data KD at {share:.1%} of its time and "
+            f"{vs_default:+.1f} points against the default (seed{'s' if len(trios) > 1 else ''} {seeds}, paired).")
 
 
-def kd_note(teacher: dict, nokd: dict | None, full: dict) -> str:
+def kd_note(teacher: dict, nokd: dict | None, full: dict, soft_labels: str = "") -> str:
     """What the teacher has to give here: its lead over the student trained without KD, and what full-data KD
-    made of it (the promise only means something when that lead is clear)."""
+    made of it (the promise only means something when that lead is clear); ``soft_labels`` links the teachers'
+    soft labels per class (bench/soft_labels.py) for when KD costs accuracy."""
     if nokd is None:
         return ""
     lead, kd = (teacher["accuracy"] - nokd["accuracy"]) * 100, (full["accuracy"] - nokd["accuracy"]) * 100
     note = (f" The teacher is {abs(lead):.1f} points {'above' if lead >= 0 else 'below'} the student trained "
             f"without KD, and full-data KD {abs(kd):.1f} points {'above' if kd >= 0 else 'below'} it")
+    if kd < 0 and soft_labels:
+        note += f" (what the teacher's soft labels give each class: [soft_labels.md]({soft_labels}))"
     if lead < BAR_POINTS:
         return note + (": the teacher is no clearer than the student, so being within 1 point of full-data KD "
                        "says little about distillation here.")
@@ -1029,6 +1040,76 @@ def plot_curves(path: Path, title: str, rows: dict, prep: dict) -> bool:
     return True
 
 
+def plot_promise(path: Path, title: str, rows: list[dict], full: dict) -> bool:
+    """Each configuration's mean test accuracy against its training seconds as a share of full-data KD's (bars:
+    std over seeds), with the promise's corner shaded: at most 15% of the time, at most 1 point below."""
+    from matplotlib.figure import Figure
+
+    if not rows:
+        return False
+    fig = Figure(figsize=(10, 5), dpi=100)
+    ax = fig.add_subplot()
+    goal = full["accuracy"] * 100 - BAR_POINTS
+    top = max(r["accuracy"] + r["accuracy_std"] for r in rows + [full]) * 100 + 0.5
+    ax.fill_between([0, BAR_TIME * 100], goal, top, color="tab:green", alpha=0.12, lw=0,
+                    label=f"the promise: <= {BAR_TIME:.0%} of full KD's time, <= {BAR_POINTS:g} point below it")
+    for i, r in enumerate(rows, 1):  # numbered: points of one time share would hide each other's names
+        x, y = r["seconds"] / full["seconds"] * 100, r["accuracy"] * 100
+        default = r["name"] == DEFAULT_RUN
+        ax.errorbar(x, y, yerr=r["accuracy_std"] * 100, fmt="*" if default else "o", ms=11 if default else 5,
+                    color="tab:red" if default else "tab:blue" if r["name"].endswith("-10") else "0.35", capsize=2,
+                    label=f"{i} {r['name']}")
+        ax.annotate(str(i), (x, y), xytext=(4, 3), textcoords="offset points", fontsize=7)
+    ax.axhline(full["accuracy"] * 100, color="k", ls="--", lw=1, label="full-data KD")
+    ax.set_xlim(left=0)
+    ax.set_ylim(top=top)
+    ax.set_xlabel("training seconds, % of full-data KD's (mean over seeds)")
+    ax.set_ylabel("test accuracy % (mean ± std over seeds)")
+    ax.set_title(f"{title}: every configuration against the promise (red star: the default 10% recipe)", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+    fig.tight_layout()
+    save_figure(fig, path)
+    return True
+
+
+def plot_budgets(path: Path, title: str, rows: dict, full: dict) -> bool:
+    """Test accuracy against the budget (5-50%, the 10% rows from the core tiers) for random and the chosen
+    strategy, full-data KD and its 1-point margin as lines."""
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import NullFormatter
+
+    series: dict[str, list[tuple[float, dict]]] = {}
+    for name in [n for n in rows if rows[n]["tier"] == "budgets"]:
+        series.setdefault(name.rsplit("-", 1)[0], [])
+    for name, r in rows.items():
+        key, b = name.rsplit("-", 1) if "-" in name else (name, "")
+        if key in series and b.replace("p", "").isdigit():
+            series[key].append((float(b.replace("p", ".")), r))
+    if not series:
+        return False
+    fig = Figure(figsize=(7, 4.4), dpi=100)
+    ax = fig.add_subplot()
+    for key, points in sorted(series.items()):
+        points.sort(key=lambda p: p[0])
+        ax.errorbar([b for b, _ in points], [r["accuracy"] * 100 for _, r in points],
+                    yerr=[r["accuracy_std"] * 100 for _, r in points], marker="o", capsize=2, label=key)
+    ax.axhline(full["accuracy"] * 100, color="k", ls="--", lw=1, label="full-data KD")
+    ax.axhline(full["accuracy"] * 100 - BAR_POINTS, color="k", ls=":", lw=1, label=f"{BAR_POINTS:g} point below it")
+    ax.set_xscale("log")
+    ax.set_xticks(sorted({b for points in series.values() for b, _ in points}))
+    ax.set_xticklabels([f"{b:g}%" for b in ax.get_xticks()])
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel("budget: share of the pool")
+    ax.set_ylabel("test accuracy % (mean ± std over seeds)")
+    ax.set_title(f"{title}: accuracy against the budget")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    save_figure(fig, path)
+    return True
+
+
 def render(args, preps: dict[str, dict], best: str | None) -> dict:
     out, options = Path(args.out), study_options(args)
     doc = ["# The 10% recipe study", "",
@@ -1045,7 +1126,7 @@ def render(args, preps: dict[str, dict], best: str | None) -> dict:
            "same seed's full-KD run (median over seeds; \"+ re-scoring\" marks runs that also re-score the whole "
            "pool with the student, forward only, each epoch).", ""]
     results: dict = {"datasets": {}, "best_budget_strategy": best}
-    drawn: set[str] = set()  # datasets whose curve this render drew
+    drawn: set[str] = set()  # the plots this render drew
     collected = {data: collect(args, prep, best) for data, prep in preps.items()}
     all_recs = [x for rows in collected.values() for r in rows.values() for x in r["records"]]
     if all_recs:
@@ -1099,16 +1180,20 @@ def render(args, preps: dict[str, dict], best: str | None) -> dict:
         ten = [rows[n] for n in order if n in rows]
         doc += [f"### 10% of the pool, at equal compute ({t})", ""] + table(ten, full, teacher) + [""] + \
             step_speed_note(rows)
+        if full and plot_promise(out / "plots" / f"promise-{t}.png", t, [r for r in ten if r is not full], full):
+            doc += [f"![test accuracy against training time, every configuration, {t}](plots/promise-{t}.png)", ""]
+            drawn.add(f"promise-{t}.png")
         if plot_curves(curve, t, rows, prep):
             doc += [f"![dev accuracy against training seconds, {t}](plots/curve-{t}.png)", ""]
-            drawn.add(t)
+            drawn.add(curve.name)
         res = {"prep": {k: v for k, v in prep.items() if not k.startswith("score_")},
                "rows": {n: {k: v for k, v in r.items() if k != "records"} for n, r in rows.items()}}
         if full and DEFAULT_RUN in rows:
             sentence = verdict(t, full, rows[DEFAULT_RUN])
             res["verdict"] = sentence
             doc += [sentence + floor_note(full, rows[DEFAULT_RUN], rows.get(FLOORLESS))
-                    + kd_note(teacher, rows.get("no-kd"), full), ""]
+                    + kd_note(teacher, rows.get("no-kd"), full,
+                              link(out, REPO / "bench" / "results" / "soft_labels.md")), ""]
             subsets = [r for n, r in rows.items() if n.endswith("-10") and n != "in-batch-10"]
             top = max(subsets, key=lambda r: r["accuracy"])
             doc += [f"The most accurate 10% configuration here is {label(top['name'])}, "
@@ -1122,6 +1207,9 @@ def render(args, preps: dict[str, dict], best: str | None) -> dict:
             doc += [f"### Budgets 5-50% ({t}): random and the best 10% strategy (`{best}`)", "",
                     f"`{best}` is {EQUAL_TIME_RULE} (`bench/results/reproduce/budget_strategy.json`).", ""] + \
                 table(budget_rows, full) + [""]
+            if full and plot_budgets(out / "plots" / f"budgets-{t}.png", t, rows, full):
+                doc += [f"![test accuracy against the budget, {t}](plots/budgets-{t}.png)", ""]
+                drawn.add(f"budgets-{t}.png")
         teach = [rows[n] for n in ["full", "adopt-small", "adopt-average"] + [f"adopt-{m}" for m in ADOPTIONS] +
                  ["objective-fixed"] + [f"objective-{o}" for o in OBJECTIVES] if n in rows and rows[n]["tier"] == "teachers"
                  or n == "full" and any(rows[k]["tier"] == "teachers" for k in rows)]
@@ -1138,8 +1226,9 @@ def render(args, preps: dict[str, dict], best: str | None) -> dict:
     for t in waiting:
         doc += [f"## {t}", "", "Not started yet: the study runs tier by tier, dataset by dataset, and has not "
                 f"prepared {t} (its teacher, pool and scores) so far.", ""]
-    for t in {tag(d) for d in args.datasets} - drawn:  # this report's own plot of runs that are not today's
-        (out / "plots" / f"curve-{t}.png").unlink(missing_ok=True)
+    for t in {tag(d) for d in args.datasets}:  # this report's own plots of runs that are not today's
+        for name in {f"{kind}-{t}.png" for kind in ("curve", "promise", "budgets")} - drawn:
+            (out / "plots" / name).unlink(missing_ok=True)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "results.json", results)
     atomic_write_text(out / "RESULTS.md", "\n".join(doc))

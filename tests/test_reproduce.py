@@ -130,12 +130,16 @@ def test_report_numbers_are_the_records(study):
     assert line.split("|")[2].strip() == f"{records(study)['full']['test']['accuracy'] * 100:.1f}"
     assert "the default 10% recipe **" in results["datasets"]["toy"]["verdict"]
     assert results["datasets"]["toy"]["verdict"] in doc
+    # the default without its floor (1 step here against 3), paired by seed with full KD and the default
+    assert "Without the step floor (`--min-steps 0`: 1 steps instead of 3)" in doc
     assert "the same within each dataset" in doc
-    png = study["docs"] / "plots" / "curve-toy.png"
-    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and "(plots/curve-toy.png)" in doc
+    # dev curves; every configuration against the promise; accuracy against the budget
+    for plot in ("curve-toy.png", "promise-toy.png", "budgets-toy.png"):
+        png = study["docs"] / "plots" / plot
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f"(plots/{plot})" in doc
     for heading in ("### 10% of the pool", "### Budgets 5-50%", "### Teacher adoption and objective adaptation"):
         assert heading in doc
-    # each run's speed beside its full-KD run's: 37 runs compared with full KD, ratios computed from the records
+    # each run's speed beside its full-KD run's: 38 runs compared with full KD, ratios computed from the records
     recs = records(study)
     ratios = [r["step_speed_s"] / recs["full"]["step_speed_s"] for n, r in recs.items() if n != "full"]
     speed = next(x for x in doc.splitlines() if x.startswith("Machine speed: "))
