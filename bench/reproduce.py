@@ -1006,6 +1006,18 @@ def equal_time_note(subsets: list[dict], full: dict, default: dict, top: dict) -
                    f", {(best['accuracy'] - default['accuracy']) * 100:+.1f} points against the default.")
 
 
+def finish_plot(fig, ax, path: Path, xlabel: str, ylabel: str, title: str, **legend) -> bool:
+    """Labels, grid and legend (lower right unless given), then the figure written whole to ``path``."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, **(legend or {"loc": "lower right"}))
+    fig.tight_layout()
+    save_figure(fig, path)
+    return True
+
+
 def plot_curves(path: Path, title: str, rows: dict, prep: dict) -> bool:
     """Dev accuracy against training seconds, the first finished seed of each key configuration."""
     from matplotlib.figure import Figure
@@ -1030,14 +1042,8 @@ def plot_curves(path: Path, title: str, rows: dict, prep: dict) -> bool:
     ax.axhline(SHARE * full["curve"]["dev_accuracy"][-1] * 100, color="k", ls="--", lw=1, label="99% of full KD")
     ax.set_xscale("symlog", linthresh=10)
     ax.set_xlim(left=0)  # symlog pads below 0 otherwise, with a "-10^1" tick
-    ax.set_xlabel("training seconds (evaluation not counted)")
-    ax.set_ylabel("dev accuracy %")
-    ax.set_title(f"{title}: accuracy vs time, seed {seed}")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
-    save_figure(fig, path)
-    return True
+    return finish_plot(fig, ax, path, "training seconds (evaluation not counted)", "dev accuracy %",
+                       f"{title}: accuracy vs time, seed {seed}")
 
 
 def plot_promise(path: Path, title: str, rows: list[dict], full: dict) -> bool:
@@ -1063,14 +1069,10 @@ def plot_promise(path: Path, title: str, rows: list[dict], full: dict) -> bool:
     ax.axhline(full["accuracy"] * 100, color="k", ls="--", lw=1, label="full-data KD")
     ax.set_xlim(left=0)
     ax.set_ylim(top=top)
-    ax.set_xlabel("training seconds, % of full-data KD's (mean over seeds)")
-    ax.set_ylabel("test accuracy % (mean ± std over seeds)")
-    ax.set_title(f"{title}: every configuration against the promise (red star: the default 10% recipe)", fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
-    fig.tight_layout()
-    save_figure(fig, path)
-    return True
+    return finish_plot(fig, ax, path, "training seconds, % of full-data KD's (mean over seeds)",
+                       "test accuracy % (mean ± std over seeds)",
+                       f"{title}: every configuration against the promise (red star: the default 10% recipe)",
+                       loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
 
 
 def plot_budgets(path: Path, title: str, rows: dict, full: dict) -> bool:
@@ -1100,14 +1102,8 @@ def plot_budgets(path: Path, title: str, rows: dict, full: dict) -> bool:
     ax.set_xticks(sorted({b for points in series.values() for b, _ in points}))
     ax.set_xticklabels([f"{b:g}%" for b in ax.get_xticks()])
     ax.xaxis.set_minor_formatter(NullFormatter())
-    ax.set_xlabel("budget: share of the pool")
-    ax.set_ylabel("test accuracy % (mean ± std over seeds)")
-    ax.set_title(f"{title}: accuracy against the budget")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
-    save_figure(fig, path)
-    return True
+    return finish_plot(fig, ax, path, "budget: share of the pool", "test accuracy % (mean ± std over seeds)",
+                       f"{title}: accuracy against the budget")
 
 
 def render(args, preps: dict[str, dict], best: str | None) -> dict:
