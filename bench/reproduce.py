@@ -15,8 +15,8 @@ tried first on tweets: at 88.6% test accuracy it was no better than the 3-layer 
 KD on the 10,000-row pool, 88.9%: nothing to distil. mpnet is the teacher a user would distil.) The runs
 come in tiers, each finished for every dataset and seed before the next:
 
-1. core: the student without KD, full-data KD, the default 10% recipe (`distill --budget 0.1`), a
-   static random 10%, the full data for the default's training seconds (`--time-budget`, from the default's
+1. core: the student without KD, full-data KD, the default 10% recipe (`distill --budget 0.1`), the
+   same without its step floor (`--min-steps 0`: exactly --epochs epochs), a static random 10%, the full data for the default's training seconds (`--time-budget`, from the default's
    head: only the rows differ), the three
    recipes of the literature (ccs, confident_uncertain, uncertainty_sampling) static and ccs dynamic,
    and the paper's in-batch mode;
