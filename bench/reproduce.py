@@ -24,7 +24,8 @@ come in tiers, each finished for every dataset and seed before the next:
 3. budgets: 5/20/50% for random and the best 10% strategy of tiers 1-2 at the default's training time
    (`EQUAL_TIME`; chosen once, recorded in budget_strategy.json);
 4. teachers: teacher adoption between the large teacher and a small one (MiniLM-L6, fine-tuned the same
-   way), and objective adaptation ([CLS] alignment weighted by uncertainty).
+   way), and objective adaptation ([CLS] alignment weighted by uncertainty); seed 0 only by default
+   (`--teachers-seeds`): eight full-length runs a seed, the promise is not read from them.
 
 Every run logs dev accuracy against training seconds (`--eval-every`), so each row has the accuracy
 it had at 15% of full KD's time and the time it took to reach 99% of full KD's accuracy (same seed).
@@ -337,6 +338,8 @@ def plan(args, prep: dict, seed: int, best: str | None) -> list[Run]:
                 static(strategy, b, "budgets")
             elif kind == "dynamic":
                 dynamic(strategy, b, "budgets")
+    if seed not in args.teachers_seeds:  # the adoption and objective rows: fewer seeds (--teachers-seeds)
+        return runs
     if "small_teacher" in prep:
         small, large = prep["small_teacher"], prep["teacher"]
         add("adopt-small", "teachers", teachers=[small])
@@ -826,28 +829,34 @@ def collect(args, prep: dict, best: str | None) -> dict[str, dict]:
                                   if counted else None)
             rec["_time_parts"] = time_parts(rec, full) if full and rec.get("steps") and full.get("steps") else None
     for r in rows.values():
-        recs = r["records"]
-        r["seeds"] = [x["seed"] for x in recs]
-        for key, get in (("accuracy", lambda x: x["test"]["accuracy"]), ("macro_f1", lambda x: x["test"]["macro_f1"]),
-                         ("seconds", lambda x: x["seconds_train"])):
-            v = np.asarray([get(x) for x in recs], dtype=float)
-            r[key] = float(v.mean())
-            r[key + "_std"] = float(v.std(ddof=1)) if len(v) > 1 else 0.0
-        marks = [x["_tta"]["accuracy_at_mark"] for x in recs if x.get("_tta") and x["_tta"]["accuracy_at_mark"] is not None]
-        r["at_mark"] = float(np.mean(marks)) if marks else None
-        shares = [x["_rows_ratio"] for x in recs if x.get("_rows_ratio") is not None]
-        r["rows_share"] = float(np.median(shares)) if shares else None
-        paired = [x["_vs_default"] for x in recs if x.get("_vs_default") is not None]
-        r["vs_default"] = vs_default(paired) if paired else None
-        reach = [x["_tta"]["seconds_to_target"] for x in recs if x.get("_tta")]
-        r["reached"] = sum(s is not None for s in reach)
-        r["to_target"] = float(np.median([s for s in reach if s is not None])) if r["reached"] else None
-        r["tried"] = len(reach)
-        first = min(recs, key=lambda x: x["seed"])  # the first seed's commands, as today's defaults spell them
-        r["command"] = first["_command"]
-        r["select_command"] = (first.get("selection") or {}).get("command")
-        r["load"] = [x.get("load_before") for x in recs]
+        summarize(r)
     return rows
+
+
+def summarize(r: dict) -> dict:
+    """A row's means, spreads and time-to-accuracy figures from its ``records`` (set in place; returned)."""
+    recs = r["records"]
+    r["seeds"] = [x["seed"] for x in recs]
+    for key, get in (("accuracy", lambda x: x["test"]["accuracy"]), ("macro_f1", lambda x: x["test"]["macro_f1"]),
+                     ("seconds", lambda x: x["seconds_train"])):
+        v = np.asarray([get(x) for x in recs], dtype=float)
+        r[key] = float(v.mean())
+        r[key + "_std"] = float(v.std(ddof=1)) if len(v) > 1 else 0.0
+    marks = [x["_tta"]["accuracy_at_mark"] for x in recs if x.get("_tta") and x["_tta"]["accuracy_at_mark"] is not None]
+    r["at_mark"] = float(np.mean(marks)) if marks else None
+    shares = [x["_rows_ratio"] for x in recs if x.get("_rows_ratio") is not None]
+    r["rows_share"] = float(np.median(shares)) if shares else None
+    paired = [x["_vs_default"] for x in recs if x.get("_vs_default") is not None]
+    r["vs_default"] = vs_default(paired) if paired else None
+    reach = [x["_tta"]["seconds_to_target"] for x in recs if x.get("_tta")]
+    r["reached"] = sum(s is not None for s in reach)
+    r["to_target"] = float(np.median([s for s in reach if s is not None])) if r["reached"] else None
+    r["tried"] = len(reach)
+    first = min(recs, key=lambda x: x["seed"])  # the first seed's commands, as today's defaults spell them
+    r["command"] = first["_command"]
+    r["select_command"] = (first.get("selection") or {}).get("command")
+    r["load"] = [x.get("load_before") for x in recs]
+    return r
 
 
 def rescores(run: Run) -> bool:
@@ -1206,14 +1215,19 @@ def render(args, preps: dict[str, dict], best: str | None) -> dict:
             if full and plot_budgets(out / "plots" / f"budgets-{t}.png", t, rows, full):
                 doc += [f"![test accuracy against the budget, {t}](plots/budgets-{t}.png)", ""]
                 drawn.add(f"budgets-{t}.png")
-        teach = [rows[n] for n in ["full", "adopt-small", "adopt-average"] + [f"adopt-{m}" for m in ADOPTIONS] +
-                 ["objective-fixed"] + [f"objective-{o}" for o in OBJECTIVES] if n in rows and rows[n]["tier"] == "teachers"
-                 or n == "full" and any(rows[k]["tier"] == "teachers" for k in rows)]
+        teach = [rows[n] for n in ["adopt-small", "adopt-average"] + [f"adopt-{m}" for m in ADOPTIONS] +
+                 ["objective-fixed"] + [f"objective-{o}" for o in OBJECTIVES] if n in rows]
         if teach:
+            # full-data KD of the same seeds as these rows (--teachers-seeds), so that every comparison is paired
+            seeds = sorted({s for r in teach for s in r["seeds"]})
+            paired = [x for x in (full or {}).get("records", []) if x["seed"] in seeds]
+            same = summarize({**full, "records": paired}) if paired else None  # none: no time ratios, no full row
             doc += [f"### Teacher adoption and objective adaptation ({t})", "",
-                    f"All rows. 'full-data KD' learns from `{tag(args.teacher)}` alone; adoption mixes it with the small "
-                    f"teacher `{tag(args.small_teacher)}` fine-tuned on the same rows; the objective rows add [CLS] alignment "
-                    f"(--pt-alpha {args.pt_alpha:g}).", ""] + table(teach, full) + [""]
+                    f"All rows, seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))} (`--teachers-seeds`; "
+                    f"full-data KD of the same seeds). 'full-data KD' learns from `{tag(args.teacher)}` alone; adoption "
+                    f"mixes it with the small teacher `{tag(args.small_teacher)}` fine-tuned on the same rows; the "
+                    f"objective rows add [CLS] alignment (--pt-alpha {args.pt_alpha:g}).", ""] + \
+                table([same, *teach] if same else teach, same) + [""]
         doc += [f"<details><summary>commands (seed {min(min(r['seeds']) for r in rows.values())}; the other seeds add "
                 "--seed N and their own --out)</summary>", "", "```sh"] + \
                [f"{r['select_command']} && \\\n  {r['command']}" if r["select_command"] else r["command"]
@@ -1324,6 +1338,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--datasets", nargs="+", default=list(DATASETS), help="built-in names or save_to_disk folders with train/test splits")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--tiers", nargs="+", default=list(TIERS), choices=TIERS, help="which tiers to run (in this order)")
+    p.add_argument("--teachers-seeds", nargs="+", type=int, default=[0],
+                   help="the seeds of the teachers tier (adoption, objective: 8 full-length runs a seed, over a third "
+                        "of the study's compute at 3 seeds; the promise's tiers run every --seeds)")
     p.add_argument("--teacher", default="mpnet-base", help="fine-tuned end to end: the teacher of every run")
     p.add_argument("--small-teacher", default="minilm-l6", help="the second, smaller teacher of the adoption runs")
     p.add_argument("--student", default="minilm-l6", help="the pre-trained student (a built-in name or a folder)")

@@ -139,6 +139,7 @@ def test_report_numbers_are_the_records(study):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f"(plots/{plot})" in doc
     for heading in ("### 10% of the pool", "### Budgets 5-50%", "### Teacher adoption and objective adaptation"):
         assert heading in doc
+    assert "All rows, seed 0 (`--teachers-seeds`; full-data KD of the same seeds)" in doc
     # each run's speed beside its full-KD run's: 38 runs compared with full KD, ratios computed from the records
     recs = records(study)
     ratios = [r["step_speed_s"] / recs["full"]["step_speed_s"] for n, r in recs.items() if n != "full"]
