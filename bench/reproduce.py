@@ -16,10 +16,10 @@ KD on the 10,000-row pool, 88.9%: nothing to distil. mpnet is the teacher a user
 come in tiers, each finished for every dataset and seed before the next:
 
 1. core: the student without KD, full-data KD, the default 10% recipe (`distill --budget 0.1`), the
-   same without its step floor (`--min-steps 0`: exactly --epochs epochs), a static random 10%, the full data for the default's training seconds (`--time-budget`, from the default's
-   head: only the rows differ), the three
-   recipes of the literature (ccs, confident_uncertain, uncertainty_sampling) static and ccs dynamic,
-   and the paper's in-batch mode;
+   same without its step floor (`--min-steps 0`: exactly --epochs epochs), a static random 10%, the full
+   data for the default's training seconds (`--time-budget`, from the default's head: only the rows
+   differ), the three recipes of the literature (ccs, confident_uncertain, uncertainty_sampling) static
+   and ccs dynamic, and the paper's in-batch mode;
 2. strategies: every other strategy at 10%, static and dynamic (re-selected each epoch);
 3. budgets: 5/20/50% for random and the best 10% strategy of tiers 1-2 at the default's training time
    (`EQUAL_TIME`; chosen once, recorded in budget_strategy.json);
