@@ -1000,6 +1000,13 @@ def kd_note(teacher: dict, nokd: dict | None, full: dict, soft_labels: str = "")
     return note + "."
 
 
+def versus_full(full: dict, r: dict) -> str:
+    """"X points below (or above) full-data KD at Y% of its time", never a negative "below"."""
+    gap = (full["accuracy"] - r["accuracy"]) * 100
+    return (f"{abs(gap):.1f} points {'below' if gap >= 0 else 'above'} full-data KD at "
+            f"{r['seconds'] / full['seconds']:.0%} of its time")
+
+
 def equal_time_note(subsets: list[dict], full: dict, default: dict, top: dict) -> str:
     """When the most accurate 10% row trains longer than the default (its seconds over `EQUAL_TIME` times the
     default's, read as `best_strategy` reads them): the most accurate one at the default's time, and its gain or
@@ -1009,8 +1016,7 @@ def equal_time_note(subsets: list[dict], full: dict, default: dict, top: dict) -
         return ""
     best = max(equal, key=lambda r: r["accuracy"])
     note = (f" At the default's time (at most {EQUAL_TIME:g}x its seconds) it is {label(best['name'])}: "
-            f"{(full['accuracy'] - best['accuracy']) * 100:.1f} points below full-data KD at "
-            f"{best['seconds'] / full['seconds']:.0%} of its time")
+            + versus_full(full, best))
     return note + ("." if best is default else
                    f", {(best['accuracy'] - default['accuracy']) * 100:+.1f} points against the default.")
 
@@ -1201,9 +1207,7 @@ def render(args, preps: dict[str, dict], best: str | None) -> dict:
                               link(out, REPO / "bench" / "results" / "soft_labels.md")), ""]
             subsets = [r for n, r in rows.items() if n.endswith("-10") and n != "in-batch-10"]
             top = max(subsets, key=lambda r: r["accuracy"])
-            doc += [f"The most accurate 10% configuration here is {label(top['name'])}, "
-                    f"{(full['accuracy'] - top['accuracy']) * 100:.1f} points below full-data KD at "
-                    f"{top['seconds'] / full['seconds']:.0%} of its time."
+            doc += [f"The most accurate 10% configuration here is {label(top['name'])}, {versus_full(full, top)}."
                     + equal_time_note(subsets, full, rows[DEFAULT_RUN], top), ""]
             headline.append((t, prep, rows, top))
         budget_rows = [rows[n] for n in rows if rows[n]["tier"] == "budgets"]
