@@ -147,6 +147,12 @@ def budget_tag(b: float) -> str:
     return f"{b * 100:g}".replace(".", "p")
 
 
+def budget_of(name: str) -> float | None:
+    """The budget in % a run's name ends with (`budget_tag`: static-random-2p5 -> 2.5); None for other names."""
+    b = name.rsplit("-", 1)[-1]
+    return float(b.replace("p", ".")) if "-" in name and b.replace("p", "").isdigit() else None
+
+
 # -- preparation: teachers, pool, scores (paid once per dataset) ------------------------------------
 
 def dataset_spec(args, data: str) -> Dataset:
@@ -319,9 +325,8 @@ def plan(args, prep: dict, seed: int, best: str | None) -> list[Run]:
     # from --head-init auto's fresh head can stay at the majority class: bench/results/head_init.md, r8 seed 1)
     add("same-time", "core", head_init=resolved_head_init(DEFAULT_HEAD_INIT, on_subset=True)).time_budget_of = DEFAULT_RUN
     # the default without its step floor: exactly --epochs epochs (on r8 the floor more than doubles the steps)
-    floorless_steps = math.ceil(max(1, round(0.1 * prep["pool_rows"])) / 32) * args.epochs
     add(FLOORLESS, "core", budget="0.1", strategy="random", reselect_every=1, min_steps=0,
-        eval_every=min(base["eval_every"], floorless_steps))
+        eval_every=min(base["eval_every"], ten_percent_steps(prep) * args.epochs))
     for s in RECIPES:
         static(s, 0.1, "core")
     dynamic("ccs", 0.1, "core")
@@ -356,9 +361,13 @@ def eval_every(args, prep: dict) -> int:
     """One dev evaluation every N steps, the same N for every run of a dataset: about 6 points on a 10% run."""
     if args.eval_every:
         return args.eval_every
-    per_epoch = math.ceil(max(1, round(0.1 * prep["pool_rows"])) / 32)
     min_steps = OPTION_DEFAULTS["min_steps"] if args.min_steps is None else args.min_steps
-    return max(5, math.ceil(max(per_epoch * args.epochs, min_steps) / 6))
+    return max(5, math.ceil(max(ten_percent_steps(prep) * args.epochs, min_steps) / 6))
+
+
+def ten_percent_steps(prep: dict) -> int:
+    """The steps of one epoch over 10% of the pool (distill's batches of 32)."""
+    return math.ceil(max(1, round(0.1 * prep["pool_rows"])) / 32)
 
 
 # -- records: one JSON per finished run, the only thing the report reads ----------------------------
@@ -1096,13 +1105,12 @@ def plot_budgets(path: Path, title: str, rows: dict, full: dict) -> bool:
     from matplotlib.figure import Figure
     from matplotlib.ticker import NullFormatter
 
-    series: dict[str, list[tuple[float, dict]]] = {}
-    for name in [n for n in rows if rows[n]["tier"] == "budgets"]:
-        series.setdefault(name.rsplit("-", 1)[0], [])
+    series: dict[str, list[tuple[float, dict]]] = {n.rsplit("-", 1)[0]: [] for n in rows
+                                                   if rows[n]["tier"] == "budgets"}
     for name, r in rows.items():
-        key, b = name.rsplit("-", 1) if "-" in name else (name, "")
-        if key in series and b.replace("p", "").isdigit():
-            series[key].append((float(b.replace("p", ".")), r))
+        key, b = name.rsplit("-", 1)[0], budget_of(name)
+        if key in series and b is not None:
+            series[key].append((b, r))
     if not series:
         return False
     fig = Figure(figsize=(7, 4.4), dpi=100)
@@ -1212,7 +1220,7 @@ def render(args, preps: dict[str, dict], best: str | None) -> dict:
             headline.append((t, prep, rows, top))
         budget_rows = [rows[n] for n in rows if rows[n]["tier"] == "budgets"]
         if budget_rows:
-            budget_rows.sort(key=lambda r: (r["name"].split("-")[1], float(r["name"].rsplit("-", 1)[1].replace("p", "."))))
+            budget_rows.sort(key=lambda r: (r["name"].split("-")[1], budget_of(r["name"])))
             doc += [f"### Budgets 5-50% ({t}): random and the best 10% strategy (`{best}`)", "",
                     f"`{best}` is {EQUAL_TIME_RULE} (`bench/results/reproduce/budget_strategy.json`).", ""] + \
                 table(budget_rows, full) + [""]

@@ -26,20 +26,15 @@ from selectkd.cache.store import Store
 from selectkd.data.rows import load_rows
 from selectkd.runtime import machine
 from selectkd.specs import DEFAULT_TEMPERATURE, DataSpec
+from selectkd.uncertainty import softmax
 
 REPO = Path(__file__).resolve().parents[1]
 COMMAND = "python bench/soft_labels.py"
 
 
-def soft_max(logits: np.ndarray, temperature: float) -> np.ndarray:
-    z = logits / temperature
-    z = np.exp(z - z.max(axis=1, keepdims=True))
-    return z / z.sum(axis=1, keepdims=True)
-
-
 def per_class(logits: np.ndarray, labels: np.ndarray, names: list[str], temperature: float) -> list[dict]:
     """One row per class: its rows, the teacher's accuracy on them and mean gold-class probability."""
-    p1, pt = soft_max(logits, 1.0), soft_max(logits, temperature)
+    p1, pt = softmax(logits), softmax(logits, temperature)
     found = []
     for c, name in enumerate(names):
         m = labels == c

@@ -277,8 +277,9 @@ def by_ccs(pool: Pool, **_: object) -> Ranking:
     The hard tail goes first: rows whose gold label the teachers' mean prediction contradicts with
     probability >= CONTRADICTION (most often label noise), most confident first, then the rows of
     highest teacher entropy, until ``prune_hard`` of each class is gone (never so many that fewer than
-    ``budget_rows`` are left; classes by gold label, so no class is pruned away). The rest fall into ``bins``
-    equal-width bins of teacher margin (top-1 minus top-2 probability: hard to easy); every bin gets an equal share of the budget (a bin with
+    ``budget_rows`` are left; classes by gold label, so no class is pruned away). The rest fall into
+    ``bins`` equal-width bins of teacher margin (top-1 minus top-2 probability: hard to easy); every bin
+    gets an equal share of the budget (a bin with
     fewer rows gives all it has and the rest goes to the others), and inside a bin each class its
     proportion of the bin. Rows are drawn uniformly at random within each bin and class.
     This part rates each row (hardness, margin); ``ccs_finish`` prunes and bins the whole pool.
