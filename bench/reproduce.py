@@ -34,11 +34,16 @@ Each finished run leaves one small JSON record in bench/results/reproduce/DATASE
 (metrics, curve, command, machine, load before and after, commit); a run whose record matches its
 plan is never redone, and `--commit` commits each record as it is written, so a study stopped
 anywhere continues where it stopped (a teacher's fine-tuning too: it resumes from its last checkpoint).
-Teachers and scores live in the machine's cache, not in git: on a fresh machine a dataset's teacher is
-fitted again only when one of its runs still has to run, and prep.json's `refits` says whether the new
-one has the recorded weights hash (before one was recorded: the recorded test accuracy). If not, it is another teacher: every record of that dataset
-made before the re-fit is redone (a record carries its teacher's weights hash from then on), so that no table
-mixes two teachers.
+Teachers and scores live in the machine's cache; git keeps what the runs need of each teacher
+(`keep_teachers`): a weights-free copy (config, tokenizer and its weights' sha256, so the same cache
+fingerprint) and every teacher entry scored with it (pool and test logits), in DATASET/teachers and
+DATASET/scores. A fresh machine restores them (`restore_teachers`) instead of fitting the teacher again, so
+the records made elsewhere stay those of one teacher; what has to run the teacher itself (the objective rows'
+[CLS] states, ~200 MB a pool: not in git) is then left unrun, with a log line. A teacher lost before it was
+kept is fitted again, only when one of its runs still has to run, and prep.json's `refits` says whether the
+new one has the recorded weights hash (before one was recorded: the recorded test accuracy). If not, it is
+another teacher: every record of that dataset made before the re-fit is redone (a record carries its teacher's
+weights hash from then on), so that no table mixes two teachers.
 While the file RUNS/PAUSE exists the study waits before its next run, so a benchmark can have the
 machine without inflating a timed run. The report reads only these records.
 
@@ -66,13 +71,15 @@ from pathlib import Path
 import numpy as np
 
 from selectkd import assets
-from selectkd.atomic import atomic_write_json, atomic_write_text, save_figure
-from selectkd.cache.fingerprint import weights_fingerprint
+from selectkd.atomic import atomic_write_json, atomic_write_text, replacing, save_figure
+from selectkd.cache.fingerprint import WEIGHTS_RECORD, missing_weights, model_fingerprint, weights_fingerprint
 from selectkd.cache.store import Store
 from selectkd.distillation.config import OPTION_DEFAULTS, DistillConfig, run_config
 from selectkd.distillation.curves import accuracy_at, read_curve, seconds_to_reach
 from selectkd.distillation.head import resolved_head_init
 from selectkd.distillation.loop import distill
+from selectkd.errors import ModelError
+from selectkd.models import weights_free_copy
 from selectkd.pipeline import FINETUNED, finetuned_teacher, majority_baseline, make_selection, teacher_test_metrics
 from selectkd.runtime import cpuinfo, machine, machine_busy_seconds
 from selectkd.scoring.run import score
@@ -194,6 +201,7 @@ def prepare(args, data: str, root: Path, student: str, small: bool = False) -> d
             "max_length": max_length, "student": student}
     pool = str(transfer_pool(root, pool_rows, skip=d.teacher_rows, data=data)) if d.transfer else data
     prep["pool"] = pool
+    restore_teachers(args, data, root)  # a fresh machine: the teachers of the records, from git
     fitted_here: dict[str, bool] = {}  # fitted in this call after a record of an earlier fit (a fresh machine)
     fit_finished: dict[str, str] = {}
     refit_seconds: dict[str, float] = {}
@@ -234,6 +242,10 @@ def prepare(args, data: str, root: Path, student: str, small: bool = False) -> d
     for r in res.reports:
         entry = res.store.entry(r.role, r.key).manifest()
         rec[f"score_{r.role}"] = {"seconds": entry.get("seconds", round(r.seconds, 2)), "rows": r.rows, "key": r.key}
+    if "small_teacher" in prep:  # the teachers tier's pool logits, scored here so that git keeps them too
+        score(DataSpec(pool, "train", limit=pool_rows), ScoreSpec(teachers=(prep["small_teacher"],),
+                                                                  max_length=max_length),
+              cache_dir=cache, progress=args.progress)
     test = score(DataSpec(data, "test", limit=d.test_rows), ScoreSpec(teachers=tuple(teachers), max_length=max_length),
                  cache_dir=cache, progress=args.progress)
     for role, metrics in zip(("teacher", "small_teacher"), teacher_test_metrics(test)):
@@ -255,6 +267,10 @@ def prepare(args, data: str, root: Path, student: str, small: bool = False) -> d
     rec["num_labels"] = test.rows.num_labels
     rec_path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(rec_path, {**rec, **prep, "transfer": d.transfer})
+    written = keep_teachers(args, data, root, prep)
+    if written and args.commit:
+        commit([rec_path, *written], f"reproduce: {tag(data)} teachers kept in git (weights-free copies and their "
+                                     f"cached logits), so that a fresh machine distils the same teachers")
     return {**rec, **prep}
 
 
@@ -270,6 +286,73 @@ def wanted_teacher(args, data: str) -> dict[str, tuple[str, str]]:
     wanted = {"--model": ("--teacher", tag(args.teacher)), "--lr": ("--teacher-lr", f"{args.teacher_lr:g}"),
               "--epochs": ("--teacher-epochs", str(d.teacher_epochs))}
     return wanted | ({"--limit": ("--teacher-rows", str(d.teacher_rows))} if d.teacher_rows else {})
+
+
+def kept(args, data: str) -> Path:
+    """Where a dataset's teachers travel in git: teachers/NAME (weights-free copies) and scores/teacher/KEY."""
+    return Path(args.results) / tag(data)
+
+
+def keep_teachers(args, data: str, root: Path, prep: dict) -> list[Path]:
+    """Put into git what the study needs of its teachers: each as a weights-free copy (its fingerprint without
+    its 400 MB of weights) and every complete cache entry of its logits (pool and test rows, a few hundred kB;
+    not the [CLS] states of the objective rows). A fresh machine restores both (`restore_teachers`) instead of
+    fitting a teacher again, which on another CPU comes out another teacher and voids every record made with the
+    first. Returns what it wrote."""
+    written, store = [], Store(root)
+    for role in ("teacher", "small_teacher"):
+        folder = Path(prep[role]) if role in prep else None
+        if folder is None or missing_weights(folder):  # a restored copy is in git already
+            continue
+        copy = kept(args, data) / "teachers" / folder.name
+        if not copy.is_dir() or weights_fingerprint(copy) != prep[f"{role}_weights"]:  # none yet, or a re-fit's
+            written.append(weights_free_copy(folder, copy))
+        fingerprint = model_fingerprint(folder)
+        for entry in store.entries():
+            dest = kept(args, data) / "scores" / entry.kind / entry.key
+            if entry.kind != "teacher" or (dest / "manifest.json").exists() or not entry.is_complete():
+                continue
+            inputs = entry.manifest()["inputs"]
+            if inputs["model"] != fingerprint or inputs.get("cls_states"):  # [CLS] states: ~200 MB a pool, not for git
+                continue
+            with replacing(dest) as tmp:
+                tmp.mkdir(parents=True)
+                for name in ["manifest.json", *entry.files()]:
+                    tmp.joinpath(name).write_bytes(entry.path.joinpath(name).read_bytes())
+            written.append(dest)
+    return written
+
+
+def restore_teachers(args, data: str, root: Path) -> None:
+    """On a machine whose cache lacks a teacher the study kept in git (`keep_teachers`): put its weights-free
+    copy where the study fits it and its scores into the cache, checksums verified. The cache then finds every
+    score the runs need without the weights; scoring anything new refuses, naming the missing weights."""
+    store = Store(root)
+    for copy in sorted((kept(args, data) / "teachers").glob("*")):
+        folder = root / "teachers" / copy.name
+        if (folder / FINETUNED).exists() or not (copy / WEIGHTS_RECORD).is_file():
+            continue  # a finished teacher here (its weights, or restored before) is the one the study uses
+        log(f"{tag(data)}: {copy.name} restored from git (weights-free: its cached scores, not a re-fit)")
+        with replacing(folder) as tmp:  # an unfinished fit there is replaced by the teacher of the records
+            tmp.mkdir(parents=True)
+            for f in copy.iterdir():
+                if f.is_file():
+                    tmp.joinpath(f.name).write_bytes(f.read_bytes())
+        fingerprint = model_fingerprint(folder)
+        for saved in sorted((kept(args, data) / "scores" / "teacher").glob("*")):
+            manifest = json.loads((saved / "manifest.json").read_text())
+            entry = store.entry("teacher", Store.check_key(saved.name))
+            if manifest["inputs"]["model"] != fingerprint or entry.is_complete():
+                continue
+            names = ["manifest.json", *manifest["files"]]
+            if any(name != Path(name).name for name in names):  # a name read from git stays inside the entry
+                raise SystemExit(f"{saved / 'manifest.json'} names a file outside its folder; remove {saved}")
+            entry.path.parent.mkdir(parents=True, exist_ok=True)
+            with replacing(entry.path) as tmp:
+                tmp.mkdir()
+                for name in names:
+                    tmp.joinpath(name).write_bytes(saved.joinpath(name).read_bytes())
+            entry.check()
 
 
 def prepared(args, data: str) -> dict | None:
@@ -1453,7 +1536,12 @@ def main(argv: list[str] | None = None) -> None:
                     if rec is None:
                         if ready_for(data, tier):
                             return True
-                        rec = execute(args, run, cfg, preps[data])
+                        try:
+                            rec = execute(args, run, cfg, preps[data])
+                        except ModelError as exc:  # a teacher restored from git has no weights to run
+                            if not any(missing_weights(Path(t)) for t in cfg.scoring.teachers):
+                                raise
+                            log(f"{tag(data)} seed {seed}: {run.name} not run: {exc}")
                 if rec is not None:
                     records[run.name] = rec
         return False

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import assets
-from .cache.fingerprint import folder_tokenizer_fingerprint, model_fingerprint, tokenizer_fingerprint
+from .cache.fingerprint import (WEIGHT_SUFFIXES, WEIGHTS_RECORD, folder_tokenizer_fingerprint, missing_weights,
+                                model_fingerprint, path_fingerprint, tokenizer_fingerprint)
 from .errors import ModelError
 
 
@@ -72,6 +73,42 @@ def _load_kwargs(ref: ModelRef) -> dict:
     if ref.local and any(Path(ref.source).glob("*.safetensors")):
         kwargs["use_safetensors"] = True
     return kwargs
+
+
+def check_weights(ref: ModelRef) -> None:
+    """A weights-free copy (`weights_free_copy`) names cached scores; running the model needs its weights back."""
+    missing = missing_weights(Path(ref.source)) if ref.local else []
+    if missing:
+        raise ModelError(f"{ref.name} is a weights-free copy ({', '.join(missing)} left out, their hashes kept in "
+                         f"{WEIGHTS_RECORD}): its cached scores are found from it, but this needs to run the model; "
+                         f"copy {', '.join(missing)} back into {ref.source}")
+
+
+def weights_free_copy(folder: str | Path, out: str | Path) -> Path:
+    """``out``: model folder ``folder`` without its weight files, their sha256 kept in ``WEIGHTS_RECORD``. It has
+    the model's fingerprint, so every cache entry scored with the model is found from it (a 400 MB teacher's
+    logits travel as a few hundred kB, to a machine that only distils); anything that runs the model refuses
+    it (`check_weights`). Built under a temp name and renamed into ``out``; what ``out`` replaces must be a
+    weights-free copy itself (made here), never a folder of anything else."""
+    import shutil
+
+    from .atomic import atomic_write_json, replacing
+
+    folder, out = Path(folder), Path(out)
+    files = sorted(f for f in folder.iterdir() if f.is_file())
+    weights = {f.name: path_fingerprint(f) for f in files if f.suffix in WEIGHT_SUFFIXES}
+    if not weights:
+        raise ModelError(f"{folder} has no weight files ({', '.join(WEIGHT_SUFFIXES)}) to leave out")
+    if os.path.lexists(out) and not (out / WEIGHTS_RECORD).is_file():
+        raise ModelError(f"{out} exists and is not a weights-free copy; give a new folder")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with replacing(out) as tmp:
+        tmp.mkdir()
+        for f in files:
+            if f.suffix not in WEIGHT_SUFFIXES and f.name != WEIGHTS_RECORD:
+                shutil.copy2(f, tmp / f.name)
+        atomic_write_json(tmp / WEIGHTS_RECORD, {"files": weights, "from": str(folder)})
+    return out
 
 
 def _one_line(exc: BaseException, width: int) -> str:
@@ -172,6 +209,7 @@ def load_classifier(ref: ModelRef, num_labels: int, allow_untrained_head: bool =
     import torch
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
+    check_weights(ref)
     _quiet_transformers()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -224,6 +262,7 @@ def load_encoder(ref: ModelRef):
     """The bare encoder (no head), for pooled embeddings."""
     from transformers import AutoModel
 
+    check_weights(ref)
     _quiet_transformers()
     try:
         model = AutoModel.from_pretrained(ref.source, **_load_kwargs(ref))
@@ -260,6 +299,7 @@ def first_layers(name: str, layers: int, root: Path) -> str:
     out = root / "models" / f"{re.sub(r'[^A-Za-z0-9._-]+', '-', Path(name).name)}-first{layers}"
     if (out / "config.json").exists():
         return str(out)
+    check_weights(ref)
     _quiet_transformers()
     model = AutoModel.from_pretrained(ref.source, **_load_kwargs(ref))
     if not 1 <= layers < model.config.num_hidden_layers:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -293,12 +294,42 @@ def test_take_from_copies_a_run_made_elsewhere_with_the_same_settings_and_not_a_
     assert rec["finished"] == made["finished"] and rec["test"] == made["test"]
 
 
+def test_a_fresh_machine_restores_the_teachers_from_git_and_leaves_unrun_what_needs_their_weights(study):
+    base, kept = study["base"], study["base"] / "results" / "toy"
+    prep = json.loads((kept / "prep.json").read_text())
+    copies = sorted(p.name for p in (kept / "teachers").iterdir())
+    assert copies == sorted(Path(prep[r]).name for r in ("teacher", "small_teacher"))
+    assert not [f for f in (kept / "teachers").rglob("*") if f.suffix in (".safetensors", ".bin")]  # no weights
+    saved = {p.parent.name for p in (kept / "scores" / "teacher").glob("*/manifest.json")}
+    assert len(saved) == 4  # each teacher on the pool and on the test rows, without [CLS] states (hundreds of MB)
+
+    (base / "cache").rename(base / "cache-0")  # only git survives: the cache (teachers, scores) is gone
+    (study["records"] / "static-random-10.json").unlink()
+    again = run_study([*study["args"], "--tiers", "core"], base)
+    assert "restored from git" in again.stdout and "fine-tuning" not in again.stdout, again.stdout
+    assert trained(again.stdout) == ["static-random-10"], again.stdout
+    after = json.loads((kept / "prep.json").read_text())
+    assert after["teacher_weights"] == prep["teacher_weights"] and "refits" not in after
+    assert after["teacher_test"] == prep["teacher_test"]  # read from the restored logits
+    assert records(study)["static-random-10"]["teacher_weights"] == prep["teacher_weights"]
+
+    # the objective rows' [CLS] states were never in git: without the weights they are not run, and said so
+    (study["records"] / "objective-fixed.json").unlink()
+    (study["records"] / "adopt-hard.json").unlink()
+    again = run_study([*study["args"], "--tiers", "teachers"], base)
+    assert "objective-fixed not run: " in again.stdout and "weights-free copy" in again.stdout, again.stdout
+    assert [x for x in run_lines(again.stdout) if " not run: " not in x] == ["adopt-hard", "objective-fixed"]
+    assert not (study["records"] / "objective-fixed.json").exists()
+
+
 def test_a_fresh_machine_refits_a_teacher_only_when_a_run_needs_it_and_a_different_one_redoes_the_runs(study):
     base, prep_path = study["base"], study["base"] / "results" / "toy" / "prep.json"
     core = ("no-kd", "full", "dynamic-random-10", "same-time", "static-random-10", "in-batch-10")
 
-    def fresh_machine(name: str) -> None:  # only git survives: the cache (teachers, scores) is gone
+    def fresh_machine(name: str) -> None:  # only git survives, from before the study kept its teachers there
         (base / "cache").rename(base / name)
+        for folder in ("teachers", "scores"):
+            shutil.rmtree(base / "results" / "toy" / folder)
 
     first_seconds = json.loads(prep_path.read_text())["teacher_seconds"]
     fresh_machine("cache-1")

@@ -163,3 +163,57 @@ def test_probe_needs_a_teacher(tiny, tmp_path):
     with pytest.raises(SelectKDError, match="--student-head as-is"):
         selectkd.score(DataSpec(str(tiny["csv"])), ScoreSpec(student=str(tiny["student"])), cache_dir=tmp_path,
                        progress=False)
+
+
+def test_a_weights_free_copy_finds_the_teachers_scores_and_refuses_to_run_it(tiny, tmp_path):
+    """A teacher's logits travel without its weights: a weights-free copy has the teacher's fingerprint, so
+    score() and `distill` reuse every entry scored with it; what must run it fails in one line naming the fix."""
+    from selectkd.errors import ModelError
+    from selectkd.models import weights_free_copy
+
+    cache, data = tmp_path / "cache", DataSpec(str(tiny["csv"]))
+    first = selectkd.score(data, ScoreSpec(teachers=(str(tiny["teacher"]),), student=str(tiny["student"])),
+                           cache_dir=cache, progress=False)
+    copy = weights_free_copy(tiny["teacher"], tmp_path / "teacher-copy")
+    assert not list(copy.glob("*.safetensors")) and (copy / "tokenizer.json").exists()
+    again = selectkd.score(data, ScoreSpec(teachers=(str(copy),), student=str(tiny["student"])),
+                           cache_dir=cache, progress=False)
+    assert again.teachers[0].reused and again.teachers[0].key == first.teachers[0].key
+    assert again.student.reused and again.student.key == first.student.key  # keyed by the teacher entries
+    entries = sorted(e.path for e in Store(cache).entries())
+
+    # new rows need the teacher itself: refused before anything is written
+    with pytest.raises(ModelError, match=r"weights-free copy \(model\.safetensors left out.*copy model\.safetensors "
+                                         r"back into"):
+        selectkd.score(DataSpec(str(tiny["csv"]), limit=50), ScoreSpec(teachers=(str(copy),)), cache_dir=cache,
+                       progress=False)
+    assert sorted(e.path for e in Store(cache).entries()) == entries
+    proc = run_cli("score", "--data", str(tiny["csv"]), "--limit", "50", "--teacher", str(copy), cache=cache)
+    assert proc.returncode == 2 and "copy model.safetensors back into" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+    # a distillation from the cached logits needs no weights
+    proc = run_cli("distill", "--data", str(tiny["csv"]), "--teacher", str(copy), "--student", str(tiny["student"]),
+                   "--epochs", "1", "--out", str(tmp_path / "run"), cache=cache)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["steps"] > 0
+
+    # the copy replaces only a copy of its own; with its weights back it is the teacher again
+    with pytest.raises(ModelError, match="is not a weights-free copy"):
+        weights_free_copy(tiny["teacher"], tiny["student"])
+    assert list(tiny["student"].glob("*.safetensors"))
+    shutil.copy2(tiny["teacher"] / "model.safetensors", copy)
+    back = selectkd.score(DataSpec(str(tiny["csv"]), limit=50), ScoreSpec(teachers=(str(copy),)), cache_dir=cache,
+                          progress=False)
+    assert not back.teachers[0].reused
+
+
+def test_a_recorded_weight_name_never_leads_outside_the_folder(tmp_path):
+    from selectkd.cache.fingerprint import WEIGHTS_RECORD, missing_weights, recorded_weights
+
+    (tmp_path / WEIGHTS_RECORD).write_text(json.dumps({"files": {"../model.safetensors": "ab", "model.bin": "cd",
+                                                                 "notes.txt": "ef", "model.pt": 3}}))
+    assert recorded_weights(tmp_path) == {"model.bin": "cd"}
+    assert missing_weights(tmp_path) == ["model.bin"]
+    (tmp_path / WEIGHTS_RECORD).write_text("not json")
+    assert recorded_weights(tmp_path) == {}

@@ -19,6 +19,7 @@ WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".h5", ".msgpack")
 TOKENIZER_FILES = {"tokenizer.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json",
                    "merges.txt", "vocab.json", "sentencepiece.bpe.model", "spiece.model", "added_tokens.json"}
 OWN_RECORDS = "selectkd_"  # selectkd_finetune.json: what a fit cost and scored, not what the model computes
+WEIGHTS_RECORD = "selectkd_weights.json"  # a weights-free copy: the sha256 of each weight file it left out
 
 MEMO_ENV = "SELECTKD_FINGERPRINTS"
 
@@ -75,10 +76,35 @@ def weights_fingerprint(folder: Path) -> str:
 
 
 def _files_fingerprint(folder: Path, keep) -> str:
-    """sha256 over the names and bytes of the files in ``folder`` that ``keep`` accepts, selectkd's own aside."""
-    parts = [[f.name, path_fingerprint(f)] for f in sorted(Path(folder).iterdir())
-             if f.is_file() and not f.name.startswith(OWN_RECORDS) and keep(f)]
+    """sha256 over the names and bytes of the files in ``folder`` that ``keep`` accepts, selectkd's own aside; a
+    weight file a weights-free copy left out counts by the hash it recorded (`recorded_weights`)."""
+    folder = Path(folder)
+    digests = {f.name: path_fingerprint(f) for f in folder.iterdir()
+               if f.is_file() and not f.name.startswith(OWN_RECORDS) and keep(f)}
+    for name, digest in recorded_weights(folder).items():
+        if keep(folder / name):
+            digests.setdefault(name, digest)  # a file that is there is hashed as it is
+    parts = [[name, digests[name]] for name in sorted(digests)]
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:24]
+
+
+def recorded_weights(folder: Path) -> dict[str, str]:
+    """{file: sha256} of the weight files a weights-free copy of a model folder (`models.weights_free_copy`)
+    left out and recorded in ``WEIGHTS_RECORD``; {} for a folder without that record, or one it does not parse."""
+    try:
+        record = json.loads((Path(folder) / WEIGHTS_RECORD).read_text())
+    except (OSError, ValueError):
+        return {}
+    files = record.get("files") if isinstance(record, dict) else None
+    if not isinstance(files, dict):
+        return {}
+    return {name: digest for name, digest in files.items() if isinstance(digest, str)
+            and name == Path(name).name and Path(name).suffix in WEIGHT_SUFFIXES}
+
+
+def missing_weights(folder: Path) -> list[str]:
+    """The weight files a weights-free copy recorded and that are not (back) in ``folder``."""
+    return sorted(name for name in recorded_weights(folder) if not (Path(folder) / name).is_file())
 
 
 def folder_tokenizer_fingerprint(folder: Path) -> str | None:

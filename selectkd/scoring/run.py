@@ -25,7 +25,7 @@ from ..cache.near import NearEntry, nearest_entry
 from ..cache.store import Entry, Store
 from ..data.rows import Rows, load_rows
 from ..errors import CacheError, ModelError, SelectKDError, SelectKDWarning
-from ..models import ModelRef, check_max_length, label_names, load_tokenizer, resolve, tokenizer_key
+from ..models import ModelRef, check_max_length, check_weights, label_names, load_tokenizer, resolve, tokenizer_key
 from ..ranges import COUNT, MAX_LENGTH, NON_NEGATIVE, check_ranges
 from ..runtime import pick_device
 from ..specs import DataSpec, ScoreSpec
@@ -149,6 +149,7 @@ class _Run:
             entry.check(damaged)  # a damaged part is refused (the error names the fixes), never silently reused
         if self.compute:  # a fully cached score reads only; writing must be possible before the lock file
             self.store.check_writable()
+            check_weights(ref)  # a weights-free copy finds its cached scores only
         if rank == 0 or not self.compute:  # --no-compute raises here, naming the option that differs
             _no_silent_rescore(self.store, entry, inputs, self.rows, role, ref.name, self.compute)
         tokenizer = load_tokenizer(ref)[0]  # a bad tokenizer is refused before the key's lock file exists
