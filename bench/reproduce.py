@@ -630,6 +630,7 @@ def execute(args, run: Run, cfg: DistillConfig, prep: dict) -> dict:
            "stopped": summary.get("stopped"),
            "student_rows_forward_backward": summary.get("student_rows_forward_backward"),
            "curve": {"seconds": curve.seconds, "dev_accuracy": curve.accuracy},
+           "train_classes": [x["train_classes"] for x in metrics_lines(cfg.out) if "train_classes" in x],
            "selection": sel, "command": distill_command(cfg), "signature": signature(run_config(cfg)),
            "machine": machine(), "libraries": libraries(),
            "load_before": round(load_before, 2), "load_after": round(os.getloadavg()[0], 2),
@@ -643,6 +644,11 @@ def execute(args, run: Run, cfg: DistillConfig, prep: dict) -> dict:
         commit([path, Path(args.results) / tag(run.data) / "prep.json"], f"reproduce: {tag(run.data)} seed {run.seed} {run.name} "
                        f"(test {rec['test']['accuracy']:.3f}, {rec['seconds_train']:.0f} s)")
     return rec
+
+
+def metrics_lines(out: str | Path) -> list[dict]:
+    """A run folder's metrics.jsonl, line by line."""
+    return [json.loads(x) for x in (Path(out) / "metrics.jsonl").read_text().splitlines() if x.strip()]
 
 
 def taken(args, run: Run, cfg: DistillConfig) -> dict | None:
@@ -951,6 +957,35 @@ def summarize(r: dict) -> dict:
     return r
 
 
+def class_mix(r: dict) -> dict | None:
+    """What the rows a configuration trained on held, over every recorded epoch of every seed: the fewest classes
+    an epoch had, the class most often the largest and its mean share, the mean share of each epoch's smallest
+    class. None for a row whose runs did not record it (`train_classes`, recorded since 2026-11-29)."""
+    epochs = [e for x in r["records"] for e in x.get("train_classes") or []]
+    if not epochs:
+        return None
+    shares = [{k: v / max(1, sum(e.values())) for k, v in e.items()} for e in epochs]
+    tops = [max(s, key=s.get) for s in shares]
+    top = max(set(tops), key=tops.count)
+    return {"present": min(sum(v > 0 for v in e.values()) for e in epochs), "classes": len(epochs[0]),
+            "top": top, "top_share": float(np.mean([s[top] for s in shares])),
+            "least_share": float(np.mean([min(s.values()) for s in shares])),
+            "runs": sum(bool(x.get("train_classes")) for x in r["records"]), "of": len(r["records"])}
+
+
+def mix_table(rows: list[dict]) -> list[str]:
+    """One line per configuration with a recorded class mix (`class_mix`); [] when none has one."""
+    mixes = [(r, m) for r in rows if (m := class_mix(r)) is not None]
+    if not mixes:
+        return []
+    lines = ["| configuration | classes in every epoch | largest class: mean share of the rows | smallest class's "
+             "mean share | runs recorded |", "| --- | ---: | --- | ---: | ---: |"]
+    for r, m in mixes:
+        lines.append(f"| {label(r['name'])} | {m['present']} of {m['classes']} | {m['top']}: {m['top_share']:.0%} "
+                     f"| {m['least_share']:.1%} | {m['runs']} of {m['of']} |")
+    return lines
+
+
 def rescores(run: Run) -> bool:
     """Whether ``run`` re-scores the whole pool with the student each epoch: a dynamic run (`--budget` without a
     selection) whose strategy reads the student's signals."""
@@ -988,8 +1023,7 @@ def label(name: str) -> str:
     if name in LABELS:
         return LABELS[name]
     kind, rest = name.split("-", 1)
-    strategy, b = rest.rsplit("-", 1)
-    return f"{b.replace('p', '.')}% `{strategy}` {'static' if kind == 'static' else 'dynamic'}"
+    return f"{budget_of(name):g}% `{rest.rsplit('-', 1)[0]}` {'static' if kind == 'static' else 'dynamic'}"
 
 
 def pm(r: dict, key: str) -> str:
@@ -1069,7 +1103,8 @@ def floor_note(full: dict, default: dict, floorless: dict | None) -> str:
     vs_default = float(np.mean([acc(f) - acc(d) for _, d, f in trios]))
     share = float(np.median([f["seconds_train"] / k["seconds_train"] for k, _, f in trios]))
     seeds = ", ".join(str(f["seed"]) for *_, f in trios)
-    return (f" Without the step floor (`--min-steps 0`: {np.median([f['steps'] for *_, f in trios]):.0f} steps "
+    steps = float(np.median([f["steps"] for *_, f in trios]))
+    return (f" Without the step floor (`--min-steps 0`: {steps:.0f} step{'' if steps == 1 else 's'} "
             f"instead of {np.median([d['steps'] for _, d, _ in trios]):.0f}), the same recipe is {abs(vs_full):.1f} "
             f"points {'below' if vs_full >= 0 else 'above'} full-data KD at {share:.1%} of its time and "
             f"{vs_default:+.1f} points against the default (seed{'s' if len(trios) > 1 else ''} {seeds}, paired).")
@@ -1288,6 +1323,12 @@ def render(args, preps: dict[str, dict], best: str | None) -> dict:
         if plot_curves(curve, t, rows, prep):
             doc += [f"![dev accuracy against training seconds, {t}](plots/curve-{t}.png)", ""]
             drawn.add(curve.name)
+        mix = mix_table([r for r in ten if r["name"] != "no-kd"])
+        if mix:
+            doc += [f"What the rows trained on held, class by class ({t}): every recorded epoch of every seed "
+                    "(full-data KD: the pool itself; runs record their epochs' class counts since 2026-11-29, "
+                    "`train_classes` in metrics.jsonl; a configuration none of whose runs did is left out).", ""] + \
+                mix + [""]
         res = {"prep": {k: v for k, v in prep.items() if not k.startswith("score_")},
                "rows": {n: {k: v for k, v in r.items() if k != "records"} for n, r in rows.items()}}
         if full and DEFAULT_RUN in rows:

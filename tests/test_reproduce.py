@@ -132,7 +132,7 @@ def test_report_numbers_are_the_records(study):
     assert "the default 10% recipe **" in results["datasets"]["toy"]["verdict"]
     assert results["datasets"]["toy"]["verdict"] in doc
     # the default without its floor (1 step here against 3), paired by seed with full KD and the default
-    assert "Without the step floor (`--min-steps 0`: 1 steps instead of 3)" in doc
+    assert "Without the step floor (`--min-steps 0`: 1 step instead of 3)" in doc
     assert "the same within each dataset" in doc
     # dev curves; every configuration against the promise; accuracy against the budget
     for plot in ("curve-toy.png", "promise-toy.png", "budgets-toy.png"):
@@ -169,6 +169,14 @@ def test_report_numbers_are_the_records(study):
     timed = f"Its time against full KD's is its steps ({steps:.1%} of full KD's) times their seconds ({speed:.2f}x"
     verdict = results["datasets"]["toy"]["verdict"]
     assert (timed in verdict) == ("and time (" in verdict or "on time (" in verdict), verdict
+    # what the rows trained on held: each epoch's class counts, from the run's metrics.jsonl into the record and table
+    for name, rec in recs.items():
+        assert len(rec["train_classes"]) == rec["epochs"] and all(len(e) == 2 for e in rec["train_classes"]), name
+    epoch = recs["static-random-10"]["train_classes"][0]
+    assert sum(epoch.values()) == round(0.1 * prep["pool_rows"])
+    line = next(x for x in doc.splitlines() if x.startswith("| 10% `random` static |") and " of 2 |" in x)
+    top = max(epoch, key=epoch.get)
+    assert line.split("|")[3].strip() == f"{top}: {epoch[top] / sum(epoch.values()):.0%}", line
     # "at the default's time" is read as the budget strategy's choice reads it: seconds over the default's, per seed
     for name, rec in recs.items():
         own = rec["seconds_train"] / recs["dynamic-random-10"]["seconds_train"]

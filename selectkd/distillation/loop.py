@@ -159,8 +159,8 @@ def distill(cfg: DistillConfig, *, resume: bool = False, overwrite: bool = False
         state.times["train"] = clock.seconds()
         t0 = time.perf_counter()
         record = {"epoch": epoch + 1, "step": state.step, "train_loss": round(float(np.mean(losses)), 5),
-                  "train_rows": int(len(train_rows)), "seconds_train": round(state.times["train"], 4),
-                  "student_rows_trained": state.counters["train_rows"]}
+                  "train_rows": int(len(train_rows)), "train_classes": class_counts(labels[train_rows], rows),
+                  "seconds_train": round(state.times["train"], 4), "student_rows_trained": state.counters["train_rows"]}
         if dev_tokens is not None and rank == 0:
             record["dev"] = evaluate(student, dev_tokens, data.dev, rows.num_labels, device, state.counters)
             state.dev_top_class = record["dev"].pop("top_class")
@@ -457,6 +457,13 @@ def probe_head(student, tokens: Encoded, positions: np.ndarray, signals: list[Te
         positions = np.sort(np.random.default_rng(seed).choice(positions, PROBE_ROWS, replace=False))
     probs = np.mean([softmax(s.logits(positions)) for s in signals], axis=0)
     return init_head(student, tokens, positions, probs, num_labels, device, seed=seed)
+
+
+def class_counts(labels: np.ndarray, rows: Rows) -> dict[str, int]:
+    """How many of an epoch's training rows each class has, by name (a selection that drops or floods a class
+    shows in metrics.jsonl, epoch by epoch)."""
+    names = rows.label_names or [str(i) for i in range(rows.num_labels)]
+    return dict(zip(names, np.bincount(labels, minlength=rows.num_labels).tolist()))
 
 
 def log(out: Path, record: dict) -> None:
