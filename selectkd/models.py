@@ -97,6 +97,8 @@ def weights_free_copy(folder: str | Path, out: str | Path) -> Path:
     folder, out = Path(folder), Path(out)
     files = sorted(f for f in folder.iterdir() if f.is_file())
     weights = {f.name: path_fingerprint(f) for f in files if f.suffix in WEIGHT_SUFFIXES}
+    if not weights and missing_weights(folder):
+        raise ModelError(f"{folder} is a weights-free copy already; copy the folder as it is")
     if not weights:
         raise ModelError(f"{folder} has no weight files ({', '.join(WEIGHT_SUFFIXES)}) to leave out")
     if os.path.lexists(out) and not (out / WEIGHTS_RECORD).is_file():
@@ -155,7 +157,9 @@ def resolve(name: str, root: Path, trust_remote_code: bool = False) -> ModelRef:
         code = _check_no_remote_code(path, trust_remote_code)
         fingerprint = model_fingerprint(path) + (f"+code:{code}" if code else "")
         return ModelRef(name, str(path), True, fingerprint, trust_remote_code, _max_positions(_read_config(path)))
-    if path.exists() or name.startswith((".", "/", "~")) or name.count("/") > 1:
+    if path.exists():
+        raise ModelError(f"{name} is a file, not a model folder; give a folder saved with save_pretrained")
+    if name.startswith((".", "/", "~")) or name.count("/") > 1:
         raise ModelError(f"model path {name} does not exist; give a model folder, a hub name or one of: {', '.join(assets.MODELS)}")
     try:
         from transformers import AutoConfig

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from selectkd.cache.store import Store
+from selectkd.models import weights_free_copy
 
 from .conftest import build_bert, run_cli, write_csv
 from .test_security import plant_remote_code
@@ -239,6 +240,17 @@ CASES = [
     Case("plot NO_DEV_RUN/ --out CURVE.png", "a run with no dev rows",
          ("has no dev accuracy", "run `selectkd distill` with dev data")),
     Case("plot --out CURVE.png", "no RUN_DIR given", ("no RUN_DIR given", "selectkd distill --out")),
+    # -- cache weights-free: a teacher's cached logits without its weights ----------------------------
+    Case("cache weights-free NOT_A_MODEL/ --out COPY/", "not a model folder (weights-free)",
+         ("is not a model folder (no config.json)", "save_pretrained")),
+    Case("cache weights-free DATA.csv --out COPY/", "a file for the model (weights-free)",
+         ("is a file, not a model folder", "save_pretrained")),
+    Case("cache weights-free TEACHER/ --out STUDENT/", "--out is someone else's folder",
+         ("exists and is not a weights-free copy", "give a new folder")),
+    Case("cache weights-free WEIGHTS_FREE/ --out COPY/", "a weights-free copy given again",
+         ("is a weights-free copy already", "copy the folder as it is")),
+    Case("score --data DATA.csv --teacher WEIGHTS_FREE/ --limit 50", "a weights-free teacher on rows its cache lacks",
+         ("is a weights-free copy", "copy model.safetensors back into")),
     # -- assets --------------------------------------------------------------------------------------
     Case("assets install --models nope", "unknown model asset", ("unknown model asset 'nope'", "valid: minilm-l6")),
     Case("assets install --data nope", "unknown dataset asset", ("unknown data asset 'nope'", "valid: tweets")),
@@ -252,6 +264,7 @@ def make_files(base: Path, tiny) -> None:
     for name in ("TEACHER", "STUDENT"):
         shutil.copytree(tiny[name.lower()], base / name)
     build_bert(base / "TEACHER3", tiny["tokenizer"], num_labels=3, seed=1)
+    weights_free_copy(base / "TEACHER", base / "WEIGHTS_FREE")
     csv = {
         "NO_TEXT.csv": [{"sentence": r["text"], "label": r["label"]} for r in rows],
         "NO_LABEL.csv": [{"text": r["text"], "y": r["label"]} for r in rows],

@@ -174,7 +174,9 @@ def test_a_weights_free_copy_finds_the_teachers_scores_and_refuses_to_run_it(tin
     cache, data = tmp_path / "cache", DataSpec(str(tiny["csv"]))
     first = selectkd.score(data, ScoreSpec(teachers=(str(tiny["teacher"]),), student=str(tiny["student"])),
                            cache_dir=cache, progress=False)
-    copy = weights_free_copy(tiny["teacher"], tmp_path / "teacher-copy")
+    copy = tmp_path / "teacher-copy"
+    made = run_cli("cache", "weights-free", str(tiny["teacher"]), "--out", str(copy), cache=cache)
+    assert made.returncode == 0 and f"selectkd distill --teacher {copy}" in made.stdout, made.stderr
     assert not list(copy.glob("*.safetensors")) and (copy / "tokenizer.json").exists()
     again = selectkd.score(data, ScoreSpec(teachers=(str(copy),), student=str(tiny["student"])),
                            cache_dir=cache, progress=False)

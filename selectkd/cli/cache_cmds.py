@@ -1,4 +1,5 @@
-"""`selectkd cache ls | info | verify | rm | gc`: look after the store's entries and the selections."""
+"""`selectkd cache ls | info | verify | rm | gc | weights-free`: look after the store's entries and the selections,
+and take cached teacher logits to a machine without the teacher's weights."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from selectkd.cli.options import CacheDirOption, ConfigOption, err, out
 from selectkd.errors import SelectKDError
 
 cache_app = typer.Typer(help="Look after the cache store: list, inspect, verify and remove its entries and "
-                        "selections; list what nothing needs any more (gc).", no_args_is_help=True)
+                        "selections; list what nothing needs any more (gc); copy a teacher without its weights "
+                        "(weights-free), so that its cached logits travel.", no_args_is_help=True)
 
 
 def register(app: typer.Typer) -> None:
@@ -209,3 +211,28 @@ def cache_gc(older_than: Optional[str] = typer.Option(None, "--older-than", help
     kept = found.kept + len(found.remove) - len(removed)  # what a selection or run made meanwhile refers to
     out.print(f"removed {len(removed)} ({sum(c.bytes for c in removed) / 1e6:.1f} MB), {kept} entries kept, "
               f"in {store.root}", highlight=False)
+
+
+@cache_app.command("weights-free")
+def cache_weights_free(model: str = typer.Argument(..., help="A local model folder (a teacher you scored) or a "
+                                                   "built-in name."),
+                       out_dir: Path = typer.Option(..., "--out", help="The new folder: the model's config and "
+                                                    "tokenizer, its weight files' sha256 in selectkd_weights.json."),
+                       cache_dir: Optional[Path] = CacheDirOption, config: Optional[Path] = ConfigOption) -> None:
+    """Copy a model folder without its weights: the copy has the model's cache key, so `selectkd distill
+    --teacher OUT` finds the logits cached with the model on a machine that does not have its weights.
+
+    Score once where the teacher runs, then take the cache folder and this copy (kilobytes, not the weights) to
+    the machines that distil. What has to run the model (scoring rows its cache does not hold, --live-teacher)
+    refuses the copy in one line naming the files to put back.
+    """
+    from selectkd.cache.store import Store
+    from selectkd.errors import ModelError
+    from selectkd.models import resolve, weights_free_copy
+
+    ref = resolve(model, Store(cache_dir).root)
+    if not ref.local:
+        raise ModelError(f"{model} is a hub model: its weights are one download away; give a local folder")
+    weights_free_copy(ref.source, out_dir)
+    out.print(f"{out_dir}: {model} without its weights (their sha256 in selectkd_weights.json); "
+              f"`selectkd distill --teacher {out_dir}` finds the logits cached with {model}", highlight=False)
