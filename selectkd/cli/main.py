@@ -319,6 +319,24 @@ def _show_warning(message, category, filename, lineno, file=None, line=None, _de
         _default(message, category, filename, lineno, file, line)
 
 
+def reflow_help(command) -> None:
+    """Put each paragraph of every command's help on one line, for the terminal to wrap once: typer joins the
+    first paragraph's lines only and prints the others' line breaks where the docstring had them. A paragraph
+    of list items ("- ", "* ") or marked with \\b keeps its lines."""
+    import inspect
+
+    def one_line(paragraph: str) -> str:
+        lines = paragraph.splitlines()
+        if paragraph.startswith("\b") or any(x.lstrip().startswith(("- ", "* ")) for x in lines):
+            return paragraph
+        return " ".join(x.strip() for x in lines)
+
+    if command.help:
+        command.help = "\n\n".join(one_line(p) for p in inspect.cleandoc(command.help).split("\n\n"))
+    for sub in getattr(command, "commands", {}).values():
+        reflow_help(sub)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI: one line and exit 2 for user errors, a traceback only with --debug.
 
@@ -328,6 +346,7 @@ def main(argv: list[str] | None = None) -> None:
     debug = "--debug" in argv or os.environ.get("SELECTKD_DEBUG") == "1"
     argv = [a for a in argv if a != "--debug"]
     command = typer.main.get_command(app)
+    reflow_help(command)
     warnings.showwarning = _show_warning
     try:
         rc = command.main(args=argv, prog_name="selectkd", standalone_mode=False)
