@@ -77,7 +77,7 @@ from selectkd.cache.store import Store
 from selectkd.distillation.config import OPTION_DEFAULTS, DistillConfig, run_config
 from selectkd.distillation.curves import accuracy_at, read_curve, seconds_to_reach
 from selectkd.distillation.head import resolved_head_init
-from selectkd.distillation.loop import distill
+from selectkd.distillation.loop import class_counts, distill
 from selectkd.errors import ModelError
 from selectkd.models import weights_free_copy
 from selectkd.pipeline import FINETUNED, finetuned_teacher, majority_baseline, make_selection, teacher_test_metrics
@@ -239,6 +239,7 @@ def prepare(args, data: str, root: Path, student: str, small: bool = False) -> d
     log(f"{tag(data)}: scoring the pool ({pool_rows:,} rows) and {d.test_rows:,} test rows (cached once)")
     scoring = ScoreSpec(teachers=(prep["teacher"],), student=student, max_length=max_length)
     res = score(DataSpec(pool, "train", limit=pool_rows), scoring, cache_dir=cache, progress=args.progress)
+    rec["pool_classes"] = class_counts(res.rows.labels, res.rows)  # the class-mix table's reference row
     for r in res.reports:
         entry = res.store.entry(r.role, r.key).manifest()
         rec[f"score_{r.role}"] = {"seconds": entry.get("seconds", round(r.seconds, 2)), "rows": r.rows, "key": r.key}
@@ -973,16 +974,19 @@ def class_mix(r: dict) -> dict | None:
             "runs": sum(bool(x.get("train_classes")) for x in r["records"]), "of": len(r["records"])}
 
 
-def mix_table(rows: list[dict]) -> list[str]:
-    """One line per configuration with a recorded class mix (`class_mix`); [] when none has one."""
-    mixes = [(r, m) for r in rows if (m := class_mix(r)) is not None]
+def mix_table(rows: list[dict], pool: dict | None) -> list[str]:
+    """One line per configuration with a recorded class mix (`class_mix`), below the pool's own (prep.json
+    `pool_classes`); [] when no configuration has one."""
+    mixes = [(label(r["name"]), m, f"{m['runs']} of {m['of']}") for r in rows if (m := class_mix(r)) is not None]
     if not mixes:
         return []
+    if pool:
+        mixes.insert(0, ("the pool (every row)", class_mix({"records": [{"train_classes": [pool]}]}), ""))
     lines = ["| configuration | classes in every epoch | largest class: mean share of the rows | smallest class's "
              "mean share | runs recorded |", "| --- | ---: | --- | ---: | ---: |"]
-    for r, m in mixes:
-        lines.append(f"| {label(r['name'])} | {m['present']} of {m['classes']} | {m['top']}: {m['top_share']:.0%} "
-                     f"| {m['least_share']:.1%} | {m['runs']} of {m['of']} |")
+    for name, m, runs in mixes:
+        lines.append(f"| {name} | {m['present']} of {m['classes']} | {m['top']}: {m['top_share']:.0%} "
+                     f"| {m['least_share']:.1%} | {runs} |")
     return lines
 
 
@@ -1323,7 +1327,7 @@ def render(args, preps: dict[str, dict], best: str | None) -> dict:
         if plot_curves(curve, t, rows, prep):
             doc += [f"![dev accuracy against training seconds, {t}](plots/curve-{t}.png)", ""]
             drawn.add(curve.name)
-        mix = mix_table([r for r in ten if r["name"] != "no-kd"])
+        mix = mix_table([r for r in ten if r["name"] != "no-kd"], prep.get("pool_classes"))
         if mix:
             doc += [f"What the rows trained on held, class by class ({t}): every recorded epoch of every seed "
                     "(full-data KD: the pool itself; runs record their epochs' class counts since 2026-11-29, "

@@ -177,6 +177,10 @@ def test_report_numbers_are_the_records(study):
     line = next(x for x in doc.splitlines() if x.startswith("| 10% `random` static |") and " of 2 |" in x)
     top = max(epoch, key=epoch.get)
     assert line.split("|")[3].strip() == f"{top}: {epoch[top] / sum(epoch.values()):.0%}", line
+    pool = prep["pool_classes"]  # the reference row: every row of the pool, as the full-KD run's epochs saw it
+    assert pool == recs["full"]["train_classes"][0] and sum(pool.values()) == prep["pool_rows"]
+    top = max(pool, key=pool.get)
+    assert f"| the pool (every row) | 2 of 2 | {top}: {pool[top] / prep['pool_rows']:.0%} |" in doc
     # "at the default's time" is read as the budget strategy's choice reads it: seconds over the default's, per seed
     for name, rec in recs.items():
         own = rec["seconds_train"] / recs["dynamic-random-10"]["seconds_train"]
