@@ -161,6 +161,12 @@ def resolve(name: str, root: Path, trust_remote_code: bool = False) -> ModelRef:
         raise ModelError(f"{name} is a file, not a model folder; give a folder saved with save_pretrained")
     if name.startswith((".", "/", "~")) or name.count("/") > 1:
         raise ModelError(f"model path {name} does not exist; give a model folder, a hub name or one of: {', '.join(assets.MODELS)}")
+    from .runtime import hub_unreachable
+
+    offline = hub_unreachable()
+    if offline:
+        raise ModelError(f"{name!r} is not a model folder or a built-in name, and the hub is out of reach ({offline}); "
+                         f"give a local folder or one of: {', '.join(assets.MODELS)}")
     try:
         from transformers import AutoConfig
 

@@ -72,10 +72,11 @@ CASES = [
     Case(score("MISSING.csv"), "data file does not exist", ("does not exist", "check the path")),
     Case(score("DIRECTORY.csv"), "a folder where a data file is expected (unreadable)",
          ("DIRECTORY.csv is a folder, not a .csv file", "give the data file itself")),
-    Case(score("no-such-dataset"), "unknown dataset name", ("cannot load 'no-such-dataset'", "built-in name")),
+    Case(score("no-such-dataset"), "unknown dataset name",
+         ("'no-such-dataset' is not a file, a folder or a built-in name", "the hub is out of reach")),
     # -- score: models and options ---------------------------------------------------------------
     Case("score --data DATA.csv --teacher no-such-model", "unknown model name",
-         ("cannot load model 'no-such-model'", "built-in name")),
+         ("'no-such-model' is not a model folder or a built-in name", "the hub is out of reach")),
     Case("score --data DATA.csv --teacher MISSING_MODEL/", "model folder does not exist",
          ("does not exist", "give a model folder")),
     Case("score --data DATA.csv --teacher NOT_A_MODEL/", "folder without config.json",
@@ -127,7 +128,7 @@ CASES = [
     Case("finetune --data DATA.csv --model STUDENT/ --out RUN/ --max-steps 0", "zero fine-tuning steps",
          ("--max-steps 0 is out of range", "integer >= 1")),
     Case("finetune --data DATA.csv --model no-such-model --out RUN/", "unknown model name",
-         ("cannot load model 'no-such-model'", "built-in name")),
+         ("'no-such-model' is not a model folder or a built-in name", "the hub is out of reach")),
     Case("finetune --data NO_LABEL.csv --model STUDENT/ --out RUN/", "label column missing",
          ("label field 'label' not found", "--label-field")),
     # -- cache ---------------------------------------------------------------------------------------

@@ -106,6 +106,27 @@ def test_device_cuda_on_a_machine_without_one_is_one_line(world):
     assert entries(world["cache"]) == before
 
 
+def test_a_mistyped_name_with_no_hub_in_reach_is_one_line_at_once(world):
+    """A name that is neither a path nor a built-in one is taken for a hub name; with the hub switched off or out
+    of reach, that is one line naming the built-in names, not ~25 s of retries printed line by line first."""
+    from selectkd.runtime import PROXY_VARIABLES
+
+    no_proxy = {v: "" for v in PROXY_VARIABLES}
+    unreachable = {**no_proxy, "HF_HUB_OFFLINE": "0", "HF_ENDPOINT": "http://127.0.0.1:9"}  # nothing listens there
+    for env, why in (({"HF_HUB_OFFLINE": "1"}, "HF_HUB_OFFLINE is set"), (unreachable, "127.0.0.1 cannot be reached")):
+        before = entries(world["cache"])
+        model = run_cli("score", "--data", "DATA.csv", "--teacher", "minilm", cache=world["cache"], cwd=world["base"],
+                        env=env)
+        assert model.returncode == 2 and model.stderr.count("\n") == 1, model.stderr
+        assert f"'minilm' is not a model folder or a built-in name, and the hub is out of reach ({why}" in model.stderr
+        assert "minilm-l6" in model.stderr
+        data = run_cli("score", "--data", "tweets_binary", "--teacher", "TEACHER", cache=world["cache"],
+                       cwd=world["base"], env=env)
+        assert data.returncode == 2 and data.stderr.count("\n") == 1, data.stderr
+        assert "'tweets_binary' is not a file, a folder or a built-in name" in data.stderr
+        assert "tweets-binary" in data.stderr and entries(world["cache"]) == before
+
+
 def test_max_positions_leave_out_the_padding_offset():
     assert _max_positions({"model_type": "bert", "max_position_embeddings": 512}) == 512
     assert _max_positions({"model_type": "mpnet", "max_position_embeddings": 514, "pad_token_id": 1}) == 512

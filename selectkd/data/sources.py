@@ -120,6 +120,13 @@ def _open_file(path: Path, root: Path):
 def _open_hub(spec: DataSpec):
     import datasets
 
+    from ..runtime import hub_unreachable
+
+    offline = hub_unreachable()
+    if offline:
+        raise DataError(f"{spec.data!r} is not a file, a folder or a built-in name, and the hub is out of reach "
+                        f"({offline}); give a built-in name ({', '.join(assets.DATASETS)}), a data file or a "
+                        f"`save_to_disk` folder")
     try:
         ds = datasets.load_dataset(spec.data, split=spec.split)
     except Exception as exc:  # noqa: BLE001 - hub failures come in many types
