@@ -181,6 +181,20 @@ def test_report_numbers_are_the_records(study):
     assert pool == recs["full"]["train_classes"][0] and sum(pool.values()) == prep["pool_rows"]
     top = max(pool, key=pool.get)
     assert f"| the pool (every row) | 2 of 2 | {top}: {pool[top] / prep['pool_rows']:.0%} |" in doc
+    # the headline: the most accurate 10% row, and the most accurate at the default's time when that is another
+    # (accuracies compared, not names: the toy's rows tie)
+    head = (study["docs"] / "headline.md").read_text().splitlines()
+    acc = {n: r["accuracy"] for n, r in rows.items() if n.endswith("-10") and n != "in-batch-10"}
+    equal = [a for n, a in acc.items() if rows[n]["vs_default"] is not None and rows[n]["vs_default"] <= 1.25]
+    shown = [acc[n] for n in ("dynamic-random-10", "static-random-10")]
+    top = max(acc.values())
+    for marker, best, also in (("| most accurate 10%: ", top, []),
+                               ("at the default's time (<= 1.25x)", max(equal), [top])):
+        line = next((x for x in head if marker in x), None)
+        if line is not None:
+            assert line.split("|")[3].strip() == f"{best * 100:.1f}", line
+        else:  # the best is a row the headline shows anyway (at equal time: or the most accurate overall)
+            assert best in shown + also, head
     # "at the default's time" is read as the budget strategy's choice reads it: seconds over the default's, per seed
     for name, rec in recs.items():
         own = rec["seconds_train"] / recs["dynamic-random-10"]["seconds_train"]
