@@ -63,6 +63,7 @@ import json
 import math
 import os
 import shlex
+import shutil
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -75,7 +76,7 @@ from selectkd.atomic import atomic_write_json, atomic_write_text, replacing, sav
 from selectkd.cache.fingerprint import WEIGHTS_RECORD, missing_weights, model_fingerprint, weights_fingerprint
 from selectkd.cache.store import Store
 from selectkd.distillation.config import OPTION_DEFAULTS, DistillConfig, run_config
-from selectkd.distillation.curves import accuracy_at, read_curve, seconds_to_reach
+from selectkd.distillation.curves import accuracy_at, json_lines, read_curve, seconds_to_reach
 from selectkd.distillation.head import resolved_head_init
 from selectkd.distillation.loop import class_counts, distill
 from selectkd.errors import ModelError
@@ -310,18 +311,24 @@ def keep_teachers(args, data: str, root: Path, prep: dict) -> list[Path]:
             written.append(weights_free_copy(folder, copy))
         fingerprint = model_fingerprint(folder)
         for entry in store.entries():
-            dest = kept(args, data) / "scores" / entry.kind / entry.key
+            dest = kept(args, data) / "scores" / "teacher" / entry.key
             if entry.kind != "teacher" or (dest / "manifest.json").exists() or not entry.is_complete():
                 continue
             inputs = entry.manifest()["inputs"]
             if inputs["model"] != fingerprint or inputs.get("cls_states"):  # [CLS] states: ~200 MB a pool, not for git
                 continue
-            with replacing(dest) as tmp:
-                tmp.mkdir(parents=True)
-                for name in ["manifest.json", *entry.files()]:
-                    tmp.joinpath(name).write_bytes(entry.path.joinpath(name).read_bytes())
+            copy_files(entry.path, ["manifest.json", *entry.files()], dest)
             written.append(dest)
     return written
+
+
+def copy_files(src: Path, names: list[str], dest: Path) -> None:
+    """The files ``names`` of folder ``src`` as the new folder ``dest``, built under a temp name and renamed in whole
+    (what ``dest`` replaces is a folder the study made: a kept entry, an unfinished fit)."""
+    with replacing(dest) as tmp:
+        tmp.mkdir(parents=True)
+        for name in names:
+            shutil.copy2(src / name, tmp / name)
 
 
 def restore_teachers(args, data: str, root: Path) -> None:
@@ -334,11 +341,8 @@ def restore_teachers(args, data: str, root: Path) -> None:
         if (folder / FINETUNED).exists() or not (copy / WEIGHTS_RECORD).is_file():
             continue  # a finished teacher here (its weights, or restored before) is the one the study uses
         log(f"{tag(data)}: {copy.name} restored from git (weights-free: its cached scores, not a re-fit)")
-        with replacing(folder) as tmp:  # an unfinished fit there is replaced by the teacher of the records
-            tmp.mkdir(parents=True)
-            for f in copy.iterdir():
-                if f.is_file():
-                    tmp.joinpath(f.name).write_bytes(f.read_bytes())
+        # an unfinished fit there is replaced by the teacher of the records
+        copy_files(copy, [f.name for f in copy.iterdir() if f.is_file()], folder)
         fingerprint = model_fingerprint(folder)
         for saved in sorted((kept(args, data) / "scores" / "teacher").glob("*")):
             manifest = json.loads((saved / "manifest.json").read_text())
@@ -348,11 +352,7 @@ def restore_teachers(args, data: str, root: Path) -> None:
             names = ["manifest.json", *manifest["files"]]
             if any(name != Path(name).name for name in names):  # a name read from git stays inside the entry
                 raise SystemExit(f"{saved / 'manifest.json'} names a file outside its folder; remove {saved}")
-            entry.path.parent.mkdir(parents=True, exist_ok=True)
-            with replacing(entry.path) as tmp:
-                tmp.mkdir()
-                for name in names:
-                    tmp.joinpath(name).write_bytes(saved.joinpath(name).read_bytes())
+            copy_files(saved, names, entry.path)
             entry.check()
 
 
@@ -631,7 +631,8 @@ def execute(args, run: Run, cfg: DistillConfig, prep: dict) -> dict:
            "stopped": summary.get("stopped"),
            "student_rows_forward_backward": summary.get("student_rows_forward_backward"),
            "curve": {"seconds": curve.seconds, "dev_accuracy": curve.accuracy},
-           "train_classes": [x["train_classes"] for x in metrics_lines(cfg.out) if "train_classes" in x],
+           "train_classes": [x["train_classes"] for x in json_lines(Path(cfg.out) / "metrics.jsonl")
+                             if "train_classes" in x],
            "selection": sel, "command": distill_command(cfg), "signature": signature(run_config(cfg)),
            "machine": machine(), "libraries": libraries(),
            "load_before": round(load_before, 2), "load_after": round(os.getloadavg()[0], 2),
@@ -645,11 +646,6 @@ def execute(args, run: Run, cfg: DistillConfig, prep: dict) -> dict:
         commit([path, Path(args.results) / tag(run.data) / "prep.json"], f"reproduce: {tag(run.data)} seed {run.seed} {run.name} "
                        f"(test {rec['test']['accuracy']:.3f}, {rec['seconds_train']:.0f} s)")
     return rec
-
-
-def metrics_lines(out: str | Path) -> list[dict]:
-    """A run folder's metrics.jsonl, line by line."""
-    return [json.loads(x) for x in (Path(out) / "metrics.jsonl").read_text().splitlines() if x.strip()]
 
 
 def taken(args, run: Run, cfg: DistillConfig) -> dict | None:

@@ -30,7 +30,8 @@ class Curve:
     train_seconds: float | None  # summary.json's seconds.train (None while the run is unfinished)
 
 
-def _json_lines(path: Path) -> list[dict]:
+def json_lines(path: Path) -> list[dict]:
+    """The JSON objects of a .jsonl file (metrics.jsonl), blank lines skipped; a broken line is one RunError."""
     rows = []
     with open(path) as f:
         for n, line in enumerate(f, 1):
@@ -67,7 +68,7 @@ def read_curve(run_dir: str | os.PathLike) -> Curve:
     steps = summary.get("steps")
     points = []
     dev_rows = 0
-    for row in _json_lines(run / "metrics.jsonl"):
+    for row in json_lines(run / "metrics.jsonl"):
         acc = (row.get("dev") or {}).get("accuracy") if isinstance(row.get("dev"), dict) else None
         if acc is None:
             continue
