@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import reproduce as rp  # noqa: E402  (the study's default run, records and helpers)
+import study as rp  # noqa: E402  (the study's default run, records and helpers)
 
 from selectkd import assets  # noqa: E402
 from selectkd.atomic import atomic_write_json, atomic_write_text  # noqa: E402

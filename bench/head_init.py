@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import reproduce as rp  # noqa: E402  (the study's plan, records and runner)
+import study as rp  # noqa: E402  (the study's plan, records and runner)
 import variants  # noqa: E402
 
 HEAD = variants.Variation(

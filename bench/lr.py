@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import reproduce as rp  # noqa: E402  (the study's plan, records and runner)
+import study as rp  # noqa: E402  (the study's plan, records and runner)
 import variants  # noqa: E402
 
 from selectkd.specs import DEFAULT_LR  # noqa: E402

@@ -19,7 +19,7 @@ from typing import Callable
 
 import numpy as np
 
-import reproduce as rp  # the study's plan, records and runner (bench/ is on sys.path when a bench runs)
+import study as rp  # the study's plan, records and runner (bench/ is on sys.path when a bench runs)
 
 from selectkd.atomic import atomic_write_json, atomic_write_text
 
