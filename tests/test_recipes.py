@@ -273,25 +273,25 @@ def test_the_lr_rule_waits_for_every_dataset_then_weighs_the_short_run_against_f
 
 def test_the_report_names_the_most_accurate_10_percent_row_at_the_default_time_when_the_top_one_is_slower():
     """A dynamic row that re-scores the pool can top the table at 2.5x the default's seconds: the report then
-    also names the best row that trains about as long as the default (bench/reproduce.py EQUAL_TIME)."""
-    rp = _bench("reproduce")
+    also names the best row that trains about as long as the default (bench/study.py EQUAL_TIME)."""
+    rp, report = _bench("study"), _bench("study_report")
 
     def row(name: str, accuracy: float, seconds: float) -> dict:  # one seed, beside a default run of 60 s
         return {"name": name, "accuracy": accuracy, "seconds": seconds, "vs_default": rp.vs_default([seconds / 60.0])}
 
     full, default = row("full", 0.886, 400.0), row(rp.DEFAULT_RUN, 0.861, 60.0)
     fast, slow = row("static-confident_uncertain-10", 0.862, 57.0), row("dynamic-confident_uncertain-10", 0.863, 150.0)
-    note = rp.equal_time_note([default, fast, slow], full, default, slow)
+    note = report.equal_time_note([default, fast, slow], full, default, slow)
     assert "`confident_uncertain` static: 2.4 points below full-data KD at 14% of its time, +0.1 points" in note
-    assert rp.equal_time_note([default, fast, slow], full, default, fast) == ""  # the top row is at equal time
+    assert report.equal_time_note([default, fast, slow], full, default, fast) == ""  # the top row is at equal time
     slower = row("static-confident_uncertain-10", 0.862, 76.0)  # 1.27x the default: no longer equal time
-    assert "10% default" in rp.equal_time_note([default, slower, slow], full, default, slow)
+    assert "10% default" in report.equal_time_note([default, slower, slow], full, default, slow)
 
 
 def test_the_budget_strategy_waits_for_every_built_in_dataset(tmp_path):
     """The choice the tool's default follows is made over every built-in dataset: a budgets run of some of
     them (`--datasets tweets-binary --tiers budgets`) chooses nothing and writes nothing."""
-    rp = _bench("reproduce")
+    rp = _bench("study")
     some = list(rp.DATASETS)[:1]
     args = SimpleNamespace(results=str(tmp_path), datasets=some, tiers=["core", "strategies", "budgets"],
                            render_only=False, seeds=[0], commit=False)
