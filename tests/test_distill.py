@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -77,6 +78,23 @@ def test_selection_modes_train_on_what_they_say(task, tmp_path, mode):
         assert (res.summary["seconds"]["rescore"] == 0) == once, res.summary["seconds"]
     if "in_batch" in mode:  # every row still gets CE, so it must learn; a top-k subset may collapse
         assert res.best_dev["accuracy"] > 0.6
+    # a dynamic run keeps the rows of each choice, by uid, where metrics.jsonl points
+    from pyarrow import feather
+
+    from selectkd.data.rows import DataSpec, load_rows
+
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    named = [r.get("rows_file") for r in records if "epoch" in r]
+    chosen = [] if "budget" not in mode else [0] if mode.get("reselect_every") == 0 else [0, 1, 2]
+    assert named == [f"rows/epoch-{e + 1:03d}.arrow" if e in chosen else None for e in range(3)]
+    assert sorted(p.name for p in (tmp_path / "run").glob("rows/*")) == [Path(n).name for n in named if n]
+    train = load_rows(DataSpec(str(task["train"])), task["cache"])
+    label_of = dict(zip(train.uids.tolist(), train.labels.tolist()))
+    for name in filter(None, named):
+        table = feather.read_table(tmp_path / "run" / name)  # Arrow IPC: Feather v2
+        assert table.column_names == ["uid", "label"] and table.num_rows == 150
+        uids = table["uid"].to_pylist()
+        assert len(set(uids)) == 150 and [label_of[u] for u in uids] == table["label"].to_pylist()
 
 
 @pytest.mark.parametrize("strategy", ["random", "ccs", "confident_uncertain", "uncertainty_sampling"])

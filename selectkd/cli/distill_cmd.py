@@ -30,7 +30,7 @@ def register(app: typer.Typer) -> None:
         holdout: float = typer.Option(0.1, "--holdout", help="With no dev data (no --eval-data and no dev split): hold out this fraction of the training rows, seeded and stratified, as dev; they are never trained on. 0: train on every row, no dev evaluation."),
         test_limit: Optional[int] = typer.Option(None, "--test-limit", help="Use the first N test rows (0: no test evaluation)."),
         selection: Optional[str] = typer.Option(None, "--selection", help="Static: train on a saved selection (`selectkd select --name`)."),
-        budget: Optional[str] = typer.Option(None, "--budget", help="Dynamic: a fraction in (0, 1] such as 0.1 (1: every row) or a whole row count >= 2; re-selected with the current student every --reselect-every epochs (0: chosen once)."),
+        budget: Optional[str] = typer.Option(None, "--budget", help="Dynamic: a fraction in (0, 1] such as 0.1 (1: every row) or a whole row count >= 2; re-selected with the current student every --reselect-every epochs (0: chosen once). Each choice is kept as RUN_DIR/rows/epoch-NNN.arrow (uid, label)."),
         strategy: str = typer.Option(DEFAULT_STRATEGY, "--strategy", help="Dynamic selection strategy (see `selectkd select --list`); the same default as select."),
         criterion: str = typer.Option(DEFAULT_CRITERION, "--criterion", help="Coverage's ranking inside clusters; in-batch mode's criterion (entropy, margin, least_confidence, kl, random)."),
         clusters: int = typer.Option(30, "--clusters", help="Coverage: k-means clusters."),

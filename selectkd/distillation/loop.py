@@ -140,6 +140,9 @@ def distill(cfg: DistillConfig, *, resume: bool = False, overwrite: bool = False
         state.times["rescore"] += rescored
         state.times["train"] += rescored  # what dynamic selection pays to train, like the probe head: counted in
         # seconds.train, --time-budget and the dev curve, so that it compares with static runs at equal compute
+        chosen_now = isinstance(active, Dynamic) and active.selected_epoch == epoch
+        if chosen_now and rank == 0:  # the rows a dynamic run trains on, as it chooses them (not timed)
+            save_rows(out, epoch, rows.uids[train_rows], labels[train_rows])
         clock.start(state.times["train"])  # --eval-every's evaluation pauses it: not training time
         torch.manual_seed(t.seed + epoch)  # dropout: the same whether resumed or not
         losses = []
@@ -161,6 +164,8 @@ def distill(cfg: DistillConfig, *, resume: bool = False, overwrite: bool = False
         record = {"epoch": epoch + 1, "step": state.step, "train_loss": round(float(np.mean(losses)), 5),
                   "train_rows": int(len(train_rows)), "train_classes": class_counts(labels[train_rows], rows),
                   "seconds_train": round(state.times["train"], 4), "student_rows_trained": state.counters["train_rows"]}
+        if chosen_now:
+            record["rows_file"] = rows_file(epoch)
         if dev_tokens is not None and rank == 0:
             record["dev"] = evaluate(student, dev_tokens, data.dev, rows.num_labels, device, state.counters)
             state.dev_top_class = record["dev"].pop("top_class")
@@ -464,6 +469,23 @@ def class_counts(labels: np.ndarray, rows: Rows) -> dict[str, int]:
     shows in metrics.jsonl, epoch by epoch)."""
     names = rows.label_names or [str(i) for i in range(rows.num_labels)]
     return dict(zip(names, np.bincount(labels, minlength=rows.num_labels).tolist()))
+
+
+def rows_file(epoch: int) -> str:
+    """Where a dynamic run keeps the rows it chose at ``epoch`` (0-based), relative to RUN_DIR; named, like
+    metrics.jsonl's epochs, from 1."""
+    return f"rows/epoch-{epoch + 1:03d}.arrow"
+
+
+def save_rows(out: Path, epoch: int, uids: np.ndarray, labels: np.ndarray) -> None:
+    """RUN_DIR/rows/epoch-NNN.arrow: the uids and labels a dynamic run trains on from that epoch until its next
+    choice (an Arrow IPC file: Feather v2, so ``pandas.read_feather`` reads it too)."""
+    import pyarrow as pa
+
+    from ..cache.files import write_arrow
+
+    (out / "rows").mkdir(exist_ok=True)
+    write_arrow(out / rows_file(epoch), pa.table({"uid": pa.array(uids, pa.int64()), "label": pa.array(labels, pa.int64())}))
 
 
 def log(out: Path, record: dict) -> None:
