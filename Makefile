@@ -23,7 +23,8 @@ demo: setup
 	$(BIN)/selectkd demo
 
 # One pytest worker per core (pytest-xdist): most of a test's time is a CLI subprocess importing torch and
-# transformers (~6 s), which one core does alone; on 2 cores the suite takes 14 min instead of 24.
+# transformers (~6 s), which one core does alone; on 2 cores the suite takes 12-17 min instead of 24 (755 s on
+# 2026-11-29; keeping each test file on one worker, --dist loadfile, measured the same that hour: 746 s).
 test: setup
 	$(BIN)/python -m pytest -q -n auto $(PYTEST_ARGS)
 
