@@ -21,7 +21,7 @@ def register(app: typer.Typer) -> None:
         data: str = typer.Option(..., "--data", help="Training data: built-in name, save_to_disk folder, data file or hub name."),
         teacher: List[str] = typer.Option(..., "--teacher", help="Teacher (repeat for several). Its logits come from the cache; missing ones are scored first."),
         student: str = typer.Option(..., "--student", help="Student model to train (built-in name, HF folder or hub name)."),
-        out_dir: Path = typer.Option(..., "--out", help="RUN_DIR: config.json, metrics.jsonl, checkpoint/, student/ (a normal HF folder), summary.json."),
+        out_dir: Path = typer.Option(..., "--out", help="RUN_DIR: config.json, metrics.jsonl, checkpoint/, student/ (a normal HF folder), summary.json; rows/ (the rows of each choice) with --budget."),
         split: str = typer.Option("train", "--split", help="Training split (ignored for a single data file, which has one)."),
         eval_data: Optional[str] = typer.Option(None, "--eval-data", help="Dev data (default: the dataset's dev split)."),
         test_data: Optional[str] = typer.Option(None, "--test-data", help="Test data (default: the dataset's test split)."),
