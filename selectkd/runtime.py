@@ -18,6 +18,7 @@ def hub_unreachable(timeout: float = 3.0) -> str | None:
     when it may: a name that is neither a local path nor a built-in one then fails at once, in one line, instead
     of after ~25 s of retries printed line by line. Behind a proxy the hub is tried as usual."""
     import socket
+    import threading
     from urllib.parse import urlparse
 
     from huggingface_hub import constants
@@ -27,11 +28,22 @@ def hub_unreachable(timeout: float = 3.0) -> str | None:
     if any(os.environ.get(v) for v in PROXY_VARIABLES):
         return None
     url = urlparse(constants.ENDPOINT)
-    try:
-        with socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout):
-            return None
-    except OSError as exc:
-        return f"{url.hostname} cannot be reached: {exc.strerror or type(exc).__name__}"
+    address = (url.hostname, url.port or (443 if url.scheme == "https" else 80))
+    answer: list = []
+
+    def connect() -> None:
+        try:
+            socket.create_connection(address, timeout).close()
+            answer.append(None)
+        except OSError as exc:
+            answer.append(f"{url.hostname} cannot be reached: {exc.strerror or type(exc).__name__}")
+
+    # the timeout bounds the connection, not the name lookup before it, which a broken resolver can hold for
+    # half a minute: the lookup runs in a daemon thread, left behind (never waited for at exit) if it hangs
+    probe = threading.Thread(target=connect, daemon=True)
+    probe.start()
+    probe.join(timeout + 1.0)
+    return answer[0] if answer else f"{url.hostname} did not answer within {timeout + 1.0:g} s"
 
 
 def pick_device(device: str | None = None) -> str:

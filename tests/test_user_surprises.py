@@ -127,6 +127,26 @@ def test_a_mistyped_name_with_no_hub_in_reach_is_one_line_at_once(world):
         assert "tweets-binary" in data.stderr and entries(world["cache"]) == before
 
 
+def test_a_hanging_name_lookup_does_not_hold_the_offline_check(monkeypatch):
+    """A resolver that never answers (the lookup comes before the connection's own timeout) costs the check its
+    timeout and a second, not the resolver's half minute: the check says the hub did not answer."""
+    import socket
+    import time
+
+    from huggingface_hub import constants
+
+    from selectkd.runtime import PROXY_VARIABLES, hub_unreachable
+
+    for v in PROXY_VARIABLES:
+        monkeypatch.delenv(v, raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "ENDPOINT", "https://hub.example")
+    monkeypatch.setattr(socket, "create_connection", lambda *a, **k: time.sleep(60))
+    t0 = time.perf_counter()
+    assert hub_unreachable(timeout=0.5) == "hub.example did not answer within 1.5 s"
+    assert time.perf_counter() - t0 < 10
+
+
 def test_max_positions_leave_out_the_padding_offset():
     assert _max_positions({"model_type": "bert", "max_position_embeddings": 512}) == 512
     assert _max_positions({"model_type": "mpnet", "max_position_embeddings": 514, "pad_token_id": 1}) == 512
