@@ -14,7 +14,7 @@ from selectkd.distillation.config import OPTION_DEFAULTS
 from selectkd.distillation.curves import accuracy_at, seconds_to_reach
 from study import (ADOPTIONS, BAR_POINTS, BAR_TIME, DEFAULT_RUN, EQUAL_TIME, EQUAL_TIME_RULE, FLOORLESS, OBJECTIVES,
                    OTHER_CORES, OTHERS, RECIPES, REPO, SHARE, STEP_SPEED_STEPS, Run, another_teacher, budget_of, busy,
-                   dataset_spec, distill_command, finished, parser, tag, vs_default, where)
+                   dataset_spec, distill_command, finished, parser, seconds_vs, tag, vs_default, where)
 
 def speed_note(recs: list[dict]) -> str:
     """How fast the CPUs of the runs were (a fixed matmul, `cpu_speed`), where recorded."""
@@ -54,7 +54,9 @@ def step_speed_note(rows: dict) -> list[str]:
             f"{len(ratios)} runs timed beside their seed's full-KD run, a step took {min(ratios):.2f}-"
             f"{max(ratios):.2f}x as long as at full KD (median {np.median(ratios):.2f}x). Seconds are shown as "
             "measured, not rescaled: where this ratio is far from 1, the machine's speed, not the method, moved that "
-            "run's time columns.", ""]
+            "run's time columns. Only \"at the default's time\" (below, and the budget strategy's choice) compares "
+            "seconds at one speed: each run's over the default run's of its seed, divided by the ratio of their "
+            "probes' seconds per step.", ""]
 
 
 def refit_note(prep: dict) -> list[str]:
@@ -90,7 +92,7 @@ def collect(args, prep: dict, best: str | None) -> dict[str, dict]:
         full, default = recs.get("full"), recs.get(DEFAULT_RUN)
         for name, rec in recs.items():
             rec["_tta"] = tta(rec, full) if full else None
-            rec["_vs_default"] = rec["seconds_train"] / default["seconds_train"] if default else None
+            rec["_vs_default"] = seconds_vs(rec, default) if default else None
             timed = full and rec is not full and rec.get("step_speed_s") and full.get("step_speed_s")
             rec["_speed_ratio"] = rec["step_speed_s"] / full["step_speed_s"] if timed else None
             counted = full and rec.get("student_rows_forward_backward") and full.get("student_rows_forward_backward")

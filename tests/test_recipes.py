@@ -288,6 +288,16 @@ def test_the_report_names_the_most_accurate_10_percent_row_at_the_default_time_w
     assert "10% default" in report.equal_time_note([default, slower, slow], full, default, slow)
 
 
+def test_equal_time_compares_seconds_at_one_machine_speed():
+    """A run made while the machine ran twice as slow per step as at its default run took twice the seconds for
+    the same work: at one speed it is level with the default. Without a speed probe on both, seconds as measured."""
+    rp = _bench("study")
+    default = {"seconds_train": 100.0, "step_speed_s": 1.5}
+    assert rp.seconds_vs({"seconds_train": 240.0, "step_speed_s": 3.0}, default) == pytest.approx(1.2)
+    assert rp.seconds_vs({"seconds_train": 240.0, "step_speed_s": 1.5}, default) == pytest.approx(2.4)
+    assert rp.seconds_vs({"seconds_train": 240.0}, default) == pytest.approx(2.4)
+
+
 def test_the_budget_strategy_waits_for_every_built_in_dataset(tmp_path):
     """The choice the tool's default follows is made over every built-in dataset: a budgets run of some of
     them (`--datasets tweets-binary --tiers budgets`) chooses nothing and writes nothing."""
