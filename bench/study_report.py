@@ -329,6 +329,18 @@ def equal_time_note(subsets: list[dict], full: dict, default: dict, top: dict) -
                    f", {(best['accuracy'] - default['accuracy']) * 100:+.1f} points against the default.")
 
 
+def time_ratios_note(subsets: list[dict]) -> str:
+    """Each 10% row's training seconds against the default's as the equal-time rule reads them (`seconds_vs`: at
+    one machine speed, mean over seeds), lowest first, so a reader sees which rows count as the default's time."""
+    timed = sorted((r for r in subsets if r["vs_default"] is not None and r["name"] != DEFAULT_RUN),
+                   key=lambda r: (r["vs_default"], r["name"]))
+    if not timed:
+        return ""
+    ratios = "; ".join(f"{label(r['name']).replace('10% ', '', 1)} {r['vs_default']:.2f}x" for r in timed)
+    return (f" Training seconds against the default's, at one machine speed (mean over seeds; at most {EQUAL_TIME:g}x "
+            f"counts as the default's time): {ratios}.")
+
+
 def finish_plot(fig, ax, path: Path, xlabel: str, ylabel: str, title: str, **legend) -> bool:
     """Labels, grid and legend (lower right unless given), then the figure written whole to ``path``."""
     ax.set_xlabel(xlabel)
@@ -521,7 +533,7 @@ def render(args, preps: dict[str, dict], best: str | None) -> dict:
             subsets = [r for n, r in rows.items() if n.endswith("-10") and n != "in-batch-10"]
             top = max(subsets, key=lambda r: r["accuracy"])
             doc += [f"The most accurate 10% configuration here is {label(top['name'])}, {versus_full(full, top)}."
-                    + equal_time_note(subsets, full, rows[DEFAULT_RUN], top), ""]
+                    + equal_time_note(subsets, full, rows[DEFAULT_RUN], top) + time_ratios_note(subsets), ""]
             headline.append((t, prep, rows, top, equal_time_best(subsets)))
         budget_rows = [rows[n] for n in rows if rows[n]["tier"] == "budgets"]
         if budget_rows:

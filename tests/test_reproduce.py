@@ -206,6 +206,11 @@ def test_report_numbers_are_the_records(study):
     for name, rec in recs.items():
         own = at_one_speed(rec, recs["dynamic-random-10"])
         assert rows[name]["vs_default"] == pytest.approx(own, abs=1e-3), name
+    # and the report lists them, so that a reader sees which rows count as the default's time
+    listed = next(x for x in doc.splitlines() if "Training seconds against the default's, at one machine speed" in x)
+    for name in recs:
+        if name.endswith("-10") and name not in ("dynamic-random-10", "in-batch-10"):
+            assert f" {rows[name]['vs_default']:.2f}x" in listed, name
 
 
 def test_a_render_without_runs_removes_its_own_stale_curve(study):
