@@ -42,6 +42,7 @@ import study as rp  # noqa: E402  (the study's default run, records and helpers)
 from selectkd import assets  # noqa: E402
 from selectkd.atomic import atomic_write_json, atomic_write_text  # noqa: E402
 from selectkd.cache.store import Store  # noqa: E402
+from selectkd.distillation.curves import json_lines  # noqa: E402
 from selectkd.distillation.head import head_linear  # noqa: E402
 from selectkd.models import first_layers, load_classifier, load_tokenizer, resolve  # noqa: E402
 from selectkd.runtime import machine  # noqa: E402
@@ -74,7 +75,7 @@ def distilled(model: str, ds: str, study_results: Path, study_runs: Path, runs: 
         subprocess.run([str(Path(sys.executable).parent / "selectkd"), *argv[1:]], check=True, cwd=REPO,
                        stdout=subprocess.DEVNULL)
     summary = json.loads(summary_path.read_text())
-    curve = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    curve = json_lines(out / "metrics.jsonl")
     dev = [c["dev"]["accuracy"] for c in curve if "dev" in c]
     return {"source": "reused" if reused else "this", "command": " ".join(map(shlex.quote, argv)),
             "test": summary["test"], "steps": summary["steps"], "seconds_train": summary["seconds"]["train"],
