@@ -5,8 +5,8 @@ On r8 the study's full-data KD ends at 97.4% and 97.35% test accuracy on seeds 0
 ("within 1 point of full KD"). The mpnet teacher is right on 95-100% of every class's pool rows yet
 under-confident on the small ones: at T=2 its soft label gives the gold class 0.22-0.39 on five of r8's eight
 classes (bench/results/soft_labels.md), and the KD term (T^2 * KL) then outweighs the gold labels' cross-entropy.
-Here the study's full-data KD and default 10% run at T=2 and T=1, the rest exactly the study's (bench/reproduce.py
-must have prepared the dataset), per seed.
+Here the study's full-data KD and default 10% run at T=2 and T=1, the rest exactly the study's, per seed, on each
+of the study's datasets that bench/reproduce.py has prepared (the others are skipped: run it again once they are).
 
     .venv/bin/python bench/temperature.py --commit --seeds 1     # resumable: a finished run is never redone
     .venv/bin/python bench/temperature.py --render-only          # bench/results/temperature.md from the records
@@ -41,7 +41,7 @@ INTRO = [f"# KD temperature: T=2 (distill's default: {DEFAULT_TEMPERATURE:g}) or
 
 
 def main(argv: list[str] | None = None) -> None:
-    variants.main(argv, __doc__, "temperature", ["r8"], TEMPERATURE, INTRO, "temperature")
+    variants.main(argv, __doc__, "temperature", ["r8", "20ng", "tweets-binary"], TEMPERATURE, INTRO, "temperature")
 
 
 if __name__ == "__main__":

@@ -79,6 +79,10 @@ def run_all(args, v: Variation, label: str) -> None:
             if prep is None:
                 rp.log(f"{data}: not prepared by bench/reproduce.py yet; skipped")
                 continue
+            if not (rp.REPO / prep["teacher"] / rp.FINETUNED).exists():  # a lost teacher: the study fits it again
+                rp.log(f"{data}: its teacher {prep['teacher']} is not on this machine; bench/reproduce.py fits or "
+                       "restores it; skipped")
+                continue
             done: dict[str, dict] = {}
             for run, variant, _value, cfg, rec in walk(study, mine, prep, seed, v, done):
                 if cfg is None or rec is not None:
