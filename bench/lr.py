@@ -19,8 +19,6 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import study as rp  # noqa: E402  (the study's plan, records and runner)
 import variants  # noqa: E402
@@ -43,38 +41,19 @@ INTRO = [f"# Peak learning rate of the distilled student: 1e-4 or 3e-4 (distill'
 
 # What sets distill's default (verdict), written before the 20ng runs and fixed since: a dataset added to the
 # rule later (r8, once its teacher is fitted again) could undo a decision already acted on.
-DATASETS = ["tweets-binary", "20ng"]
-SEEDS = 3
-FULL_KD_SLACK = 0.5  # points; tweets' full-KD spread over seeds is 0.4
+RULE = variants.Rule(datasets=("tweets-binary", "20ng"), target=rp.DEFAULT_RUN, guard="full",
+                     slack=0.5,  # points; tweets' full-KD spread over seeds is 0.4
+                     written="before the 20ng runs", default=DEFAULT_LR, constant="DEFAULT_LR")
 
 
 def verdict(summary: list[dict]) -> tuple[list[str], dict]:
-    """The rule above applied to the paired results: report lines and ``{"choice": lr or None, ...}``."""
-    base, other = (f"{x:g}" for x in LR.values)
-    gain = {(s["dataset"], s["run"]): float(np.mean(np.subtract(s[other], s[base]))) * 100
-            for s in summary if len(s["seeds"]) >= SEEDS}
-    rule = (f"{other} becomes distill's default when, on {', '.join(DATASETS)} with {SEEDS} seeds each, the default "
-            f"10% run ({rp.DEFAULT_RUN}) gains on average over the datasets and full-data KD loses at most "
-            f"{FULL_KD_SLACK} points on any one; otherwise {base} stays (rule written before the 20ng runs).")
-    missing = [d for d in DATASETS if (d, rp.DEFAULT_RUN) not in gain or (d, "full") not in gain]
-    choice = None
-    if missing:
-        said = (f"Not decided yet: {', '.join(missing)} without {SEEDS} paired seeds of full-data KD and the "
-                f"default 10% run.")
-    else:
-        short = float(np.mean([gain[d, rp.DEFAULT_RUN] for d in DATASETS]))
-        worst = min(DATASETS, key=lambda d: gain[d, "full"])
-        choice = LR.values[1] if short > 0 and gain[worst, "full"] >= -FULL_KD_SLACK else LR.values[0]
-        per = ", ".join(f"{d} {gain[d, rp.DEFAULT_RUN]:+.2f}" for d in DATASETS)
-        said = (f"Default 10% run: {short:+.2f} points on average ({per}); full-data KD at worst "
-                f"{gain[worst, 'full']:+.2f} points ({worst}). **Choice: {choice:g}.**")
-        if choice != DEFAULT_LR:
-            said += f" distill's default is still {DEFAULT_LR:g}: set selectkd/specs.py DEFAULT_LR."
-    return ["## Verdict", "", rule, "", said, ""], {"choice": choice, "incumbent": LR.values[0], "rule": rule}
+    """RULE applied to the paired results: report lines and ``{"choice": value or None, ...}``."""
+    return variants.decide(RULE, LR, summary)
 
 
 def main(argv: list[str] | None = None) -> None:
-    variants.main(argv, __doc__, "lr", DATASETS, LR, INTRO, "lr", verdict)
+    variants.main(argv, __doc__, "lr", list(RULE.datasets), LR, INTRO, "lr",
+                  verdict)
 
 
 if __name__ == "__main__":

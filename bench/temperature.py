@@ -22,8 +22,6 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import study as rp  # noqa: E402  (the study's plan, records and runner)
 import variants  # noqa: E402
@@ -45,41 +43,21 @@ INTRO = [f"# KD temperature: T=2 (distill's default: {DEFAULT_TEMPERATURE:g}) or
 
 # What sets distill's default (verdict), written after r8 seed 1's pair (the question's origin) and before any other
 # seed or dataset ran at T=1; fixed since. Full-data KD is what is asked about; the default 10% run must not pay.
-DATASETS = ["r8", "20ng", "tweets-binary"]
-SEEDS = 3
-TEN_PERCENT_SLACK = 0.5  # points
+RULE = variants.Rule(datasets=("r8", "20ng", "tweets-binary"), target="full", guard=rp.DEFAULT_RUN, slack=0.5,
+                     written="after r8 seed 1, before any other seed or dataset ran at T=1",
+                     default=DEFAULT_TEMPERATURE, constant="DEFAULT_TEMPERATURE",
+                     note="Every study record is at T=2: a new default voids them (a record's settings include the "
+                          "temperature), and the study makes them again.")
 
 
 def verdict(summary: list[dict]) -> tuple[list[str], dict]:
-    """The rule above applied to the paired results: report lines and ``{"choice": T or None, ...}``."""
-    base, other = (TEMPERATURE.shown(t) for t in TEMPERATURE.values)
-    gain = {(s["dataset"], s["run"]): float(np.mean(np.subtract(s[other], s[base]))) * 100
-            for s in summary if len(s["seeds"]) >= SEEDS}
-    rule = (f"{other} becomes distill's default when, on {', '.join(DATASETS)} with {SEEDS} seeds each, full-data KD "
-            f"gains on average over the datasets and the default 10% run ({rp.DEFAULT_RUN}) loses at most "
-            f"{TEN_PERCENT_SLACK} points on any one; otherwise {base} stays (rule written after r8 seed 1, before "
-            f"any other seed or dataset ran at {other}). Every study record is at {base}: a new default voids them "
-            "(a record's settings include the temperature), and the study makes them again.")
-    missing = [d for d in DATASETS if (d, rp.DEFAULT_RUN) not in gain or (d, "full") not in gain]
-    choice = None
-    if missing:
-        said = (f"Not decided yet: {', '.join(missing)} without {SEEDS} paired seeds of full-data KD and the "
-                "default 10% run.")
-    else:
-        full = float(np.mean([gain[d, "full"] for d in DATASETS]))
-        worst = min(DATASETS, key=lambda d: gain[d, rp.DEFAULT_RUN])
-        choice = (TEMPERATURE.values[1] if full > 0 and gain[worst, rp.DEFAULT_RUN] >= -TEN_PERCENT_SLACK
-                  else TEMPERATURE.values[0])
-        per = ", ".join(f"{d} {gain[d, 'full']:+.2f}" for d in DATASETS)
-        said = (f"Full-data KD: {full:+.2f} points on average ({per}); the default 10% run at worst "
-                f"{gain[worst, rp.DEFAULT_RUN]:+.2f} points ({worst}). **Choice: T={choice:g}.**")
-        if choice != DEFAULT_TEMPERATURE:
-            said += f" distill's default is still {DEFAULT_TEMPERATURE:g}: set selectkd/specs.py DEFAULT_TEMPERATURE."
-    return ["## Verdict", "", rule, "", said, ""], {"choice": choice, "incumbent": TEMPERATURE.values[0], "rule": rule}
+    """RULE applied to the paired results: report lines and ``{"choice": value or None, ...}``."""
+    return variants.decide(RULE, TEMPERATURE, summary)
 
 
 def main(argv: list[str] | None = None) -> None:
-    variants.main(argv, __doc__, "temperature", DATASETS, TEMPERATURE, INTRO, "temperature", verdict)
+    variants.main(argv, __doc__, "temperature", list(RULE.datasets), TEMPERATURE, INTRO, "temperature",
+                  verdict)
 
 
 if __name__ == "__main__":

@@ -177,6 +177,55 @@ def write(out: str, lines: list[str], summary: list[dict], extra: dict | None = 
 Verdict = Callable[[list[dict]], tuple[list[str], dict]]  # paired summary -> (report lines, .json keys)
 
 
+@dataclass(frozen=True)
+class Rule:
+    """A default decided by paired runs: the option's second value replaces the first when ``target`` gains on
+    average over ``datasets`` and ``guard`` loses at most ``slack`` points on any one (``seeds`` paired seeds
+    each). Fixed in the bench's file before the runs it decides on; ``written`` says when."""
+
+    datasets: tuple[str, ...]
+    target: str  # a run of Variation.runs
+    guard: str
+    slack: float  # points
+    written: str  # "before the 20ng runs"
+    default: float  # distill's default now
+    constant: str  # where it is set: "DEFAULT_LR"
+    seeds: int = 3
+    note: str = ""  # a sentence after the rule
+
+
+RUN_NAMES = {"full": "full-data KD", rp.DEFAULT_RUN: "the default 10% run"}  # as the verdict names them
+
+
+def decide(rule: Rule, v: Variation, summary: list[dict]) -> tuple[list[str], dict]:
+    """``rule`` applied to the paired results (``tables``' summary): report lines and ``{"choice": value or None,
+    "incumbent", "rule"}``; the choice is None until every dataset has the seeds."""
+    base, other = (v.shown(x) for x in v.values)
+    gain = {(s["dataset"], s["run"]): float(np.mean(np.subtract(s[other], s[base]))) * 100
+            for s in summary if len(s["seeds"]) >= rule.seeds}
+    target, guard = RUN_NAMES[rule.target], RUN_NAMES[rule.guard]
+    ref = {name: f"{RUN_NAMES[name]}{f' ({name})' if name == rp.DEFAULT_RUN else ''}" for name in (rule.target, rule.guard)}
+    text = (f"{other} becomes distill's default when, on {', '.join(rule.datasets)} with {rule.seeds} seeds each, "
+            f"{ref[rule.target]} gains on average over the datasets and {ref[rule.guard]} loses at most {rule.slack} "
+            "points on any one; "
+            f"otherwise {base} stays (rule written {rule.written}).{' ' + rule.note if rule.note else ''}")
+    missing = [d for d in rule.datasets if (d, rule.target) not in gain or (d, rule.guard) not in gain]
+    choice = None
+    if missing:
+        said = (f"Not decided yet: {', '.join(missing)} without {rule.seeds} paired seeds of full-data KD and the "
+                "default 10% run.")
+    else:
+        mean = float(np.mean([gain[d, rule.target] for d in rule.datasets]))
+        worst = min(rule.datasets, key=lambda d: gain[d, rule.guard])
+        choice = v.values[1] if mean > 0 and gain[worst, rule.guard] >= -rule.slack else v.values[0]
+        per = ", ".join(f"{d} {gain[d, rule.target]:+.2f}" for d in rule.datasets)
+        said = (f"{target[0].upper() + target[1:]}: {mean:+.2f} points on average ({per}); {guard} "
+                f"at worst {gain[worst, rule.guard]:+.2f} points ({worst}). **Choice: {v.shown(choice)}.**")
+        if choice != rule.default:
+            said += f" distill's default is still {v.shown(rule.default)}: set selectkd/specs.py {rule.constant}."
+    return ["## Verdict", "", text, "", said, ""], {"choice": choice, "incumbent": v.values[0], "rule": text}
+
+
 def main(argv: list[str] | None, doc: str, results: str, datasets: list[str], v: Variation, intro: list[str],
          column: str, verdict: Verdict | None = None) -> None:
     """A bench's command line: run what is missing (unless --render-only), then write --out (default

@@ -12,7 +12,7 @@ import pytest
 from selectkd.errors import SelectKDError
 from selectkd.selection.choose import capped_quotas, choose
 from selectkd.selection.strategies import STRATEGIES, Pool
-from selectkd.specs import DEFAULT_LR, DEFAULT_RESELECT_EVERY, DEFAULT_STRATEGY
+from selectkd.specs import DEFAULT_LR, DEFAULT_RESELECT_EVERY, DEFAULT_STRATEGY, DEFAULT_TEMPERATURE
 from selectkd.uncertainty import entropy, least_confidence, margin
 
 
@@ -241,6 +241,16 @@ def test_distill_learns_at_the_rate_bench_lr_chose_or_the_incumbent_until_it_has
         "help and the README")
 
 
+def test_distill_distils_at_the_temperature_bench_temperature_chose_or_the_incumbent_until_it_has():
+    """distill's default --temperature is the one bench/temperature.py's rule picked; until every dataset the rule
+    names is measured (3 paired seeds each), the incumbent T=2 stays."""
+    t = json.loads((Path(__file__).resolve().parents[1] / "bench" / "results" / "temperature.json").read_text())
+    expected = t["incumbent"] if t["choice"] is None else t["choice"]
+    assert DEFAULT_TEMPERATURE == expected, (
+        f"bench/results/temperature.md chose T={expected:g}: set selectkd/specs.py DEFAULT_TEMPERATURE and say so "
+        "in distill --temperature's help and the README (every study record is then made again)")
+
+
 def _bench(name: str):
     """A module of bench/ (its scripts import each other by plain name)."""
     bench = str(Path(__file__).resolve().parents[1] / "bench")
@@ -257,7 +267,7 @@ def test_the_lr_rule_waits_for_every_dataset_then_weighs_the_short_run_against_f
     def paired(full: tuple[float, float], short: tuple[float, float]) -> list[dict]:
         """Every dataset of the rule with the same (1e-4, 3e-4) accuracies, 3 seeds."""
         return [{"dataset": d, "run": run, "seeds": [0, 1, 2], "0.0001": [a] * 3, "0.0003": [b] * 3}
-                for d in lr.DATASETS for run, (a, b) in (("full", full), (lr.rp.DEFAULT_RUN, short))]
+                for d in lr.RULE.datasets for run, (a, b) in (("full", full), (lr.rp.DEFAULT_RUN, short))]
 
     def choice(summary: list[dict]):
         return lr.verdict(summary)[1]["choice"]
@@ -269,6 +279,32 @@ def test_the_lr_rule_waits_for_every_dataset_then_weighs_the_short_run_against_f
     one_worse = paired((0.88, 0.88), (0.84, 0.86))
     one_worse[0]["0.0003"] = [0.87] * 3  # full KD -1.0 on the first dataset alone
     assert choice(one_worse) == 1e-4
+
+
+def test_the_temperature_rule_waits_for_every_dataset_then_weighs_full_kd_against_the_short_run():
+    """bench/temperature.py's rule, written after r8 seed 1's pair: T=1 only when full-data KD gains on average
+    over the datasets and the default 10% run loses at most 0.5 points on any one."""
+    temperature = _bench("temperature")
+
+    def paired(full: tuple[float, float], short: tuple[float, float]) -> list[dict]:
+        """Every dataset of the rule with the same (T=2, T=1) accuracies, 3 seeds."""
+        return [{"dataset": d, "run": run, "seeds": [0, 1, 2], "T=2": [a] * 3, "T=1": [b] * 3}
+                for d in temperature.RULE.datasets
+                for run, (a, b) in (("full", full), (temperature.rp.DEFAULT_RUN, short))]
+
+    def choice(summary: list[dict]):
+        return temperature.verdict(summary)[1]["choice"]
+
+    assert choice(paired((0.90, 0.97), (0.97, 0.97))[:-2]) is None  # the last dataset not measured yet
+    assert choice(paired((0.90, 0.97), (0.97, 0.966))) == 1.0  # the short run -0.4: inside the slack
+    assert choice(paired((0.90, 0.97), (0.97, 0.96))) == 2.0  # the short run -1.0 on every dataset
+    assert choice(paired((0.97, 0.96), (0.97, 0.98))) == 2.0  # full KD loses
+    one_worse = paired((0.90, 0.97), (0.97, 0.97))
+    assert one_worse[1]["run"] == temperature.rp.DEFAULT_RUN
+    one_worse[1]["T=1"] = [0.96] * 3  # the short run -1.0 on the first dataset alone
+    assert choice(one_worse) == 2.0
+    lines, _ = temperature.verdict(paired((0.90, 0.97), (0.97, 0.97)))
+    assert "**Choice: T=1.**" in "\n".join(lines) and "set selectkd/specs.py DEFAULT_TEMPERATURE" in "\n".join(lines)
 
 
 def test_the_report_names_the_most_accurate_10_percent_row_at_the_default_time_when_the_top_one_is_slower():
