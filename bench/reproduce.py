@@ -95,6 +95,12 @@ def main(argv: list[str] | None = None) -> None:
         if differ:  # prepare would fit another teacher and take it for a re-fit of the first
             parser().error(f"{Path(args.results) / tag(data) / 'prep.json'} is a study with the teacher fitted by "
                            f"{', '.join(differ)}: give that teacher, or another --results folder")
+    if args.prepare_only:  # teachers fitted, pools and test rows scored: what another bench on these datasets needs
+        for data in args.datasets:
+            preps[data] = prepare(args, data, root, student)
+        render(args, preps, best_strategy(args, preps))
+        log(f"prepared: {', '.join(args.datasets)} (no run made)")
+        return
     best = best_strategy(args, preps)
     ready: set[tuple[str, bool]] = set()
 

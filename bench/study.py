@@ -821,6 +821,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--datasets", nargs="+", default=list(DATASETS), help="built-in names or save_to_disk folders with train/test splits")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--tiers", nargs="+", default=list(TIERS), choices=TIERS, help="which tiers to run (in this order)")
+    p.add_argument("--prepare-only", action="store_true",
+                   help="fit each dataset's teacher and score its pool and test rows (prep.json), then stop without a "
+                        "run: what bench/temperature.py and the other variant benches need")
     p.add_argument("--teachers-seeds", nargs="+", type=int, default=[0],
                    help="the seeds of the teachers tier (adoption, objective: 8 full-length runs a seed, over a third "
                         "of the study's compute at 3 seeds; the promise's tiers run every --seeds)")

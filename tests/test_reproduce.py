@@ -263,6 +263,18 @@ def test_a_dataset_not_prepared_yet_has_no_curve_left_from_another_study(study):
     assert dict(zip(printed[::2], printed[1::2])) == given and len(printed) == 2 * len(given), command
 
 
+def test_prepare_only_fits_and_scores_then_stops_without_a_run(study):
+    """What a variant bench (bench/temperature.py) needs of a dataset, without the study's runs."""
+    results, runs = study["base"] / "results-prepared", study["base"] / "runs-prepared"
+    args = list(study["args"])
+    args[args.index("--results") + 1], args[args.index("--runs") + 1] = str(results), str(runs)
+    done = run_study(args + ["--prepare-only", "--out", str(study["base"] / "docs-prepared")], study["base"])
+    prep = json.loads((results / "toy" / "prep.json").read_text())
+    assert prep["teacher_test"]["accuracy"] > 0 and prep["pool_rows"] == 160
+    assert not list(results.glob("toy/s[0-9]*")) and not runs.exists()  # not one run
+    assert "prepared: " in done.stdout and "toy seed 0: " not in done.stdout
+
+
 def test_a_second_invocation_trains_nothing_and_other_settings_are_redone(study):
     before = records(study)
     path = study["records"] / "static-random-10.json"
