@@ -204,7 +204,8 @@ def decide(rule: Rule, v: Variation, summary: list[dict]) -> tuple[list[str], di
     gain = {(s["dataset"], s["run"]): float(np.mean(np.subtract(s[other], s[base]))) * 100
             for s in summary if len(s["seeds"]) >= rule.seeds}
     target, guard = RUN_NAMES[rule.target], RUN_NAMES[rule.guard]
-    ref = {name: f"{RUN_NAMES[name]}{f' ({name})' if name == rp.DEFAULT_RUN else ''}" for name in (rule.target, rule.guard)}
+    ref = {name: RUN_NAMES[name] + (f" ({name})" if name == rp.DEFAULT_RUN else "")  # the rule names the run
+           for name in (rule.target, rule.guard)}
     text = (f"{other} becomes distill's default when, on {', '.join(rule.datasets)} with {rule.seeds} seeds each, "
             f"{ref[rule.target]} gains on average over the datasets and {ref[rule.guard]} loses at most {rule.slack} "
             "points on any one; "
