@@ -12,6 +12,7 @@ run as in the study; a finished run is never redone.
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,6 +69,25 @@ def variants(study, prep: dict, seed: int, v: Variation) -> list[tuple[rp.Run, r
                 var.time_budget_of = v.timed_by(value) if run.time_budget_of else None
                 out.append((run, var, value))
     return out
+
+
+def other_student(args) -> str | None:
+    """Why this bench must not run or render with these --results, or None: a record there distilled another
+    student than the study's today (bench/results/lr and head_init hold the first study's 3-layer student).
+    Such a record no longer matches the study's plan, so a render would drop it from the report and a run would
+    make every row again."""
+    study, _ = studies(args)
+    for data in args.datasets:
+        prep = rp.prepared(study, data)
+        if prep is None:
+            continue
+        want = Path(prep["student"]).name  # a record's signature keeps a path's last part
+        for path in sorted((Path(args.results) / rp.tag(data)).glob("s*/*.json")):
+            student = json.loads(path.read_text()).get("signature", {}).get("student")
+            if student not in (None, want):
+                return (f"{path.parent.parent} holds runs of the student {student}, and the study's student is now "
+                        f"{want}: a run or render would drop them from {args.out}; give another --results and --out")
+    return None
 
 
 def run_all(args, v: Variation, label: str) -> None:
@@ -232,7 +252,10 @@ def main(argv: list[str] | None, doc: str, results: str, datasets: list[str], v:
     """A bench's command line: run what is missing (unless --render-only), then write --out (default
     bench/results/NAME.md, NAME the bench: ``intro``, then the tables, then what ``verdict`` concludes from
     the paired results) and its .json."""
-    args = parser(doc, results, datasets).parse_args(argv)
+    p = parser(doc, results, datasets)
+    args = p.parse_args(argv)
+    if (why := other_student(args)) is not None:
+        p.error(why)  # exit 2, nothing written
     if not args.render_only:
         run_all(args, v, results)
     body, summary = tables(args, v, column)

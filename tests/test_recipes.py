@@ -281,6 +281,20 @@ def test_the_lr_rule_waits_for_every_dataset_then_weighs_the_short_run_against_f
     assert choice(one_worse) == 1e-4
 
 
+def test_a_render_of_lr_md_today_is_refused_rather_than_dropping_the_first_studys_runs(capsys):
+    """bench/results/lr holds runs of the first study's 3-layer student; the study's student is the whole MiniLM
+    now, so those records no longer match its plan: a render would leave lr.md without them and lr.json
+    without the choice distill's default follows."""
+    lr = _bench("lr")
+    report = Path(lr.rp.REPO) / "bench" / "results" / "lr.md"
+    before = report.read_bytes()
+    with pytest.raises(SystemExit) as stop:
+        lr.main(["--render-only"])
+    assert stop.value.code == 2
+    assert "holds runs of the student minilm-l6-first3" in capsys.readouterr().err
+    assert report.read_bytes() == before
+
+
 def test_the_temperature_rule_waits_for_every_dataset_then_weighs_full_kd_against_the_short_run():
     """bench/temperature.py's rule, written after r8 seed 1's pair: T=1 only when full-data KD gains on average
     over the datasets and the default 10% run loses at most 0.5 points on any one."""
