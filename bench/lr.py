@@ -46,14 +46,8 @@ RULE = variants.Rule(datasets=("tweets-binary", "20ng"), target=rp.DEFAULT_RUN, 
                      written="before the 20ng runs", default=DEFAULT_LR, constant="DEFAULT_LR")
 
 
-def verdict(summary: list[dict]) -> tuple[list[str], dict]:
-    """RULE applied to the paired results: report lines and ``{"choice": value or None, ...}``."""
-    return variants.decide(RULE, LR, summary)
-
-
 def main(argv: list[str] | None = None) -> None:
-    variants.main(argv, __doc__, "lr", list(RULE.datasets), LR, INTRO, "lr",
-                  verdict)
+    variants.main(argv, __doc__, "lr", list(RULE.datasets), LR, INTRO, "lr", RULE)
 
 
 if __name__ == "__main__":

@@ -50,14 +50,8 @@ RULE = variants.Rule(datasets=("r8", "20ng", "tweets-binary"), target="full", gu
                           "temperature), and the study makes them again.")
 
 
-def verdict(summary: list[dict]) -> tuple[list[str], dict]:
-    """RULE applied to the paired results: report lines and ``{"choice": value or None, ...}``."""
-    return variants.decide(RULE, TEMPERATURE, summary)
-
-
 def main(argv: list[str] | None = None) -> None:
-    variants.main(argv, __doc__, "temperature", list(RULE.datasets), TEMPERATURE, INTRO, "temperature",
-                  verdict)
+    variants.main(argv, __doc__, "temperature", list(RULE.datasets), TEMPERATURE, INTRO, "temperature", RULE)
 
 
 if __name__ == "__main__":

@@ -100,8 +100,8 @@ def run_all(args, v: Variation, label: str) -> None:
                 rp.log(f"{data}: not prepared by bench/reproduce.py yet; skipped")
                 continue
             if not (rp.REPO / prep["teacher"] / rp.FINETUNED).exists():  # a lost teacher: the study fits it again
-                rp.log(f"{data}: its teacher {prep['teacher']} is not on this machine; bench/reproduce.py fits or "
-                       "restores it; skipped")
+                rp.log(f"{data}: its teacher {prep['teacher']} is not on this machine; `bench/reproduce.py "
+                       "--prepare-only` fits or restores it; skipped")
                 continue
             done: dict[str, dict] = {}
             for run, variant, _value, cfg, rec in walk(study, mine, prep, seed, v, done):
@@ -194,9 +194,6 @@ def write(out: str, lines: list[str], summary: list[dict], extra: dict | None = 
                                                   "paired": summary, **(extra or {})})
 
 
-Verdict = Callable[[list[dict]], tuple[list[str], dict]]  # paired summary -> (report lines, .json keys)
-
-
 @dataclass(frozen=True)
 class Rule:
     """A default decided by paired runs: the option's second value replaces the first when ``target`` gains on
@@ -248,10 +245,10 @@ def decide(rule: Rule, v: Variation, summary: list[dict]) -> tuple[list[str], di
 
 
 def main(argv: list[str] | None, doc: str, results: str, datasets: list[str], v: Variation, intro: list[str],
-         column: str, verdict: Verdict | None = None) -> None:
+         column: str, rule: Rule | None = None) -> None:
     """A bench's command line: run what is missing (unless --render-only), then write --out (default
-    bench/results/NAME.md, NAME the bench: ``intro``, then the tables, then what ``verdict`` concludes from
-    the paired results) and its .json."""
+    bench/results/NAME.md, NAME the bench: ``intro``, then the tables, then what ``rule`` decides from
+    the paired results: ``decide``) and its .json."""
     p = parser(doc, results, datasets)
     args = p.parse_args(argv)
     if (why := other_student(args)) is not None:
@@ -259,7 +256,7 @@ def main(argv: list[str] | None, doc: str, results: str, datasets: list[str], v:
     if not args.render_only:
         run_all(args, v, results)
     body, summary = tables(args, v, column)
-    said, extra = verdict(summary) if verdict else ([], {})
+    said, extra = decide(rule, v, summary) if rule else ([], {})
     write(args.out, intro + body + said + [f"Command: `.venv/bin/python bench/{results}.py --commit` (then "
                                            "`--render-only`); machine and load are in each record.", ""], summary, extra)
     rp.log(f"report: {args.out}")

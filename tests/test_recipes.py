@@ -270,7 +270,7 @@ def test_the_lr_rule_waits_for_every_dataset_then_weighs_the_short_run_against_f
                 for d in lr.RULE.datasets for run, (a, b) in (("full", full), (lr.rp.DEFAULT_RUN, short))]
 
     def choice(summary: list[dict]):
-        return lr.verdict(summary)[1]["choice"]
+        return _bench("variants").decide(lr.RULE, lr.LR, summary)[1]["choice"]
 
     assert choice(paired((0.88, 0.88), (0.84, 0.86))[:-2]) is None  # the last dataset not measured yet
     assert choice(paired((0.88, 0.876), (0.84, 0.86))) == 3e-4  # full KD -0.4: inside the slack
@@ -307,7 +307,7 @@ def test_the_temperature_rule_waits_for_every_dataset_then_weighs_full_kd_agains
                 for run, (a, b) in (("full", full), (temperature.rp.DEFAULT_RUN, short))]
 
     def choice(summary: list[dict]):
-        return temperature.verdict(summary)[1]["choice"]
+        return _bench("variants").decide(temperature.RULE, temperature.TEMPERATURE, summary)[1]["choice"]
 
     assert choice(paired((0.90, 0.97), (0.97, 0.97))[:-2]) is None  # the last dataset not measured yet
     assert choice(paired((0.90, 0.97), (0.97, 0.966))) == 1.0  # the short run -0.4: inside the slack
@@ -317,7 +317,7 @@ def test_the_temperature_rule_waits_for_every_dataset_then_weighs_full_kd_agains
     assert one_worse[1]["run"] == temperature.rp.DEFAULT_RUN
     one_worse[1]["T=1"] = [0.96] * 3  # the short run -1.0 on the first dataset alone
     assert choice(one_worse) == 2.0
-    lines, _ = temperature.verdict(paired((0.90, 0.97), (0.97, 0.97)))
+    lines, _ = _bench("variants").decide(temperature.RULE, temperature.TEMPERATURE, paired((0.90, 0.97), (0.97, 0.97)))
     assert "**Choice: T=1.**" in "\n".join(lines) and "set selectkd/specs.py DEFAULT_TEMPERATURE" in "\n".join(lines)
 
 
